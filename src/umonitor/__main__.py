@@ -1,0 +1,3 @@
+from umonitor.cli import main
+
+main()

@@ -1,0 +1,361 @@
+"""The ``umonitor`` command: thin commands over the library.
+
+Every error a user can cause is a ``UmonitorError``; ``main`` turns it into one line
+on stderr and its exit code. Nothing else prints a traceback to a user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from umonitor import __version__
+from umonitor.errors import NotAcknowledged, UmonitorError, UsageError
+from umonitor.records import SEVERITY_NAMES, Severity
+from umonitor.store import index, layout
+from umonitor.store.logfile import escape, format_fields
+from umonitor.timeparse import format_age, format_time, parse_time
+
+_COLOURS = {0: "red", 1: "red", 2: "red", 3: "red", 4: "yellow", 5: "cyan", 6: None, 7: "bright_black"}
+
+data_option = click.option(
+    "--data",
+    "data",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="UMONITOR_DATA",
+    help="Data directory (default: $UMONITOR_DATA, else ~/.local/share/umonitor).",
+)
+
+
+def _data_dir(data: Path | None) -> Path:
+    return data if data is not None else layout.default_data_dir()
+
+
+class _Group(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except UmonitorError as exc:
+            click.echo(f"umonitor: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("umonitor: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.stderr.close()
+            sys.exit(0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="umonitor")
+def main() -> None:
+    """Monitor unikernels from the host: collect, keep and show their logs."""
+
+
+# -- serve ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--listen", "-l", "listen", multiple=True, metavar="HOST:PORT",
+    help="Address for the native protocol, TCP and UDP (repeatable; default 127.0.0.1:2333).",
+)
+@click.option("--udp/--no-udp", default=True, show_default=True, help="Also listen on UDP.")
+@click.option(
+    "--dial", multiple=True, metavar="NAME=HOST:PORT",
+    help="Connect out to a guest that listens, as the original Umonitor did (repeatable).",
+)
+@click.option(
+    "--fsync", type=click.Choice(["always", "batch", "never"]), default="batch",
+    show_default=True,
+    help="always: fsync before every ACK; batch: ACK after write, fsync every second; "
+    "never: leave it to the OS.",
+)
+@click.option("--max-frame", default=65536, show_default=True, help="Largest frame or line, bytes.")
+@click.option("--no-index", is_flag=True, help="Do not run the indexer (logs/ls index on demand).")
+@data_option
+def serve(
+    listen: tuple[str, ...], udp: bool, dial: tuple[str, ...], fsync: str, max_frame: int,
+    no_index: bool, data: Path | None,
+) -> None:
+    """Run the collector: receive guests' records and store them.
+
+    Stops on SIGTERM or Ctrl-C after storing and acknowledging what arrived.
+    """
+    from umonitor.collector.server import ServeOptions, parse_dial, parse_endpoint, run
+    from umonitor.store.writer import FsyncPolicy
+
+    if max_frame < 1024 or max_frame > 16 << 20:
+        raise UsageError("--max-frame must be between 1024 and 16777216")
+    root = layout.prepare_data_dir(_data_dir(data))
+    options = ServeOptions(
+        data=root,
+        listen=[parse_endpoint(x) for x in listen] or [parse_endpoint("127.0.0.1:2333")],
+        udp=udp,
+        dials=[parse_dial(x) for x in dial],
+        fsync=FsyncPolicy(fsync),
+        max_frame=max_frame,
+        indexer=not no_index,
+        ready=lambda where: click.echo(
+            f"umonitor: collecting into {root}, listening on {', '.join(where)}", err=True
+        ),
+    )
+    run(options)
+
+
+# -- ls ------------------------------------------------------------------------------
+
+
+def _collector_status(root: Path) -> dict[str, Any] | None:
+    try:
+        status = json.loads((root / layout.STATUS).read_text())
+        os.kill(int(status["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def _open_index(root: Path) -> Any:
+    if not (root / layout.INSTANCES).is_dir():
+        raise UsageError(
+            f"no umonitor data in {root}; start 'umonitor serve' or pass --data DIR"
+        )
+    conn = index.connect(root)
+    index.catch_up(conn, root)
+    return conn
+
+
+@main.command("ls")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@data_option
+def ls_command(output: str, data: Path | None) -> None:
+    """List every instance seen, connected or not."""
+    root = _data_dir(data)
+    conn = _open_index(root)
+    status = _collector_status(root) or {}
+    connected: dict[str, list[str]] = status.get("connected", {})
+    rows = []
+    for inst in index.instances(conn):
+        peers = connected.get(inst.name, [])
+        rows.append(
+            {
+                "name": inst.name,
+                "connected": bool(peers),
+                "address": peers[0] if peers else inst.peer,
+                "library": inst.library,
+                "first_seen": format_time(inst.first_ns) if inst.first_ns else None,
+                "last_seen": format_time(inst.last_ns) if inst.last_ns else None,
+                "records": sum(inst.counts),
+                "counts": dict(zip(SEVERITY_NAMES, inst.counts, strict=True)),
+                "dropped": inst.dropped,
+                "boots": inst.boots,
+                "_last_ns": inst.last_ns,
+            }
+        )
+    if output == "json":
+        for row in rows:
+            row.pop("_last_ns")
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no instances yet", err=True)
+        return
+    header = ("NAME", "STATE", "ADDRESS", "LAST SEEN", "RECORDS", "CRIT+", "ERR", "WARN",
+              "NOTICE", "INFO", "DEBUG", "DROPPED")
+    table = [header]
+    for row in rows:
+        c = row["counts"]
+        table.append(
+            (
+                row["name"],
+                "connected" if row["connected"] else "-",
+                row["address"] or "-",
+                format_age(row["_last_ns"]),
+                str(row["records"]),
+                str(c["emerg"] + c["alert"] + c["crit"]),
+                str(c["err"]),
+                str(c["warning"]),
+                str(c["notice"]),
+                str(c["info"]),
+                str(c["debug"]),
+                str(row["dropped"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+# -- logs ----------------------------------------------------------------------------
+
+
+def _format_text(row: index.Row, with_name: bool, colour: bool) -> str:
+    stored = row.stored
+    rec = stored.record
+    parts = [format_time(stored.time_ns)]
+    if with_name:
+        parts.append(click.style(stored.instance, bold=True) if colour else stored.instance)
+    level = SEVERITY_NAMES[rec.severity]
+    if stored.origin.value != "app":
+        level = f"{level}/{stored.origin.value}"
+    parts.append(click.style(level, fg=_COLOURS[rec.severity]) if colour else level)
+    if rec.kind:
+        parts.append(f"[{rec.kind.name.lower()}]")
+    if rec.file or rec.function:
+        where = f"{rec.file}:{rec.line}" if rec.line else rec.file
+        parts.append(f"{where} {rec.function}:" if rec.function else f"{where}:")
+    # Guest text never reaches the terminal with its own escape sequences.
+    parts.append(escape(rec.message))
+    if rec.fields:
+        parts.append(format_fields(rec.fields))
+    return " ".join(p for p in parts if p)
+
+
+def _format_json(row: index.Row) -> str:
+    stored = row.stored
+    rec = stored.record
+    return json.dumps(
+        {
+            "instance": stored.instance,
+            "time": format_time(stored.time_ns),
+            "severity": SEVERITY_NAMES[rec.severity],
+            "seq": rec.seq,
+            "origin": stored.origin.value,
+            "kind": rec.kind.name.lower(),
+            "file": rec.file,
+            "line": rec.line,
+            "function": rec.function,
+            "message": rec.message,
+            "fields": dict(rec.fields),
+            "boot": row.boot,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _emit(rows: Iterable[index.Row], output: str, with_name: bool, colour: bool) -> int:
+    last = 0
+    for row in rows:
+        line = _format_json(row) if output == "json" else _format_text(row, with_name, colour)
+        click.echo(line, color=colour)
+        last = row.id
+    return last
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records as they arrive.")
+@click.option("-n", "--lines", "lines", type=int, default=None,
+              help="Only the last N records (default: all; 10 with --follow).")
+@click.option("--since", metavar="TIME", help="Records at or after TIME (10m, 2h, today, ISO).")
+@click.option("--until", metavar="TIME", help="Records at or before TIME.")
+@click.option("-p", "--priority", metavar="LEVEL",
+              help="This level and worse: emerg alert crit err warning notice info debug, or 0-7.")
+@click.option("-g", "--grep", metavar="TEXT",
+              help="Records whose message contains TEXT (case-insensitive; full-text indexed).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@data_option
+def logs(
+    names: tuple[str, ...], follow: bool, lines: int | None, since: str | None,
+    until: str | None, priority: str | None, grep: str | None, output: str, data: Path | None,
+) -> None:
+    """Show the records of NAMES (default: every instance), oldest first."""
+    root = _data_dir(data)
+    conn = _open_index(root)
+    if names:
+        known = {i.name for i in index.instances(conn)}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UsageError(
+                f"no instance named {', '.join(unknown)}; 'umonitor ls' lists the instances"
+            )
+    try:
+        max_sev = int(Severity.parse(priority)) if priority else 7
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    query = index.Query(
+        names=names,
+        since_ns=parse_time(since) if since else None,
+        until_ns=parse_time(until) if until else None,
+        max_severity=max_sev,
+        grep=grep,
+    )
+    if lines is not None and lines < 0:
+        raise UsageError("-n must be 0 or more")
+    last = 10 if follow and lines is None else lines
+    with_name = len(names) != 1
+    colour = output == "text" and sys.stdout.isatty()
+    newest = index.max_record_id(conn)
+    shown = _emit(index.select(conn, query, last=last), output, with_name, colour)
+    after = max(shown, newest)
+    if not follow:
+        return
+    try:
+        while True:
+            time.sleep(0.25)
+            index.catch_up(conn, root)
+            shown = _emit(index.select(conn, query, after_id=after), output, with_name, colour)
+            after = max(after, shown)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
+
+
+# -- send ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("message", nargs=-1, required=True)
+@click.option("--to", "to", default="127.0.0.1:2333", show_default=True, metavar="HOST:PORT")
+@click.option("--name", required=True, help="Instance name to log as.")
+@click.option("-p", "--priority", default="info", show_default=True, metavar="LEVEL")
+@click.option("-F", "--field", "fields", multiple=True, metavar="KEY=VALUE", help="Add a field (repeatable).")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the ACK.")
+def send(
+    message: tuple[str, ...], to: str, name: str, priority: str, fields: tuple[str, ...],
+    timeout: float,
+) -> None:
+    """Send one record, like logger(1); fails unless the collector acknowledges it.
+
+    MESSAGE '-' reads the message from standard input.
+    """
+    from umonitor.client import Client
+    from umonitor.collector.server import parse_endpoint
+
+    try:
+        severity = Severity.parse(priority)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    pairs = []
+    for item in fields:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"bad field {item!r}: use KEY=VALUE")
+        pairs.append((key, value))
+    text = sys.stdin.read().rstrip("\n") if message == ("-",) else " ".join(message)
+    endpoint = parse_endpoint(to)
+    client = Client(endpoint.host, endpoint.port, name)
+    try:
+        client.log(severity, text, fields=pairs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not client.close(timeout):
+        raise NotAcknowledged(
+            f"the collector at {endpoint} did not acknowledge the record within {timeout:g}s "
+            "(is 'umonitor serve' running there?)"
+        )

@@ -1,0 +1,1 @@
+"""The asyncio layer: listeners and connections that feed the pure decoders."""

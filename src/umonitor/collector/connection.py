@@ -1,0 +1,245 @@
+"""One guest connection: sniff the dialect, decode, store, acknowledge.
+
+How this works: ``data_received`` pushes bytes into the connection's sans-IO decoder
+and hands every decoded record to the store at once (formatting only). It then asks
+the collector for a commit; the collector commits once per event-loop turn for all
+connections and only then calls ``send_ack`` on each, so an ACK always follows the
+write it confirms. A protocol error ends this connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, cast
+
+from umonitor.errors import ProtocolError
+from umonitor.protocol import frame_codec as fc
+from umonitor.protocol.legacy import LegacyDecoder
+from umonitor.protocol.sniff import Dialect, sniff_untrusted
+from umonitor.protocol.text_lines import LineDecoder
+from umonitor.records import Origin, Record
+
+if TYPE_CHECKING:
+    from umonitor.collector.server import Collector
+    from umonitor.store.writer import InstanceLog
+
+log = logging.getLogger(__name__)
+
+QUIET_SECONDS = 0.1
+
+
+class Connection(asyncio.Protocol):
+    """A TCP connection from (or, in dial mode, to) one guest."""
+
+    def __init__(self, collector: Collector, fixed_name: str | None = None) -> None:
+        self.collector = collector
+        self.fixed_name = fixed_name
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.peer_host = ""
+        self.dialect: Dialect | None = None
+        self._head = bytearray()
+        self._native: fc.FrameDecoder | None = None
+        self._lines: LineDecoder | LegacyDecoder | None = None
+        self.instance: InstanceLog | None = None
+        self.boot = ""
+        self._acked = -1
+        self.high = 0
+        self._quiet: asyncio.TimerHandle | None = None
+        self._closing = False
+        self.records = 0
+
+    # -- asyncio callbacks --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer_host = str(peer[0])
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.collector.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            if self.dialect is None:
+                self._head += data
+                if len(self._head) > self.collector.max_frame:
+                    raise ProtocolError("no recognizable start within the first frame")
+                if not self._choose(final=False):
+                    self._arm_quiet()
+                    return
+                data, self._head = bytes(self._head), bytearray()
+            self._feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool | None:
+        self._finish_stream()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._quiet is not None:
+            self._quiet.cancel()
+        if not self._closing:
+            self._finish_stream()
+        self._closing = True
+        self.collector.connection_closed(self)
+
+    # -- decoding -----------------------------------------------------------------
+
+    def _choose(self, *, final: bool) -> bool:
+        dialect = sniff_untrusted(self._head, final=final)
+        if dialect is None:
+            return False
+        self.dialect = dialect
+        max_frame = self.collector.max_frame
+        if dialect is Dialect.NATIVE:
+            self._native = fc.FrameDecoder(fc.Peer.GUEST, max_frame=max_frame)
+            return True
+        if dialect is Dialect.LEGACY:
+            self._lines = LegacyDecoder(max_line=max_frame)
+        else:
+            self._lines = LineDecoder(max_line=max_frame)
+        self.boot = os.urandom(16).hex()
+        name = self.collector.name_for(self.fixed_name or self.peer_host or "unknown", self.peer_host)
+        self._attach(name, dialect.value, name)
+        return True
+
+    def _attach(self, name: str, library: str, requested: str) -> None:
+        self.instance = self.collector.store.log(name)
+        self.high = self.collector.store.begin_boot(
+            self.instance, self.boot, library, self.peer, requested
+        )
+        self.collector.instance_attached(self)
+
+    def _feed(self, data: bytes) -> None:
+        if self._native is not None:
+            self._native.receive_data(data)
+            self._handle_native(self._native.next_events())
+        elif self._lines is not None:
+            self._lines.receive_data(data)
+            self._store(self._lines.next_events())
+            if isinstance(self._lines, LegacyDecoder) and self._lines.buffered:
+                self._arm_quiet()
+
+    def _arm_quiet(self) -> None:
+        if self._quiet is not None:
+            self._quiet.cancel()
+        self._quiet = asyncio.get_running_loop().call_later(QUIET_SECONDS, self._went_quiet)
+
+    def _went_quiet(self) -> None:
+        self._quiet = None
+        if self._closing:
+            return
+        if self.dialect is None:
+            self._choose(final=True)
+            head, self._head = bytes(self._head), bytearray()
+            try:
+                self._feed(head)
+            except ProtocolError as exc:
+                self._fail(exc)
+                return
+        if isinstance(self._lines, LegacyDecoder):
+            self._store(self._lines.end_of_stream())
+
+    def _finish_stream(self) -> None:
+        if self.dialect is None and self._head:
+            self._choose(final=True)
+            head, self._head = bytes(self._head), bytearray()
+            try:
+                self._feed(head)
+            except ProtocolError as exc:
+                self._fail(exc)
+                return
+        if self._lines is not None:
+            self._store(self._lines.end_of_stream())
+
+    def _store(self, records: list[Record]) -> None:
+        if not records or self.instance is None:
+            return
+        self.records += len(records)
+        self.high = self.collector.store.add_records(
+            self.instance, self.boot, records, Origin.APP, time.time_ns()
+        )
+        self.collector.want_commit(self)
+
+    def _handle_native(self, events: list[fc.Event]) -> None:
+        batch: list[Record] = []
+        for event in events:
+            if type(event) is Record:
+                batch.append(event)
+                continue
+            if batch:
+                self._store_native(batch)
+                batch = []
+            self._control(event)
+        if batch:
+            self._store_native(batch)
+
+    def _store_native(self, batch: list[Record]) -> None:
+        if self.instance is None:
+            raise ProtocolError("RECORD before HELLO", fc.ErrorCode.UNEXPECTED)
+        self._store(batch)
+
+    def _control(self, event: fc.Event) -> None:
+        if isinstance(event, fc.Hello):
+            if self.instance is not None:
+                raise ProtocolError("second HELLO on one connection", fc.ErrorCode.UNEXPECTED)
+            self.boot = event.boot_id.hex()
+            name = self.collector.name_for(self.fixed_name or event.name, self.peer_host)
+            self._attach(name, event.library, event.name)
+            self.collector.want_commit(self)
+        elif isinstance(event, fc.Dropped):
+            if self.instance is None:
+                raise ProtocolError("DROPPED before HELLO", fc.ErrorCode.UNEXPECTED)
+            self.high = self.collector.store.add_dropped(
+                self.instance, self.boot, event.count, event.through_seq
+            )
+            self.collector.want_commit(self)
+        elif isinstance(event, fc.Ping):
+            self._send(fc.encode(fc.Pong(event.nonce)))
+        elif isinstance(event, fc.Bye):
+            self.collector.want_commit(self, then_close=True)
+        elif isinstance(event, fc.ErrorFrame):
+            log.info("%s reports error %d: %s", self.peer, event.code, event.reason)
+            self.close()
+        # PONG needs no answer.
+
+    # -- output -------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send_ack(self) -> None:
+        """Acknowledge everything committed for this connection's boot."""
+        if self._native is not None and self.instance is not None and self.high != self._acked:
+            self._acked = self.high
+            self._send(fc.encode(fc.Ack(self.high)))
+
+    def send_control(self, event: fc.Event) -> bool:
+        if self._native is None:
+            return False
+        self._send(fc.encode(event))
+        return True
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self.collector.protocol_errors += 1
+        log.warning("closing %s: %s", self.peer or "connection", exc)
+        if self._native is not None or self.dialect is Dialect.NATIVE or self.dialect is None:
+            self._send(fc.encode(fc.ErrorFrame(exc.code, str(exc))))
+        self.close()
+
+    def close(self, goodbye: fc.ErrorFrame | None = None) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if goodbye is not None and self._native is not None:
+            self._send(fc.encode(goodbye))
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,366 @@
+"""The collector daemon: listeners, dialers, group commit, status, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from umonitor.collector.connection import Connection
+from umonitor.errors import ProtocolError, UsageError
+from umonitor.protocol import frame_codec as fc
+from umonitor.records import Origin
+from umonitor.store import layout
+from umonitor.store.names import sanitize_instance_name
+from umonitor.store.writer import FsyncPolicy, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 2333
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> Endpoint:
+    """``HOST:PORT``, ``HOST``, ``:PORT`` or ``[V6]:PORT``."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise UsageError(f"bad address {text!r}: the port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"bad address {text!r}: the port must be 0-65535")
+    return Endpoint(host or "127.0.0.1", port)
+
+
+@dataclass(slots=True)
+class Dial:
+    """``--dial NAME=HOST:PORT``: connect out to a guest that listens (original mode)."""
+
+    name: str
+    endpoint: Endpoint
+    connected: bool = False
+    attempts: int = 0
+
+
+def parse_dial(text: str) -> Dial:
+    name, sep, address = text.partition("=")
+    if not sep or not name or not address:
+        raise UsageError(f"bad --dial {text!r}: use NAME=HOST:PORT")
+    return Dial(name, parse_endpoint(address))
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    """UDP: one record per datagram, no acknowledgement (docs/protocol.md §3)."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        collector = self.collector
+        try:
+            hello, body = fc.decode_datagram_untrusted(data, collector.max_frame)
+        except ProtocolError:
+            collector.bad_datagrams += 1
+            return
+        peer_host = str(addr[0])
+        name = collector.name_for(hello.name, peer_host)
+        store = collector.store
+        instance = store.log(name)
+        boot = hello.boot_id.hex()
+        if instance.context != boot:
+            store.begin_boot(instance, boot, hello.library, f"{peer_host}:{addr[1]}", hello.name)
+        if isinstance(body, fc.Dropped):
+            store.add_dropped(instance, boot, body.count, body.through_seq)
+        else:
+            store.add_records(instance, boot, [body], Origin.APP, time.time_ns())
+        collector.datagrams += 1
+        collector.want_commit(None)
+
+
+@dataclass
+class Collector:
+    """Serves every guest from one event loop; see collector/connection.py."""
+
+    store: Store
+    max_frame: int = fc.DEFAULT_MAX_FRAME
+    name_resolver: Callable[[str, str], str] | None = None
+    connections: set[Connection] = field(default_factory=set)
+    protocol_errors: int = 0
+    bad_datagrams: int = 0
+    datagrams: int = 0
+    status_path: Path | None = None
+    listening: list[str] = field(default_factory=list)
+    _to_ack: set[Connection] = field(default_factory=set)
+    _to_close: set[Connection] = field(default_factory=set)
+    _commit_scheduled: bool = False
+    _status_scheduled: bool = False
+    _servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    _udp: list[asyncio.DatagramTransport] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    dials: list[Dial] = field(default_factory=list)
+
+    def name_for(self, requested: str, peer_host: str) -> str:
+        """The instance a guest is filed under: the fleet decides, else its sanitized name."""
+        if self.name_resolver is not None:
+            return sanitize_instance_name(self.name_resolver(requested, peer_host))
+        return sanitize_instance_name(requested)
+
+    # -- commit -------------------------------------------------------------------
+
+    def want_commit(self, conn: Connection | None, then_close: bool = False) -> None:
+        if conn is not None:
+            self._to_ack.add(conn)
+            if then_close:
+                self._to_close.add(conn)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self.commit)
+
+    def commit(self) -> None:
+        self._commit_scheduled = False
+        self.store.commit()
+        to_ack, self._to_ack = self._to_ack, set()
+        for conn in to_ack:
+            conn.send_ack()
+        to_close, self._to_close = self._to_close, set()
+        for conn in to_close:
+            conn.close()
+
+    # -- connections --------------------------------------------------------------
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def instance_attached(self, conn: Connection) -> None:
+        self._status_changed()
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self._to_ack.discard(conn)
+        self._to_close.discard(conn)
+        if self._commit_scheduled is False and conn.instance is not None:
+            self.want_commit(None)
+        self._status_changed()
+
+    # -- status file (read by `umonitor ls`) ---------------------------------------
+
+    def _status_changed(self) -> None:
+        if self.status_path is None or self._status_scheduled:
+            return
+        self._status_scheduled = True
+        asyncio.get_running_loop().call_later(0.2, self.write_status)
+
+    def write_status(self) -> None:
+        self._status_scheduled = False
+        if self.status_path is None:
+            return
+        connected: dict[str, list[str]] = {}
+        for conn in self.connections:
+            if conn.instance is not None:
+                connected.setdefault(conn.instance.name, []).append(conn.peer)
+        status = {
+            "pid": os.getpid(),
+            "listening": self.listening,
+            "connected": connected,
+            "dials": {
+                sanitize_instance_name(d.name): {"address": str(d.endpoint), "connected": d.connected}
+                for d in self.dials
+            },
+            "protocol_errors": self.protocol_errors,
+            "bad_datagrams": self.bad_datagrams,
+            "updated_ns": time.time_ns(),
+        }
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=1))
+        os.replace(tmp, self.status_path)
+
+    # -- listeners ----------------------------------------------------------------
+
+    async def listen_tcp(self, endpoint: Endpoint) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                lambda: Connection(self), endpoint.host, endpoint.port, reuse_address=True,
+                backlog=4096,
+            )
+        except OSError as exc:
+            raise _listen_error(exc, endpoint, "TCP") from exc
+        self._servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        bound = Endpoint(endpoint.host, port)
+        self.listening.append(f"tcp://{bound}")
+        return bound
+
+    async def listen_udp(self, endpoint: Endpoint) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: Datagrams(self), local_addr=(endpoint.host, endpoint.port)
+            )
+        except OSError as exc:
+            raise _listen_error(exc, endpoint, "UDP") from exc
+        self._udp.append(transport)
+        port = transport.get_extra_info("sockname")[1]
+        bound = Endpoint(endpoint.host, port)
+        self.listening.append(f"udp://{bound}")
+        return bound
+
+    def dial(self, dial: Dial) -> None:
+        self.dials.append(dial)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._dial_loop(dial)))
+
+    async def _dial_loop(self, dial: Dial) -> None:
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        while True:
+            dial.attempts += 1
+            try:
+                transport, conn = await loop.create_connection(
+                    lambda: Connection(self, fixed_name=dial.name),
+                    dial.endpoint.host,
+                    dial.endpoint.port,
+                )
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            dial.connected = True
+            self._status_changed()
+            delay = 0.2
+            while not transport.is_closing():
+                await asyncio.sleep(0.1)
+            dial.connected = False
+            self._status_changed()
+            await asyncio.sleep(delay)
+
+    async def periodic(self) -> None:
+        """Once a second: fsync (batch policy) and state files."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.store.commit()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, store and acknowledge what arrived, say goodbye, close."""
+        for server in self._servers:
+            server.close()
+        for transport in self._udp:
+            transport.close()
+        for task in self._tasks:
+            task.cancel()
+        self.commit()
+        goodbye = fc.ErrorFrame(fc.ErrorCode.SHUTTING_DOWN, "collector shutting down")
+        for conn in list(self.connections):
+            conn.close(goodbye)
+        await asyncio.sleep(0)
+        self.commit()
+        self.store.close()
+        if self.status_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.status_path.unlink()
+
+
+def _listen_error(exc: OSError, endpoint: Endpoint, what: str) -> UsageError:
+    if exc.errno == errno.EADDRINUSE:
+        return UsageError(
+            f"{what} port {endpoint.port} on {endpoint.host} is already in use "
+            "(is another collector running?); choose another with --listen HOST:PORT"
+        )
+    if exc.errno == errno.EACCES:
+        return UsageError(
+            f"not allowed to listen on {what} port {endpoint.port}; use a port above 1023 "
+            "or run as root"
+        )
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or exc.errno is None:
+        return UsageError(f"cannot listen on {endpoint}: no such local address")
+    return UsageError(f"cannot listen on {what} {endpoint}: {exc.strerror}")
+
+
+@dataclass
+class ServeOptions:
+    data: Path
+    listen: list[Endpoint]
+    udp: bool = True
+    dials: list[Dial] = field(default_factory=list)
+    fsync: FsyncPolicy = FsyncPolicy.BATCH
+    max_frame: int = fc.DEFAULT_MAX_FRAME
+    indexer: bool = True
+    ready: Callable[[list[str]], None] | None = None
+
+
+def start_indexer(data: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "umonitor.store.indexer", str(data)],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def serve(options: ServeOptions) -> None:
+    """Run the collector until SIGTERM or SIGINT."""
+    store = Store(options.data, options.fsync)
+    collector = Collector(store, max_frame=options.max_frame)
+    collector.status_path = options.data / layout.STATUS
+    indexer = None
+    try:
+        for endpoint in options.listen:
+            bound = await collector.listen_tcp(endpoint)
+            if options.udp:
+                await collector.listen_udp(bound)
+    except BaseException:
+        await collector.shutdown()
+        raise
+    for dial in options.dials:
+        collector.dial(dial)
+    collector.write_status()
+    if options.indexer:
+        indexer = start_indexer(options.data)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ticker = loop.create_task(collector.periodic())
+    if options.ready is not None:
+        options.ready(collector.listening)
+    try:
+        await stop.wait()
+    finally:
+        ticker.cancel()
+        await collector.shutdown()
+        if indexer is not None:
+            indexer.terminate()
+            try:
+                indexer.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                indexer.kill()
+
+
+def run(options: ServeOptions) -> None:
+    """Run ``serve`` on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(options))
+    else:
+        uvloop.run(serve(options))

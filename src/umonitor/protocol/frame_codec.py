@@ -1,0 +1,442 @@
+"""The native umonitor frame codec (docs/protocol.md §2), sans-IO.
+
+How this works: the caller pushes whatever bytes arrived with ``receive_data`` and
+pulls every complete frame as a typed event with ``next_events``. The decoder never
+holds more than ``max_frame`` bytes of an incomplete frame: the 4-byte length is
+checked as soon as it arrives. Every path that reads peer bytes ends in
+``_untrusted`` and can raise only ``ProtocolError``; after one, the decoder stays
+broken, because a byte stream that lost its framing cannot be trusted again.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from umonitor.errors import ProtocolError
+from umonitor.records import Fields, Kind, Record, Severity
+
+PREFACE = b"\x89UMN"
+VERSION = 1
+DEFAULT_MAX_FRAME = 65536
+
+
+class FrameType(enum.IntEnum):
+    HELLO = 0x01
+    RECORD = 0x02
+    DROPPED = 0x03
+    BYE = 0x04
+    PING = 0x10
+    PONG = 0x11
+    ERROR = 0x7F
+    ACK = 0x81
+    SET_LEVEL = 0x82
+
+
+class ErrorCode(enum.IntEnum):
+    BAD_VERSION = 1
+    MALFORMED = 2
+    TOO_LARGE = 3
+    UNEXPECTED = 4
+    NOT_ALLOWED = 5
+    SHUTTING_DOWN = 6
+
+
+class Peer(enum.Enum):
+    """Who is on the other end of the bytes being decoded."""
+
+    GUEST = "guest"
+    HOST = "host"
+
+
+_FROM_GUEST = frozenset({FrameType.HELLO, FrameType.RECORD, FrameType.DROPPED, FrameType.BYE})
+_FROM_HOST = frozenset({FrameType.ACK, FrameType.SET_LEVEL})
+_EITHER = frozenset({FrameType.PING, FrameType.PONG, FrameType.ERROR})
+_ALLOWED = {Peer.GUEST: _FROM_GUEST | _EITHER, Peer.HOST: _FROM_HOST | _EITHER}
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    name: str
+    boot_id: bytes
+    token: bytes = b""
+    library: str = ""
+    version: int = VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    count: int
+    through_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetLevel:
+    level: Severity
+
+
+Event = Hello | Record | Dropped | Bye | Ping | Pong | ErrorFrame | Ack | SetLevel
+
+# Frame header:  length u32 | type u8
+#   +----+----+----+----+----+
+#   |      length       |type|
+#   +----+----+----+----+----+
+_HEADER = struct.Struct(">IB")
+_U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+_ERROR_HEAD = struct.Struct(">H")
+_DROPPED = struct.Struct(">QQ")
+# HELLO head: version u8 | flags u8 | boot_id 16 bytes
+_HELLO_HEAD = struct.Struct(">BB16s")
+# RECORD head (36 bytes):
+#   seq u64 | mono_ns u64 | wall_ns i64 | severity u8 | kind u8 | flags u8 |
+#   nfields u8 | line u32 | file_len u16 | func_len u16
+_RECORD_HEAD = struct.Struct(">QQqBBBBIHH")
+# field head: key_len u8 | value_len u16
+_FIELD_HEAD = struct.Struct(">BH")
+_FLAG_WALL = 0x01
+_U64_MAX = (1 << 64) - 1
+
+
+def _text(raw: bytes | bytearray) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+class FrameDecoder:
+    """Turns a byte stream from ``peer`` into events.
+
+    With ``expect_preface`` the stream must start with ``PREFACE`` (a connection);
+    without it the bytes are frames only (after sniffing, or inside a datagram).
+    """
+
+    def __init__(
+        self,
+        peer: Peer,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        expect_preface: bool = True,
+    ) -> None:
+        if max_frame < 64:
+            raise ValueError("max_frame must be at least 64 bytes")
+        self._allowed = _ALLOWED[peer]
+        self._max_body = max_frame - _HEADER.size
+        self._buf = bytearray()
+        self._need_preface = expect_preface
+        self._broken: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not yet form a complete frame."""
+        return len(self._buf)
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        self._buf += data
+
+    def next_events(self) -> list[Event]:
+        """Every complete frame received so far, decoded; raises ProtocolError."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            return self._drain_untrusted()
+        except ProtocolError as exc:
+            self._broken = exc
+            self._buf.clear()
+            raise
+
+    def _drain_untrusted(self) -> list[Event]:
+        buf = self._buf
+        pos = 0
+        end = len(buf)
+        if self._need_preface:
+            if end < len(PREFACE):
+                if buf != PREFACE[:end]:
+                    raise ProtocolError("connection does not start with the umonitor preface")
+                return []
+            if buf[: len(PREFACE)] != PREFACE:
+                raise ProtocolError("connection does not start with the umonitor preface")
+            pos = len(PREFACE)
+            self._need_preface = False
+        events: list[Event] = []
+        header_size = _HEADER.size
+        max_body = self._max_body
+        allowed = self._allowed
+        record_type = FrameType.RECORD
+        try:
+            while end - pos >= header_size:
+                length, ftype = _HEADER.unpack_from(buf, pos)
+                if length == 0:
+                    raise ProtocolError("frame length 0")
+                if length - 1 > max_body:
+                    raise ProtocolError(
+                        f"frame of {length + 4} bytes exceeds the maximum of "
+                        f"{max_body + header_size}",
+                        ErrorCode.TOO_LARGE,
+                    )
+                stop = pos + 4 + length
+                if stop > end:
+                    break
+                body_at = pos + header_size
+                if ftype == record_type:
+                    events.append(_decode_record_untrusted(buf, body_at, stop))
+                else:
+                    if ftype not in allowed:
+                        raise ProtocolError(
+                            f"frame type 0x{ftype:02x} is not expected here",
+                            ErrorCode.UNEXPECTED,
+                        )
+                    events.append(_decode_other_untrusted(ftype, bytes(buf[body_at:stop])))
+                pos = stop
+        finally:
+            if pos:
+                del buf[:pos]
+        if record_type not in allowed and any(type(e) is Record for e in events):
+            raise ProtocolError("RECORD frame is not expected here", ErrorCode.UNEXPECTED)
+        return events
+
+
+def _decode_record_untrusted(buf: bytearray, at: int, stop: int) -> Record:
+    if stop - at < _RECORD_HEAD.size:
+        raise ProtocolError("RECORD frame too short")
+    (seq, mono, wall, sev, kind, flags, nfields, line, file_len, func_len) = (
+        _RECORD_HEAD.unpack_from(buf, at)
+    )
+    if seq == 0:
+        raise ProtocolError("RECORD sequence number 0")
+    if sev > 7:
+        raise ProtocolError(f"RECORD severity {sev} is not 0-7")
+    if kind > 3:
+        raise ProtocolError(f"RECORD kind {kind} is not 0-3")
+    pos = at + _RECORD_HEAD.size
+    if pos + file_len + func_len > stop:
+        raise ProtocolError("RECORD source location runs past the frame")
+    file = _text(buf[pos : pos + file_len]) if file_len else ""
+    pos += file_len
+    func = _text(buf[pos : pos + func_len]) if func_len else ""
+    pos += func_len
+    fields: Fields = ()
+    if nfields:
+        pairs = []
+        for _ in range(nfields):
+            if pos + _FIELD_HEAD.size > stop:
+                raise ProtocolError("RECORD field runs past the frame")
+            key_len, value_len = _FIELD_HEAD.unpack_from(buf, pos)
+            pos += _FIELD_HEAD.size
+            if key_len == 0:
+                raise ProtocolError("RECORD field with an empty key")
+            if pos + key_len + value_len > stop:
+                raise ProtocolError("RECORD field runs past the frame")
+            key = _text(buf[pos : pos + key_len])
+            pos += key_len
+            pairs.append((key, _text(buf[pos : pos + value_len])))
+            pos += value_len
+        fields = tuple(pairs)
+    return Record(
+        seq,
+        Severity(sev),
+        _text(buf[pos:stop]),
+        Kind(kind),
+        mono,
+        wall if flags & _FLAG_WALL else None,
+        file,
+        line,
+        func,
+        fields,
+    )
+
+
+def _need(body: bytes, size: int, what: str) -> None:
+    if len(body) != size:
+        raise ProtocolError(f"{what} frame body is {len(body)} bytes, expected {size}")
+
+
+def _decode_other_untrusted(ftype: int, body: bytes) -> Event:
+    if ftype == FrameType.HELLO:
+        return _decode_hello_untrusted(body)
+    if ftype == FrameType.DROPPED:
+        _need(body, _DROPPED.size, "DROPPED")
+        count, through = _DROPPED.unpack(body)
+        return Dropped(count, through)
+    if ftype == FrameType.BYE:
+        _need(body, 0, "BYE")
+        return Bye()
+    if ftype in (FrameType.PING, FrameType.PONG, FrameType.ACK):
+        _need(body, 8, FrameType(ftype).name)
+        (value,) = _U64.unpack(body)
+        if ftype == FrameType.PING:
+            return Ping(value)
+        return Pong(value) if ftype == FrameType.PONG else Ack(value)
+    if ftype == FrameType.SET_LEVEL:
+        _need(body, 1, "SET_LEVEL")
+        if body[0] > 7:
+            raise ProtocolError(f"SET_LEVEL level {body[0]} is not 0-7")
+        return SetLevel(Severity(body[0]))
+    if ftype == FrameType.ERROR:
+        if len(body) < _ERROR_HEAD.size:
+            raise ProtocolError("ERROR frame too short")
+        (code,) = _ERROR_HEAD.unpack_from(body)
+        return ErrorFrame(code, _text(body[_ERROR_HEAD.size :]))
+    raise ProtocolError(f"unknown frame type 0x{ftype:02x}", ErrorCode.UNEXPECTED)
+
+
+def _decode_hello_untrusted(body: bytes) -> Hello:
+    if len(body) < _HELLO_HEAD.size + 1:
+        raise ProtocolError("HELLO frame too short")
+    version, _flags, boot_id = _HELLO_HEAD.unpack_from(body)
+    if version != VERSION:
+        raise ProtocolError(
+            f"unsupported protocol version {version}; this collector speaks {VERSION}",
+            ErrorCode.BAD_VERSION,
+        )
+    pos = _HELLO_HEAD.size
+    parts: list[bytes] = []
+    for what in ("name", "token", "library"):
+        if pos >= len(body):
+            raise ProtocolError(f"HELLO ends before its {what}")
+        size = body[pos]
+        pos += 1
+        if pos + size > len(body):
+            raise ProtocolError(f"HELLO {what} runs past the frame")
+        parts.append(body[pos : pos + size])
+        pos += size
+    if pos != len(body):
+        raise ProtocolError("HELLO has bytes after the library name")
+    name, token, library = parts
+    if not name:
+        raise ProtocolError("HELLO with an empty instance name")
+    return Hello(_text(name), boot_id, token, _text(library), version)
+
+
+# -- encoding -----------------------------------------------------------------------
+
+
+def _frame(ftype: int, body: bytes) -> bytes:
+    return _HEADER.pack(len(body) + 1, ftype) + body
+
+
+def _short(value: bytes, what: str, limit: int = 255) -> bytes:
+    if len(value) > limit:
+        raise ValueError(f"{what} is {len(value)} bytes; the limit is {limit}")
+    return value
+
+
+def encode_hello(hello: Hello) -> bytes:
+    if len(hello.boot_id) != 16:
+        raise ValueError("boot_id must be 16 bytes")
+    name = _short(hello.name.encode(), "instance name")
+    if not name:
+        raise ValueError("instance name must not be empty")
+    token = _short(hello.token, "token")
+    library = _short(hello.library.encode(), "library name")
+    body = b"".join(
+        (
+            _HELLO_HEAD.pack(hello.version, 0, hello.boot_id),
+            bytes((len(name),)),
+            name,
+            bytes((len(token),)),
+            token,
+            bytes((len(library),)),
+            library,
+        )
+    )
+    return _frame(FrameType.HELLO, body)
+
+
+def encode_record(record: Record) -> bytes:
+    if not 1 <= record.seq <= _U64_MAX:
+        raise ValueError("seq must be 1..2**64-1")
+    file = _short(record.file.encode(), "file name", 0xFFFF)
+    func = _short(record.function.encode(), "function name", 0xFFFF)
+    if len(record.fields) > 255:
+        raise ValueError("at most 255 fields")
+    parts = [b""]
+    for key, value in record.fields:
+        k = _short(key.encode(), "field key")
+        if not k:
+            raise ValueError("field keys must not be empty")
+        v = _short(value.encode(), "field value", 0xFFFF)
+        parts.append(_FIELD_HEAD.pack(len(k), len(v)) + k + v)
+    wall = record.wall_ns
+    parts[0] = _RECORD_HEAD.pack(
+        record.seq,
+        record.mono_ns or 0,
+        wall if wall is not None else 0,
+        record.severity,
+        record.kind,
+        _FLAG_WALL if wall is not None else 0,
+        len(record.fields),
+        record.line,
+        len(file),
+        len(func),
+    )
+    parts.insert(1, file + func)
+    parts.append(record.message.encode())
+    return _frame(FrameType.RECORD, b"".join(parts))
+
+
+def encode(event: Event) -> bytes:
+    """The frame for ``event``; raises ValueError for values the format cannot hold."""
+    if isinstance(event, Record):
+        return encode_record(event)
+    if isinstance(event, Hello):
+        return encode_hello(event)
+    if isinstance(event, Dropped):
+        return _frame(FrameType.DROPPED, _DROPPED.pack(event.count, event.through_seq))
+    if isinstance(event, Bye):
+        return _frame(FrameType.BYE, b"")
+    if isinstance(event, Ping):
+        return _frame(FrameType.PING, _U64.pack(event.nonce))
+    if isinstance(event, Pong):
+        return _frame(FrameType.PONG, _U64.pack(event.nonce))
+    if isinstance(event, Ack):
+        return _frame(FrameType.ACK, _U64.pack(event.seq))
+    if isinstance(event, SetLevel):
+        return _frame(FrameType.SET_LEVEL, bytes((int(event.level),)))
+    return _frame(FrameType.ERROR, _ERROR_HEAD.pack(event.code) + event.reason.encode())
+
+
+def decode_datagram_untrusted(
+    data: bytes, max_frame: int = DEFAULT_MAX_FRAME
+) -> tuple[Hello, Record | Dropped]:
+    """One UDP datagram: preface, HELLO, then one RECORD or DROPPED (§3)."""
+    decoder = FrameDecoder(Peer.GUEST, max_frame=max_frame)
+    decoder.receive_data(data)
+    events = decoder.next_events()
+    if decoder.buffered:
+        raise ProtocolError("datagram ends inside a frame")
+    if len(events) != 2:
+        raise ProtocolError(f"datagram holds {len(events)} frames, expected 2")
+    hello, body = events
+    if not isinstance(hello, Hello) or not isinstance(body, Record | Dropped):
+        raise ProtocolError("datagram must be HELLO then RECORD or DROPPED")
+    return hello, body
+
+
+def encode_datagram(hello: Hello, body: Record | Dropped) -> bytes:
+    return PREFACE + encode_hello(hello) + encode(body)

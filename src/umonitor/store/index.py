@@ -1,0 +1,396 @@
+"""The SQLite index over the log files: what ``logs`` and ``ls`` query.
+
+How this works: the files are the truth; the index follows them. ``catch_up`` reads
+each instance's log files from the offset it reached last time, up to the last
+complete line, and inserts what it parses in the same transaction that moves the
+offset, so every line is indexed exactly once whoever runs it (the collector's
+indexer process, or a CLI command run with no collector). Deleting the database and
+calling ``catch_up`` rebuilds it. WAL mode lets readers query while it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from umonitor.errors import UsageError
+from umonitor.records import Kind, Origin, Record, Severity, StoredRecord
+from umonitor.store import layout
+from umonitor.store.logfile import BootLine, DroppedLine, LineError, RecordLine, parse_line
+from umonitor.store.names import is_instance_name
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    first_ns INTEGER,
+    last_ns INTEGER,
+    peer TEXT NOT NULL DEFAULT '',
+    library TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS boots(
+    id INTEGER PRIMARY KEY,
+    instance_id INTEGER NOT NULL REFERENCES instances(id),
+    boot TEXT NOT NULL,
+    peer TEXT NOT NULL DEFAULT '',
+    library TEXT NOT NULL DEFAULT '',
+    max_seq INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0,
+    UNIQUE(instance_id, boot)
+);
+CREATE TABLE IF NOT EXISTS records(
+    id INTEGER PRIMARY KEY,
+    instance_id INTEGER NOT NULL,
+    boot_id INTEGER,
+    seq INTEGER NOT NULL,
+    time_ns INTEGER NOT NULL,
+    mono_ns INTEGER,
+    severity INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    func TEXT NOT NULL,
+    message TEXT NOT NULL,
+    fields TEXT
+);
+CREATE INDEX IF NOT EXISTS records_by_instance ON records(instance_id, id);
+CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
+    message, content='records', content_rowid='id', detail=none
+);
+CREATE TABLE IF NOT EXISTS counts(
+    instance_id INTEGER NOT NULL,
+    severity INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY(instance_id, severity)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions(
+    instance_id INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    context TEXT NOT NULL DEFAULT '',
+    bad_lines INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(instance_id, file)
+) WITHOUT ROWID;
+"""
+
+CHUNK = 4 << 20
+_WORD = re.compile(r"\w+")
+
+
+def connect(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """The index database of data directory ``root``, created if needed."""
+    path = root / layout.INDEX
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if not readonly:
+            conn.executescript(SCHEMA)
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot open the index {path}: {exc}") from exc
+    return conn
+
+
+def _instance_id(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT id FROM instances WHERE name = ?", (name,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    cur = conn.execute("INSERT INTO instances(name) VALUES (?)", (name,))
+    return int(cur.lastrowid or 0)
+
+
+def _boot_id(conn: sqlite3.Connection, instance_id: int, boot: str, cache: dict[str, int]) -> int:
+    found = cache.get(boot)
+    if found is not None:
+        return found
+    conn.execute(
+        "INSERT OR IGNORE INTO boots(instance_id, boot) VALUES (?, ?)", (instance_id, boot)
+    )
+    row = conn.execute(
+        "SELECT id FROM boots WHERE instance_id = ? AND boot = ?", (instance_id, boot)
+    ).fetchone()
+    cache[boot] = int(row[0])
+    return cache[boot]
+
+
+def _catch_up_file(conn: sqlite3.Connection, instance_id: int, path: Path) -> int:
+    """Index what ``path`` gained; returns the number of records added."""
+    row = conn.execute(
+        "SELECT offset, context FROM positions WHERE instance_id = ? AND file = ?",
+        (instance_id, path.name),
+    ).fetchone()
+    offset, context = (int(row[0]), str(row[1])) if row else (0, "")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size <= offset:
+        return 0
+    with open(path, "rb") as src:
+        src.seek(offset)
+        data = src.read(CHUNK)
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return 0
+    rows: list[tuple[object, ...]] = []
+    boots: dict[str, int] = {}
+    counts = [0] * 8
+    bad = 0
+    first_ns = last_ns = None
+    for raw in data[:end].split(b"\n")[:-1]:
+        try:
+            parsed = parse_line(raw.decode("utf-8", "replace"))
+        except LineError:
+            bad += 1
+            continue
+        if isinstance(parsed, RecordLine):
+            rec = parsed.record
+            boot_id = _boot_id(conn, instance_id, context, boots) if context else None
+            rows.append(
+                (
+                    instance_id,
+                    boot_id,
+                    rec.seq,
+                    parsed.time_ns,
+                    rec.mono_ns,
+                    int(rec.severity),
+                    parsed.origin.value,
+                    int(rec.kind),
+                    rec.file,
+                    rec.line,
+                    rec.function,
+                    rec.message,
+                    json.dumps(dict(rec.fields)) if rec.fields else None,
+                )
+            )
+            counts[rec.severity] += 1
+            if first_ns is None:
+                first_ns = parsed.time_ns
+            last_ns = parsed.time_ns
+        elif isinstance(parsed, BootLine):
+            context = parsed.boot
+            boot_id = _boot_id(conn, instance_id, context, boots)
+            if parsed.peer or parsed.library:
+                conn.execute(
+                    "UPDATE boots SET peer = ?, library = ? WHERE id = ?",
+                    (parsed.peer, parsed.library, boot_id),
+                )
+                conn.execute(
+                    "UPDATE instances SET peer = ?, library = ? WHERE id = ?",
+                    (parsed.peer, parsed.library, instance_id),
+                )
+        elif isinstance(parsed, DroppedLine):
+            boot_id = _boot_id(conn, instance_id, parsed.boot, boots)
+            conn.execute(
+                "UPDATE boots SET dropped = max(dropped, ?) WHERE id = ?",
+                (parsed.count, boot_id),
+            )
+    if rows:
+        first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM records").fetchone()[0]
+        conn.executemany(
+            "INSERT INTO records(instance_id, boot_id, seq, time_ns, mono_ns, severity, "
+            "origin, kind, file, line, func, message, fields) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute(
+            "INSERT INTO records_fts(rowid, message) SELECT id, message FROM records "
+            "WHERE id >= ?",
+            (first_id,),
+        )
+        conn.executemany(
+            "INSERT INTO counts(instance_id, severity, n) VALUES (?, ?, ?) "
+            "ON CONFLICT(instance_id, severity) DO UPDATE SET n = n + excluded.n",
+            [(instance_id, sev, n) for sev, n in enumerate(counts) if n],
+        )
+        conn.execute(
+            "UPDATE boots SET max_seq = (SELECT max(seq) FROM records r "
+            "WHERE r.boot_id = boots.id AND r.id >= ?) WHERE instance_id = ? AND id IN "
+            "(SELECT DISTINCT boot_id FROM records WHERE id >= ?)",
+            (first_id, instance_id, first_id),
+        )
+        conn.execute(
+            "UPDATE instances SET first_ns = coalesce(first_ns, ?), "
+            "last_ns = max(coalesce(last_ns, 0), ?) WHERE id = ?",
+            (first_ns, last_ns, instance_id),
+        )
+    conn.execute(
+        "INSERT INTO positions(instance_id, file, offset, context, bad_lines) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(instance_id, file) DO UPDATE SET "
+        "offset = excluded.offset, context = excluded.context, "
+        "bad_lines = bad_lines + excluded.bad_lines",
+        (instance_id, path.name, offset + end, context, bad),
+    )
+    return len(rows)
+
+
+def instance_names(root: Path) -> list[str]:
+    try:
+        entries = sorted(p.name for p in (root / layout.INSTANCES).iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+    return [name for name in entries if is_instance_name(name)]
+
+
+def catch_up(conn: sqlite3.Connection, root: Path) -> int:
+    """Index everything the log files gained since the last call; returns records added."""
+    added = 0
+    for name in instance_names(root):
+        directory = layout.instance_dir(root, name)
+        logs = sorted(directory.glob("*.log"))
+        for path in logs:
+            while True:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    instance_id = _instance_id(conn, name)
+                    gained = _catch_up_file(conn, instance_id, path)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                added += gained
+                if not gained:
+                    break
+    return added
+
+
+# -- queries ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    name: str
+    first_ns: int | None
+    last_ns: int | None
+    peer: str
+    library: str
+    counts: tuple[int, ...]
+    dropped: int
+    boots: int
+
+
+def instances(conn: sqlite3.Connection) -> list[InstanceSummary]:
+    out = []
+    for row in conn.execute(
+        "SELECT id, name, first_ns, last_ns, peer, library, "
+        "(SELECT coalesce(sum(dropped), 0) FROM boots b WHERE b.instance_id = i.id), "
+        "(SELECT count(*) FROM boots b WHERE b.instance_id = i.id) "
+        "FROM instances i ORDER BY name"
+    ).fetchall():
+        counts = [0] * 8
+        for sev, n in conn.execute(
+            "SELECT severity, n FROM counts WHERE instance_id = ?", (row[0],)
+        ):
+            counts[int(sev)] = int(n)
+        out.append(
+            InstanceSummary(
+                row[1], row[2], row[3], row[4], row[5], tuple(counts), int(row[6]), int(row[7])
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What ``umonitor logs`` asks for. ``max_severity`` 4 means warning and worse."""
+
+    names: Sequence[str] = ()
+    since_ns: int | None = None
+    until_ns: int | None = None
+    max_severity: int = 7
+    grep: str | None = None
+    origins: Sequence[str] = ()
+
+
+def fts_expression(text: str) -> str | None:
+    """An FTS5 query that needs every word of ``text`` (as a word or word prefix)."""
+    words = _WORD.findall(text)
+    if not words:
+        return None
+    return " AND ".join('"' + w.replace('"', '""') + '"*' for w in words)
+
+
+def _where(query: Query) -> tuple[str, list[object]]:
+    clauses = ["r.severity <= ?"]
+    args: list[object] = [query.max_severity]
+    if query.names:
+        clauses.append(f"i.name IN ({', '.join('?' * len(query.names))})")
+        args.extend(query.names)
+    if query.since_ns is not None:
+        clauses.append("r.time_ns >= ?")
+        args.append(query.since_ns)
+    if query.until_ns is not None:
+        clauses.append("r.time_ns <= ?")
+        args.append(query.until_ns)
+    if query.origins:
+        clauses.append(f"r.origin IN ({', '.join('?' * len(query.origins))})")
+        args.extend(query.origins)
+    if query.grep:
+        expression = fts_expression(query.grep)
+        if expression is not None:
+            clauses.append("r.id IN (SELECT rowid FROM records_fts WHERE records_fts MATCH ?)")
+            args.append(expression)
+        clauses.append("instr(lower(r.message), lower(?)) > 0")
+        args.append(query.grep)
+    return " AND ".join(clauses), args
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    stored: StoredRecord
+    boot: str
+
+
+def _row(raw: tuple[object, ...]) -> Row:
+    (rid, name, boot, seq, time_ns, mono, sev, origin, kind, file, line, func, msg, fields) = raw
+    parsed_fields: tuple[tuple[str, str], ...] = ()
+    if fields:
+        parsed_fields = tuple((str(k), str(v)) for k, v in json.loads(str(fields)).items())
+    record = Record(
+        int(str(seq)),
+        Severity(int(str(sev))),
+        str(msg),
+        Kind(int(str(kind))),
+        None if mono is None else int(str(mono)),
+        None,
+        str(file),
+        int(str(line)),
+        str(func),
+        parsed_fields,
+    )
+    stored = StoredRecord(str(name), int(str(time_ns)), Origin(str(origin)), record)
+    return Row(int(str(rid)), stored, str(boot or ""))
+
+
+_SELECT = (
+    "SELECT r.id, i.name, b.boot, r.seq, r.time_ns, r.mono_ns, r.severity, r.origin, "
+    "r.kind, r.file, r.line, r.func, r.message, r.fields FROM records r "
+    "JOIN instances i ON i.id = r.instance_id LEFT JOIN boots b ON b.id = r.boot_id "
+)
+
+
+def select(
+    conn: sqlite3.Connection, query: Query, *, last: int | None = None, after_id: int = 0
+) -> Iterator[Row]:
+    """Matching records in stored order; ``last`` keeps only the newest N."""
+    where, args = _where(query)
+    if after_id:
+        where += " AND r.id > ?"
+        args.append(after_id)
+    if last is not None:
+        sql = f"SELECT * FROM ({_SELECT} WHERE {where} ORDER BY r.id DESC LIMIT ?) ORDER BY 1"
+        args.append(last)
+    else:
+        sql = f"{_SELECT} WHERE {where} ORDER BY r.id"
+    for raw in conn.execute(sql, args):
+        yield _row(raw)
+
+
+def max_record_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()[0])

@@ -1,0 +1,34 @@
+"""The index follower the collector starts: ``python -m umonitor.store.indexer DATA``.
+
+It runs in its own process so that indexing (SQLite, FTS5) uses another core than
+the collector's event loop; it catches up every 200 ms and once more on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from umonitor.store.index import catch_up, connect
+
+INTERVAL = 0.2
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    conn = connect(root)
+    while not stop.is_set():
+        if not catch_up(conn, root):
+            stop.wait(INTERVAL)
+    catch_up(conn, root)
+    conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

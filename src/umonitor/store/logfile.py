@@ -1,0 +1,233 @@
+"""The per-instance log file format: one line per record, readable and parseable.
+
+How this works (docs/storage.md has the full grammar)::
+
+    # boot 000102030405060708090a0b0c0d0e0f lib=umonitor-c/1.0.0 peer=10.77.0.5:40122
+    2026-11-26T13:44:35.123456Z warning app 42 +1.234567890 main.c:120:divide text\\tk=v
+
+A line is ``TIME SEVERITY ORIGIN[/KIND] SEQ UPTIME SOURCE MESSAGE``, single spaces,
+then optionally a TAB and the fields in logfmt. Every byte a guest chose is escaped
+so that no line holds a newline, TAB, ANSI escape or other control character:
+``\\\\ \\t \\n \\r \\xHH \\uHHHH``. Lines starting with ``#`` are context: which
+boot the following records belong to, and drop notices. The index is rebuilt from
+these lines alone, so everything it holds must be here.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass
+
+from umonitor.records import SEVERITY_NAMES, Kind, Origin, Record, Severity
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_TOKEN_BAD = re.compile(r"[\x00-\x20\x7f-\x9f\\:]")
+_KEY_BAD = re.compile(r'[\x00-\x20\x7f-\x9f\\="]')
+_VALUE_QUOTE = re.compile(r'[ "=]')
+_SHORT = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.S)
+_KIND_SUFFIX = {Kind.LOG: "", Kind.ENTER: "/enter", Kind.EXIT: "/exit", Kind.CRASH: "/crash"}
+_KIND_BY_NAME = {"enter": Kind.ENTER, "exit": Kind.EXIT, "crash": Kind.CRASH}
+_SEVERITY_BY_NAME = {name: Severity(i) for i, name in enumerate(SEVERITY_NAMES)}
+_FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+class LineError(ValueError):
+    """A line of a log file does not follow the format (a torn write, an edit)."""
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character and backslash escaped."""
+    return _CONTROL.sub(_escape_char, text) if _CONTROL.search(text) else text
+
+
+def _escape_token(text: str, bad: re.Pattern[str]) -> str:
+    return bad.sub(_escape_char, text) if bad.search(text) else text
+
+
+def _unescape_one(match: re.Match[str]) -> str:
+    body = match.group(1)
+    if len(body) > 1:
+        return chr(int(body[1:], 16))
+    return {"t": "\t", "n": "\n", "r": "\r"}.get(body, body)
+
+
+def unescape(text: str) -> str:
+    return _UNESCAPE.sub(_unescape_one, text) if "\\" in text else text
+
+
+def format_fields(fields: tuple[tuple[str, str], ...]) -> str:
+    parts = []
+    for key, value in fields:
+        key_text = _escape_token(key, _KEY_BAD) if key else '\\x00'
+        value_text = escape(value)
+        if not value_text or _VALUE_QUOTE.search(value_text):
+            value_text = '"' + value_text.replace('"', '\\"') + '"'
+        parts.append(f"{key_text}={value_text}")
+    return " ".join(parts)
+
+
+def parse_fields(text: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for match in _FIELD.finditer(text):
+        key, value = match.groups()
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            value = value[1:-1]
+        out.append((unescape(key), unescape(value)))
+    return tuple(out)
+
+
+class TimeFormatter:
+    """RFC 3339 UTC with microseconds; caches the per-second part."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, time_ns: int) -> str:
+        second, rest = divmod(time_ns, 1_000_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{rest // 1000:06d}Z"
+
+
+def parse_time(text: str) -> int:
+    """Nanoseconds since the epoch from this file's time format."""
+    if len(text) != 27 or text[19] != "." or text[26] != "Z":
+        raise LineError(f"bad time {text!r}")
+    try:
+        tm = time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+        micros = int(text[20:26])
+    except ValueError as exc:
+        raise LineError(f"bad time {text!r}") from exc
+    return calendar.timegm(tm) * 1_000_000_000 + micros * 1000
+
+
+def format_source(record: Record) -> str:
+    if not (record.file or record.line or record.function):
+        return "-"
+    file = _escape_token(record.file, _TOKEN_BAD)
+    if file == "-":
+        file = "\\x2d"
+    func = _escape_token(record.function, _TOKEN_BAD)
+    return f"{file}:{record.line or ''}:{func}"
+
+
+def format_uptime(mono_ns: int | None) -> str:
+    if mono_ns is None:
+        return "-"
+    seconds, rest = divmod(mono_ns, 1_000_000_000)
+    return f"+{seconds}.{rest:09d}"
+
+
+def format_record_line(time_text: str, origin: Origin, record: Record) -> str:
+    """The line for ``record`` without its newline."""
+    line = (
+        f"{time_text} {SEVERITY_NAMES[record.severity]} {origin.value}"
+        f"{_KIND_SUFFIX[record.kind]} {record.seq} {format_uptime(record.mono_ns)} "
+        f"{format_source(record)} {escape(record.message)}"
+    )
+    if record.fields:
+        return f"{line}\t{format_fields(record.fields)}"
+    return line
+
+
+@dataclass(frozen=True, slots=True)
+class BootLine:
+    boot: str
+    library: str
+    peer: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedLine:
+    boot: str
+    count: int
+    through_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLine:
+    time_ns: int
+    origin: Origin
+    record: Record
+
+
+def format_boot_line(boot: BootLine) -> str:
+    return (
+        f"# boot {boot.boot} lib={_escape_token(boot.library, _KEY_BAD) or '-'} "
+        f"peer={_escape_token(boot.peer, _KEY_BAD) or '-'} "
+        f"name={_escape_token(boot.name, _KEY_BAD) or '-'}"
+    )
+
+
+def format_dropped_line(dropped: DroppedLine) -> str:
+    return f"# dropped {dropped.boot} count={dropped.count} through={dropped.through_seq}"
+
+
+def _meta(text: str) -> dict[str, str]:
+    out = {}
+    for word in text.split(" "):
+        key, _, value = word.partition("=")
+        out[key] = "" if value == "-" else unescape(value)
+    return out
+
+
+def parse_line(line: str) -> BootLine | DroppedLine | RecordLine | None:
+    """What one line (without newline) says; None for comments it does not know."""
+    if line.startswith("#"):
+        parts = line.split(" ", 3)
+        if len(parts) >= 3 and parts[1] == "boot":
+            meta = _meta(parts[3]) if len(parts) > 3 else {}
+            return BootLine(parts[2], meta.get("lib", ""), meta.get("peer", ""), meta.get("name", ""))
+        if len(parts) >= 3 and parts[1] == "dropped":
+            meta = _meta(parts[3]) if len(parts) > 3 else {}
+            try:
+                return DroppedLine(parts[2], int(meta["count"]), int(meta["through"]))
+            except (KeyError, ValueError) as exc:
+                raise LineError(f"bad drop notice {line!r}") from exc
+        return None
+    parts = line.split(" ", 6)
+    if len(parts) != 7:
+        raise LineError(f"too few words in {line[:80]!r}")
+    time_text, severity_text, origin_text, seq_text, uptime_text, source, rest = parts
+    severity = _SEVERITY_BY_NAME.get(severity_text)
+    if severity is None:
+        raise LineError(f"unknown severity {severity_text!r}")
+    origin_name, _, kind_name = origin_text.partition("/")
+    try:
+        origin = Origin(origin_name)
+        kind = _KIND_BY_NAME[kind_name] if kind_name else Kind.LOG
+        seq = int(seq_text)
+        mono: int | None = None
+        if uptime_text != "-":
+            whole, _, frac = uptime_text[1:].partition(".")
+            mono = int(whole) * 1_000_000_000 + int(frac)
+    except (ValueError, KeyError) as exc:
+        raise LineError(f"bad record line {line[:80]!r}") from exc
+    file = function = ""
+    line_no = 0
+    if source != "-":
+        file_text, _, tail = source.partition(":")
+        line_text, _, func_text = tail.partition(":")
+        file, function = unescape(file_text), unescape(func_text)
+        line_no = int(line_text) if line_text.isdigit() else 0
+    message, tab, field_text = rest.partition("\t")
+    fields = parse_fields(field_text) if tab else ()
+    record = Record(seq, severity, unescape(message), kind, mono, None, file, line_no, function, fields)
+    return RecordLine(parse_time(time_text), origin, record)
