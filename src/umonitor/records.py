@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Severity(enum.IntEnum):
@@ -85,12 +86,13 @@ class Origin(enum.Enum):
 Fields = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One log record as a guest sent it.
 
     ``seq`` numbers records within one boot of one guest, from 1. ``mono_ns`` is the
     guest's clock since boot, ``wall_ns`` its wall clock (either may be unknown).
+    A NamedTuple rather than a frozen dataclass: one is built per record on the
+    ingest path, and a frozen dataclass costs about three times as much to build.
     """
 
     seq: int
@@ -102,7 +104,7 @@ class Record:
     file: str = ""
     line: int = 0
     function: str = ""
-    fields: Fields = field(default=())
+    fields: Fields = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,8 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, collector: Collector, fixed_name: str | None = None) -> None:
         self.collector = collector
+        # A dialed guest is named by the user and, unless it starts with the native
+        # preface, speaks the original format (it is the original Umonitor guest).
         self.fixed_name = fixed_name
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -68,8 +70,6 @@ class Connection(asyncio.Protocol):
         try:
             if self.dialect is None:
                 self._head += data
-                if len(self._head) > self.collector.max_frame:
-                    raise ProtocolError("no recognizable start within the first frame")
                 if not self._choose(final=False):
                     self._arm_quiet()
                     return
@@ -96,6 +96,8 @@ class Connection(asyncio.Protocol):
         dialect = sniff_untrusted(self._head, final=final)
         if dialect is None:
             return False
+        if self.fixed_name is not None and dialect is not Dialect.NATIVE:
+            dialect = Dialect.LEGACY
         self.dialect = dialect
         max_frame = self.collector.max_frame
         if dialect is Dialect.NATIVE:
@@ -119,8 +121,18 @@ class Connection(asyncio.Protocol):
 
     def _feed(self, data: bytes) -> None:
         if self._native is not None:
-            self._native.receive_data(data)
-            self._handle_native(self._native.next_events())
+            decoder = self._native
+            decoder.receive_data(data)
+            if not self.collector.store.fast:
+                self._handle_native(decoder.next_events())
+                return
+            while True:
+                if self.instance is not None:
+                    decoder.take_record_run(self._take_records)
+                events = decoder.next_events(limit=1)
+                if not events:
+                    break
+                self._handle_native(events)
         elif self._lines is not None:
             self._lines.receive_data(data)
             self._store(self._lines.next_events())
@@ -158,6 +170,16 @@ class Connection(asyncio.Protocol):
                 return
         if self._lines is not None:
             self._store(self._lines.end_of_stream())
+
+    def _take_records(self, buf: bytearray, pos: int, end: int, max_body: int) -> int:
+        assert self.instance is not None
+        stop = self.collector.store.add_record_run(
+            self.instance, self.boot, buf, pos, end, max_body
+        )
+        if stop != pos:
+            self.high = self.instance.high[self.boot]
+            self.collector.want_commit(self)
+        return stop
 
     def _store(self, records: list[Record]) -> None:
         if not records or self.instance is None:

@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -317,8 +318,19 @@ def start_indexer(data: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def raise_open_file_limit() -> None:
+    """Let one process hold thousands of guest connections (soft limit up to hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > 1 << 20:
+        hard = 1 << 20
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(options: ServeOptions) -> None:
     """Run the collector until SIGTERM or SIGINT."""
+    raise_open_file_limit()
     store = Store(options.data, options.fsync)
     collector = Collector(store, max_frame=options.max_frame)
     collector.status_path = options.data / layout.STATUS

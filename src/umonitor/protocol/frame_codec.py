@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from umonitor.errors import ProtocolError
@@ -103,12 +104,14 @@ class SetLevel:
 
 
 Event = Hello | Record | Dropped | Bye | Ping | Pong | ErrorFrame | Ack | SetLevel
+RecordRunConsumer = Callable[[bytearray, int, int, int], int]
 
 # Frame header:  length u32 | type u8
 #   +----+----+----+----+----+
 #   |      length       |type|
 #   +----+----+----+----+----+
 _HEADER = struct.Struct(">IB")
+_LENGTH = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
 _ERROR_HEAD = struct.Struct(">H")
@@ -159,18 +162,35 @@ class FrameDecoder:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
 
-    def next_events(self) -> list[Event]:
-        """Every complete frame received so far, decoded; raises ProtocolError."""
+    def next_events(self, limit: int | None = None) -> list[Event]:
+        """Complete frames received so far (at most ``limit``), decoded.
+
+        Raises ProtocolError, and again on every later call.
+        """
         if self._broken is not None:
             raise self._broken
         try:
-            return self._drain_untrusted()
+            return self._drain_untrusted(limit)
         except ProtocolError as exc:
             self._broken = exc
             self._buf.clear()
             raise
 
-    def _drain_untrusted(self) -> list[Event]:
+    def take_record_run(self, consume: RecordRunConsumer) -> None:
+        """Let ``consume`` take a run of RECORD frames straight from the buffer.
+
+        A fast path for the collector: ``consume(buf, pos, end, max_body)`` reads
+        whole RECORD frames from ``buf[pos:end]`` and returns where it stopped, at a
+        frame boundary. It must stop before any frame it does not fully understand;
+        ``next_events`` then decodes (or rejects) that frame the ordinary way.
+        """
+        if self._broken is not None or self._need_preface or not self._buf:
+            return
+        stop = consume(self._buf, 0, len(self._buf), self._max_body)
+        if stop:
+            del self._buf[:stop]
+
+    def _drain_untrusted(self, limit: int | None = None) -> list[Event]:
         buf = self._buf
         pos = 0
         end = len(buf)
@@ -189,8 +209,8 @@ class FrameDecoder:
         allowed = self._allowed
         record_type = FrameType.RECORD
         try:
-            while end - pos >= header_size:
-                length, ftype = _HEADER.unpack_from(buf, pos)
+            while end - pos >= 4 and (limit is None or len(events) < limit):
+                (length,) = _LENGTH.unpack_from(buf, pos)
                 if length == 0:
                     raise ProtocolError("frame length 0")
                 if length - 1 > max_body:
@@ -202,6 +222,7 @@ class FrameDecoder:
                 stop = pos + 4 + length
                 if stop > end:
                     break
+                ftype = buf[pos + 4]
                 body_at = pos + header_size
                 if ftype == record_type:
                     events.append(_decode_record_untrusted(buf, body_at, stop))
@@ -221,6 +242,10 @@ class FrameDecoder:
         return events
 
 
+_SEVERITIES = tuple(Severity)
+_KINDS = tuple(Kind)
+
+
 def _decode_record_untrusted(buf: bytearray, at: int, stop: int) -> Record:
     if stop - at < _RECORD_HEAD.size:
         raise ProtocolError("RECORD frame too short")
@@ -233,13 +258,15 @@ def _decode_record_untrusted(buf: bytearray, at: int, stop: int) -> Record:
         raise ProtocolError(f"RECORD severity {sev} is not 0-7")
     if kind > 3:
         raise ProtocolError(f"RECORD kind {kind} is not 0-3")
-    pos = at + _RECORD_HEAD.size
-    if pos + file_len + func_len > stop:
-        raise ProtocolError("RECORD source location runs past the frame")
-    file = _text(buf[pos : pos + file_len]) if file_len else ""
-    pos += file_len
-    func = _text(buf[pos : pos + func_len]) if func_len else ""
-    pos += func_len
+    pos = at + 36  # _RECORD_HEAD.size
+    file = func = ""
+    if file_len or func_len:
+        if pos + file_len + func_len > stop:
+            raise ProtocolError("RECORD source location runs past the frame")
+        file = buf[pos : pos + file_len].decode("utf-8", "replace")
+        pos += file_len
+        func = buf[pos : pos + func_len].decode("utf-8", "replace")
+        pos += func_len
     fields: Fields = ()
     if nfields:
         pairs = []
@@ -259,9 +286,9 @@ def _decode_record_untrusted(buf: bytearray, at: int, stop: int) -> Record:
         fields = tuple(pairs)
     return Record(
         seq,
-        Severity(sev),
-        _text(buf[pos:stop]),
-        Kind(kind),
+        _SEVERITIES[sev],
+        buf[pos:stop].decode("utf-8", "replace"),
+        _KINDS[kind],
         mono,
         wall if flags & _FLAG_WALL else None,
         file,

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS records(
     fields TEXT
 );
 CREATE INDEX IF NOT EXISTS records_by_instance ON records(instance_id, id);
+CREATE INDEX IF NOT EXISTS records_by_time ON records(time_ns);
 CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
     message, content='records', content_rowid='id', detail=none
 );
@@ -378,16 +379,19 @@ _SELECT = (
 def select(
     conn: sqlite3.Connection, query: Query, *, last: int | None = None, after_id: int = 0
 ) -> Iterator[Row]:
-    """Matching records in stored order; ``last`` keeps only the newest N."""
+    """Matching records, oldest first (by record time); ``last`` keeps the newest N."""
     where, args = _where(query)
     if after_id:
         where += " AND r.id > ?"
         args.append(after_id)
     if last is not None:
-        sql = f"SELECT * FROM ({_SELECT} WHERE {where} ORDER BY r.id DESC LIMIT ?) ORDER BY 1"
+        sql = (
+            f"SELECT * FROM ({_SELECT} WHERE {where} ORDER BY r.time_ns DESC, r.id DESC "
+            "LIMIT ?) ORDER BY 5, 1"
+        )
         args.append(last)
     else:
-        sql = f"{_SELECT} WHERE {where} ORDER BY r.id"
+        sql = f"{_SELECT} WHERE {where} ORDER BY r.time_ns, r.id"
     for raw in conn.execute(sql, args):
         yield _row(raw)
 

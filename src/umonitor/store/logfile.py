@@ -24,8 +24,8 @@ from umonitor.records import SEVERITY_NAMES, Kind, Origin, Record, Severity
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 _TOKEN_BAD = re.compile(r"[\x00-\x20\x7f-\x9f\\:]")
-_KEY_BAD = re.compile(r'[\x00-\x20\x7f-\x9f\\="]')
-_VALUE_QUOTE = re.compile(r'[ "=]')
+_KEY_BAD = re.compile(r'[\x00-\x20\x7f-\x9f\\="\s]')
+_VALUE_QUOTE = re.compile(r'[\s"=]')
 _SHORT = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.S)
 _KIND_SUFFIX = {Kind.LOG: "", Kind.ENTER: "/enter", Kind.EXIT: "/exit", Kind.CRASH: "/crash"}
@@ -88,23 +88,6 @@ def parse_fields(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-class TimeFormatter:
-    """RFC 3339 UTC with microseconds; caches the per-second part."""
-
-    __slots__ = ("_second", "_prefix")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def __call__(self, time_ns: int) -> str:
-        second, rest = divmod(time_ns, 1_000_000_000)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{rest // 1000:06d}Z"
-
-
 def parse_time(text: str) -> int:
     """Nanoseconds since the epoch from this file's time format."""
     if len(text) != 27 or text[19] != "." or text[26] != "Z":
@@ -134,16 +117,58 @@ def format_uptime(mono_ns: int | None) -> str:
     return f"+{seconds}.{rest:09d}"
 
 
-def format_record_line(time_text: str, origin: Origin, record: Record) -> str:
-    """The line for ``record`` without its newline."""
-    line = (
-        f"{time_text} {SEVERITY_NAMES[record.severity]} {origin.value}"
-        f"{_KIND_SUFFIX[record.kind]} {record.seq} {format_uptime(record.mono_ns)} "
-        f"{format_source(record)} {escape(record.message)}"
-    )
-    if record.fields:
-        return f"{line}\t{format_fields(record.fields)}"
-    return line
+_ORIGIN_KIND = {(o, k): f"{o.value}{_KIND_SUFFIX[k]}" for o in Origin for k in Kind}
+
+
+class LineFormatter:
+    """Formats record lines; caches what repeats from record to record.
+
+    Time text is cached per second and source tokens per (file, line, function), so
+    the common record costs one f-string and one regex search.
+    """
+
+    __slots__ = ("_second", "_prefix", "_sources")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+        self._sources: dict[tuple[str, int, str], str] = {}
+
+    def time_text(self, time_ns: int) -> str:
+        second, rest = divmod(time_ns, 1_000_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{rest // 1000:06d}Z"
+
+    def line(self, time_ns: int, origin: Origin, record: Record) -> str:
+        """The line for ``record`` without its newline."""
+        key = (record.file, record.line, record.function)
+        source = self._sources.get(key)
+        if source is None:
+            if len(self._sources) >= 4096:
+                self._sources.clear()
+            source = self._sources[key] = format_source(record)
+        mono = record.mono_ns
+        if mono is None:
+            uptime = "-"
+        else:
+            uptime = f"+{mono // 1_000_000_000}.{mono % 1_000_000_000:09d}"
+        message = record.message
+        if _CONTROL.search(message):
+            message = _CONTROL.sub(_escape_char, message)
+        line = (
+            f"{self.time_text(time_ns)} {SEVERITY_NAMES[record.severity]} "
+            f"{_ORIGIN_KIND[origin, record.kind]} {record.seq} {uptime} {source} {message}"
+        )
+        if record.fields:
+            return f"{line}\t{format_fields(record.fields)}"
+        return line
+
+
+def format_record_line(time_ns: int, origin: Origin, record: Record) -> str:
+    """The line for ``record`` without its newline (uncached; see LineFormatter)."""
+    return LineFormatter().line(time_ns, origin, record)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,16 @@ from umonitor.store.logfile import (
     DroppedLine,
     LineError,
     RecordLine,
-    TimeFormatter,
+    LineFormatter,
     format_boot_line,
     format_dropped_line,
-    format_record_line,
     parse_line,
 )
+
+try:
+    from umonitor._speedups import format_records
+except ImportError:  # the C accelerator is optional; the pure path is the reference
+    format_records = None
 
 STATE_INTERVAL_NS = 1_000_000_000
 
@@ -157,6 +161,8 @@ class InstanceLog:
 class Store:
     """Per-instance log files under ``root/instances``; see the module docstring."""
 
+    fast = format_records is not None
+
     def __init__(self, root: Path, fsync: FsyncPolicy = FsyncPolicy.BATCH) -> None:
         self.root = layout.prepare_data_dir(root)
         self.fsync = fsync
@@ -165,7 +171,7 @@ class Store:
         self._unsynced: set[InstanceLog] = set()
         self._unsaved: set[InstanceLog] = set()
         self._last_sync = time.monotonic()
-        self._format_time = TimeFormatter()
+        self._formatter = LineFormatter()
 
     def log(self, name: str) -> InstanceLog:
         log = self._logs.get(name)
@@ -186,19 +192,37 @@ class Store:
         high = log.high.get(boot, 0)
         if log.context != boot:
             log.switch_to(boot)
-        pending = log.pending
-        fmt = self._format_time
-        now_text = fmt(now_ns)
+        append = log.pending.append
+        line = self._formatter.line
         for record in records:
             if record.seq <= high:
                 continue
             high = record.seq
             wall = record.wall_ns
-            time_text = now_text if wall is None else fmt(wall)
-            pending.append(format_record_line(time_text, origin, record))
+            append(line(now_ns if wall is None else wall, origin, record))
         log.high[boot] = high
         self._dirty.add(log)
         return high
+
+    def add_record_run(
+        self, log: InstanceLog, boot: str, buf: bytearray, pos: int, end: int, max_body: int
+    ) -> int:
+        """Store a run of RECORD frames straight from a decoder's buffer (fast path).
+
+        Returns where the run stopped; see ``FrameDecoder.take_record_run``.
+        """
+        if format_records is None:
+            return pos
+        if log.context != boot:
+            log.switch_to(boot)
+        stop, text, high, _count = format_records(
+            buf, pos, end, max_body, log.high.get(boot, 0), time.time_ns()
+        )
+        if text:
+            log.pending.append(text)
+            self._dirty.add(log)
+        log.high[boot] = high
+        return int(stop)
 
     def add_dropped(self, log: InstanceLog, boot: str, count: int, through_seq: int) -> int:
         if count > log.dropped.get(boot, 0) or through_seq > log.high.get(boot, 0):

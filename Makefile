@@ -1,0 +1,25 @@
+# umonitor: `make demo` runs the demo, `make test` the test suite; both set up first.
+.PHONY: setup demo test lint unit bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+lint: setup
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
+	.venv/bin/mypy
+
+test: setup lint
+	.venv/bin/python -m pytest -q
+
+unit: setup
+	.venv/bin/python -m pytest -q tests/unit
+
+bench: setup
+	.venv/bin/python bench/ingest.py --guests 8 --records 250000
+
+clean:
+	rm -rf .venv build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what umonitor's demo and tests need: Debian packages (as root), then a
+# virtual environment in .venv with the package (and its C accelerator) and dev tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(gcc clang make)
+missing=()
+for pkg in "${debs[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]}; run 'sudo apt-get install ${missing[*]}' first" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'

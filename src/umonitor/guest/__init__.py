@@ -1,0 +1,1 @@
+"""Guest-side code: the C library sources and the demo guests."""

@@ -1,0 +1,123 @@
+"""The CLI over a real data directory (files + SQLite), driven with CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from umonitor.cli import main
+from umonitor.records import Kind, Origin, Record, Severity
+from umonitor.store.writer import Store
+
+NOW = 1_764_164_675_000_000_000
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    store = Store(tmp_path)
+    log = store.log("web-1")
+    store.begin_boot(log, "aa" * 16, "umonitor-c/1.0.0", "10.77.0.5:4000", "web-1")
+    store.add_records(log, "aa" * 16, [
+        Record(1, Severity.INFO, "started", mono_ns=1, wall_ns=NOW),
+        Record(2, Severity.WARNING, "NULL pointer passed", Kind.LOG, 2, NOW + 1000, "demo.c", 30,
+               "check", (("arg", "p"),)),
+        Record(3, Severity.ERR, "division by zero", wall_ns=NOW + 2000, fields=(("b", "0"),)),
+        Record(4, Severity.DEBUG, "evil \x1b[2J text", wall_ns=NOW + 3000),
+    ], Origin.APP, NOW)
+    log = store.log("db")
+    store.begin_boot(log, "bb" * 16, "umonitor-py/1.0.0", "10.77.0.6:4000", "db")
+    store.add_records(log, "bb" * 16, [Record(1, Severity.CRIT, "corrupt", wall_ns=NOW + 5000)],
+                      Origin.APP, NOW)
+    store.close()
+    return tmp_path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_logs_text(data: Path) -> None:
+    code, out, _ = run("logs", "--data", str(data))
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 5
+    assert lines[0].endswith("web-1 info started")
+    assert "web-1 warning demo.c:30 check: NULL pointer passed arg=p" in lines[1]
+    assert "\x1b" not in out and "evil \\x1b[2J text" in out
+
+
+def test_logs_single_instance_has_no_name_prefix(data: Path) -> None:
+    code, out, _ = run("logs", "--data", str(data), "db")
+    assert code == 0
+    assert out.strip().endswith("Z crit corrupt")
+
+
+def test_logs_json_fields(data: Path) -> None:
+    code, out, _ = run("logs", "--data", str(data), "-o", "json", "-p", "err")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["instance"], r["severity"], r["message"]) for r in rows] == [
+        ("web-1", "err", "division by zero"), ("db", "crit", "corrupt")]
+    assert set(rows[0]) >= {"instance", "time", "severity", "seq", "origin", "file", "line",
+                            "function", "message", "fields"}
+    assert rows[0]["fields"] == {"b": "0"} and rows[0]["time"].endswith("Z")
+
+
+def test_logs_grep_lines_and_priority(data: Path) -> None:
+    assert run("logs", "--data", str(data), "--grep", "ZERO")[1].count("\n") == 1
+    assert run("logs", "--data", str(data), "-n", "2")[1].count("\n") == 2
+    assert run("logs", "--data", str(data), "-p", "warning")[1].count("\n") == 3
+    assert run("logs", "--data", str(data), "-p", "4")[1].count("\n") == 3
+
+
+def test_ls_text_and_json(data: Path) -> None:
+    code, out, _ = run("ls", "--data", str(data))
+    assert code == 0
+    assert out.splitlines()[0].split()[:3] == ["NAME", "STATE", "ADDRESS"]
+    code, out, _ = run("ls", "--data", str(data), "-o", "json")
+    rows = {r["name"]: r for r in map(json.loads, out.splitlines())}
+    assert rows["web-1"]["counts"]["warning"] == 1
+    assert rows["web-1"]["records"] == 4
+    assert rows["web-1"]["address"] == "10.77.0.5:4000"
+    assert rows["web-1"]["connected"] is False
+    assert rows["db"]["counts"]["crit"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["logs", "--since", "someday"], "cannot read the time"),
+        (["logs", "-p", "loud"], "unknown level"),
+        (["logs", "nosuch"], "no instance named nosuch"),
+        (["logs", "-n", "-3"], "-n must be 0 or more"),
+    ],
+)
+def test_user_mistakes_are_one_line(data: Path, args: list[str], message: str) -> None:
+    code, out, err = run(*args, "--data", str(data))
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_data_dir_is_explained(tmp_path: Path) -> None:
+    code, _, err = run("ls", "--data", str(tmp_path / "nothing"))
+    assert code == 2 and "no umonitor data" in err
+
+
+def test_send_without_collector_fails_clearly() -> None:
+    code, _, err = run("send", "--to", "127.0.0.1:1", "--name", "x", "--timeout", "0.3", "hi")
+    assert code == 4 and "did not acknowledge" in err
+
+
+def test_send_bad_field_and_level() -> None:
+    assert run("send", "--name", "x", "-F", "novalue", "hi")[0] == 2
+    assert run("send", "--name", "x", "-p", "loud", "hi")[0] == 2
+
+
+def test_serve_rejects_bad_listen_address(tmp_path: Path) -> None:
+    code, _, err = run("serve", "--data", str(tmp_path), "--listen", "127.0.0.1:http")
+    assert code == 2 and "port must be a number" in err
