@@ -40,8 +40,16 @@ def encode_stream(name: str, count: int) -> tuple[bytes, list[int]]:
     base = time.time_ns()
     for seq in range(1, count + 1):
         frame = fc.encode_record(
-            Record(seq, Severity(seq % 8), MESSAGE, mono_ns=seq * 1000, wall_ns=base + seq * 1000,
-                   file="bench.c", line=42, function="handle")
+            Record(
+                seq,
+                Severity(seq % 8),
+                MESSAGE,
+                mono_ns=seq * 1000,
+                wall_ns=base + seq * 1000,
+                file="bench.c",
+                line=42,
+                function="handle",
+            )
         )
         parts.append(frame)
         size += len(frame)
@@ -49,8 +57,9 @@ def encode_stream(name: str, count: int) -> tuple[bytes, list[int]]:
     return b"".join(parts), ends
 
 
-async def guest(host: str, port: int, stream: bytes, ends: list[int], window: int,
-                latencies: list[float]) -> tuple[int, float]:
+async def guest(
+    host: str, port: int, stream: bytes, ends: list[int], window: int, latencies: list[float]
+) -> tuple[int, float]:
     reader, writer = await asyncio.open_connection(host, port)
     decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
     count = len(ends)
@@ -154,9 +163,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="umon-bench-") as tmp:
         data = Path(tmp)
         serve = subprocess.Popen(
-            [sys.executable, "-m", "umonitor", "serve", "--data", str(data), "-l",
-             "127.0.0.1:0", "--no-udp", "--fsync", args.fsync],
-            stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "umonitor",
+                "serve",
+                "--data",
+                str(data),
+                "-l",
+                "127.0.0.1:0",
+                "--no-udp",
+                "--fsync",
+                args.fsync,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert serve.stderr is not None
         ready = serve.stderr.readline()
@@ -168,10 +189,12 @@ def main() -> None:
         latencies: list[float] = []
 
         async def run_all() -> list[tuple[int, float]]:
-            return await asyncio.gather(*(
-                guest("127.0.0.1", port, stream, ends, args.window, latencies)
-                for stream, ends in streams
-            ))
+            return await asyncio.gather(
+                *(
+                    guest("127.0.0.1", port, stream, ends, args.window, latencies)
+                    for stream, ends in streams
+                )
+            )
 
         start = time.perf_counter()
         results = asyncio.run(run_all())
@@ -216,16 +239,23 @@ def main() -> None:
         "lost": args.guests * args.records - on_disk,
         "fsync": args.fsync,
     }
-    print(f"ingest: {args.guests} guests x {args.records} records "
-          f"({record_bytes:.0f} B frames, fsync={args.fsync})")
+    print(
+        f"ingest: {args.guests} guests x {args.records} records "
+        f"({record_bytes:.0f} B frames, fsync={args.fsync})"
+    )
     print(f"  acked:    {total} records in {elapsed:.2f} s = {total / elapsed:,.0f} records/s")
     print(f"  ack latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    print(f"  peak RSS: collector {rss_collector / 1024:.1f} MiB, "
-          f"indexer {rss_indexer / 1024:.1f} MiB")
-    print(f"  index: {indexed} records indexed {index_done:.2f} s after start "
-          f"({indexed / index_done:,.0f} records/s)")
-    print(f"  files: {on_disk} records checked, every seq once and in order; lost "
-          f"{figures['lost']}")
+    print(
+        f"  peak RSS: collector {rss_collector / 1024:.1f} MiB, "
+        f"indexer {rss_indexer / 1024:.1f} MiB"
+    )
+    print(
+        f"  index: {indexed} records indexed {index_done:.2f} s after start "
+        f"({indexed / index_done:,.0f} records/s)"
+    )
+    print(
+        f"  files: {on_disk} records checked, every seq once and in order; lost {figures['lost']}"
+    )
     if args.json:
         print(json.dumps(figures))
 

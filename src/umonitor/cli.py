@@ -23,7 +23,16 @@ from umonitor.store import index, layout
 from umonitor.store.logfile import escape, format_fields
 from umonitor.timeparse import format_age, format_time, parse_time
 
-_COLOURS = {0: "red", 1: "red", 2: "red", 3: "red", 4: "yellow", 5: "cyan", 6: None, 7: "bright_black"}
+_COLOURS = {
+    0: "red",
+    1: "red",
+    2: "red",
+    3: "red",
+    4: "yellow",
+    5: "cyan",
+    6: None,
+    7: "bright_black",
+}
 
 data_option = click.option(
     "--data",
@@ -72,16 +81,24 @@ def main() -> None:
 
 @main.command()
 @click.option(
-    "--listen", "-l", "listen", multiple=True, metavar="HOST:PORT",
+    "--listen",
+    "-l",
+    "listen",
+    multiple=True,
+    metavar="HOST:PORT",
     help="Address for the native protocol, TCP and UDP (repeatable; default 127.0.0.1:2333).",
 )
 @click.option("--udp/--no-udp", default=True, show_default=True, help="Also listen on UDP.")
 @click.option(
-    "--dial", multiple=True, metavar="NAME=HOST:PORT",
+    "--dial",
+    multiple=True,
+    metavar="NAME=HOST:PORT",
     help="Connect out to a guest that listens, as the original Umonitor did (repeatable).",
 )
 @click.option(
-    "--fsync", type=click.Choice(["always", "batch", "never"]), default="batch",
+    "--fsync",
+    type=click.Choice(["always", "batch", "never"]),
+    default="batch",
     show_default=True,
     help="always: fsync before every ACK; batch: ACK after write, fsync every second; "
     "never: leave it to the OS.",
@@ -90,8 +107,13 @@ def main() -> None:
 @click.option("--no-index", is_flag=True, help="Do not run the indexer (logs/ls index on demand).")
 @data_option
 def serve(
-    listen: tuple[str, ...], udp: bool, dial: tuple[str, ...], fsync: str, max_frame: int,
-    no_index: bool, data: Path | None,
+    listen: tuple[str, ...],
+    udp: bool,
+    dial: tuple[str, ...],
+    fsync: str,
+    max_frame: int,
+    no_index: bool,
+    data: Path | None,
 ) -> None:
     """Run the collector: receive guests' records and store them.
 
@@ -132,16 +154,16 @@ def _collector_status(root: Path) -> dict[str, Any] | None:
 
 def _open_index(root: Path) -> Any:
     if not (root / layout.INSTANCES).is_dir():
-        raise UsageError(
-            f"no umonitor data in {root}; start 'umonitor serve' or pass --data DIR"
-        )
+        raise UsageError(f"no umonitor data in {root}; start 'umonitor serve' or pass --data DIR")
     conn = index.connect(root)
     index.catch_up(conn, root)
     return conn
 
 
 @main.command("ls")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @data_option
 def ls_command(output: str, data: Path | None) -> None:
     """List every instance seen, connected or not."""
@@ -149,11 +171,11 @@ def ls_command(output: str, data: Path | None) -> None:
     conn = _open_index(root)
     status = _collector_status(root) or {}
     connected: dict[str, list[str]] = status.get("connected", {})
-    rows = []
-    for inst in index.instances(conn):
-        peers = connected.get(inst.name, [])
-        rows.append(
-            {
+    instances = index.instances(conn)
+    if output == "json":
+        for inst in instances:
+            peers = connected.get(inst.name, [])
+            row = {
                 "name": inst.name,
                 "connected": bool(peers),
                 "address": peers[0] if peers else inst.peer,
@@ -164,36 +186,28 @@ def ls_command(output: str, data: Path | None) -> None:
                 "counts": dict(zip(SEVERITY_NAMES, inst.counts, strict=True)),
                 "dropped": inst.dropped,
                 "boots": inst.boots,
-                "_last_ns": inst.last_ns,
             }
-        )
-    if output == "json":
-        for row in rows:
-            row.pop("_last_ns")
             click.echo(json.dumps(row))
         return
-    if not rows:
+    if not instances:
         click.echo("no instances yet", err=True)
         return
-    header = ("NAME", "STATE", "ADDRESS", "LAST SEEN", "RECORDS", "CRIT+", "ERR", "WARN",
-              "NOTICE", "INFO", "DEBUG", "DROPPED")
-    table = [header]
-    for row in rows:
-        c = row["counts"]
+    header: tuple[str, ...] = ("NAME", "STATE", "ADDRESS", "LAST SEEN", "RECORDS", "CRIT+")
+    header += ("ERR", "WARN", "NOTICE", "INFO", "DEBUG", "DROPPED")
+    table: list[tuple[str, ...]] = [header]
+    for inst in instances:
+        peers = connected.get(inst.name, [])
+        c = inst.counts
         table.append(
             (
-                row["name"],
-                "connected" if row["connected"] else "-",
-                row["address"] or "-",
-                format_age(row["_last_ns"]),
-                str(row["records"]),
-                str(c["emerg"] + c["alert"] + c["crit"]),
-                str(c["err"]),
-                str(c["warning"]),
-                str(c["notice"]),
-                str(c["info"]),
-                str(c["debug"]),
-                str(row["dropped"]),
+                inst.name,
+                "connected" if peers else "-",
+                (peers[0] if peers else inst.peer) or "-",
+                format_age(inst.last_ns),
+                str(sum(c)),
+                str(c[0] + c[1] + c[2]),
+                *(str(n) for n in c[3:]),
+                str(inst.dropped),
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
@@ -260,19 +274,42 @@ def _emit(rows: Iterable[index.Row], output: str, with_name: bool, colour: bool)
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records as they arrive.")
-@click.option("-n", "--lines", "lines", type=int, default=None,
-              help="Only the last N records (default: all; 10 with --follow).")
+@click.option(
+    "-n",
+    "--lines",
+    "lines",
+    type=int,
+    default=None,
+    help="Only the last N records (default: all; 10 with --follow).",
+)
 @click.option("--since", metavar="TIME", help="Records at or after TIME (10m, 2h, today, ISO).")
 @click.option("--until", metavar="TIME", help="Records at or before TIME.")
-@click.option("-p", "--priority", metavar="LEVEL",
-              help="This level and worse: emerg alert crit err warning notice info debug, or 0-7.")
-@click.option("-g", "--grep", metavar="TEXT",
-              help="Records whose message contains TEXT (case-insensitive; full-text indexed).")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "-p",
+    "--priority",
+    metavar="LEVEL",
+    help="This level and worse: emerg alert crit err warning notice info debug, or 0-7.",
+)
+@click.option(
+    "-g",
+    "--grep",
+    metavar="TEXT",
+    help="Records whose message contains TEXT (case-insensitive; full-text indexed).",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @data_option
 def logs(
-    names: tuple[str, ...], follow: bool, lines: int | None, since: str | None,
-    until: str | None, priority: str | None, grep: str | None, output: str, data: Path | None,
+    names: tuple[str, ...],
+    follow: bool,
+    lines: int | None,
+    since: str | None,
+    until: str | None,
+    priority: str | None,
+    grep: str | None,
+    output: str,
+    data: Path | None,
 ) -> None:
     """Show the records of NAMES (default: every instance), oldest first."""
     root = _data_dir(data)
@@ -324,10 +361,16 @@ def logs(
 @click.option("--to", "to", default="127.0.0.1:2333", show_default=True, metavar="HOST:PORT")
 @click.option("--name", required=True, help="Instance name to log as.")
 @click.option("-p", "--priority", default="info", show_default=True, metavar="LEVEL")
-@click.option("-F", "--field", "fields", multiple=True, metavar="KEY=VALUE", help="Add a field (repeatable).")
+@click.option(
+    "-F", "--field", "fields", multiple=True, metavar="KEY=VALUE", help="Add a field (repeatable)."
+)
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the ACK.")
 def send(
-    message: tuple[str, ...], to: str, name: str, priority: str, fields: tuple[str, ...],
+    message: tuple[str, ...],
+    to: str,
+    name: str,
+    priority: str,
+    fields: tuple[str, ...],
     timeout: float,
 ) -> None:
     """Send one record, like logger(1); fails unless the collector acknowledges it.

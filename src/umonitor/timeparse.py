@@ -9,8 +9,18 @@ import time
 from umonitor.errors import UsageError
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hour|d|day|w|week)s?(?:\s+ago)?")
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400,
-                 "day": 86400, "w": 604800, "week": 604800}
+_UNIT_SECONDS = {
+    "s": 1,
+    "sec": 1,
+    "m": 60,
+    "min": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+    "w": 604800,
+    "week": 604800,
+}
 
 
 def parse_time(text: str, *, now_ns: int | None = None) -> int:
@@ -37,8 +47,7 @@ def parse_time(text: str, *, now_ns: int | None = None) -> int:
         parsed = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(
-            f"cannot read the time {text!r}; use e.g. 10m, 2h, 1d, today, "
-            "or 2026-11-26T13:00:00"
+            f"cannot read the time {text!r}; use e.g. 10m, 2h, 1d, today, or 2026-11-26T13:00:00"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.astimezone()

@@ -54,9 +54,19 @@ def start_collector(data: Path, *extra: str, port: int = 0) -> Collector:
     err_path = data.parent / f"{data.name}-collector.err"
     with open(err_path, "a") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "umonitor", "serve", "--data", str(data),
-             "--listen", f"127.0.0.1:{port}", *extra],
-            stderr=err, text=True,
+            [
+                sys.executable,
+                "-m",
+                "umonitor",
+                "serve",
+                "--data",
+                str(data),
+                "--listen",
+                f"127.0.0.1:{port}",
+                *extra,
+            ],
+            stderr=err,
+            text=True,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -97,8 +107,19 @@ def c_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, files in sources.items():
         target = out / name
         subprocess.run(
-            [cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic",
-             f"-I{C_SRC}", "-o", str(target), *map(str, files)],
+            [
+                cc,
+                "-std=c99",
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                f"-I{C_SRC}",
+                "-o",
+                str(target),
+                *map(str, files),
+            ],
             check=True,
         )
         programs[name] = target
@@ -122,8 +143,11 @@ def wait_for(predicate: object, timeout: float = 20.0, what: str = "condition") 
 
 def file_seqs(data: Path, name: str) -> list[int]:
     path = data / "instances" / name / "app.log"
-    return [int(line.split(" ")[3]) for line in path.read_text().splitlines()
-            if not line.startswith("#")]
+    return [
+        int(line.split(" ")[3])
+        for line in path.read_text().splitlines()
+        if not line.startswith("#")
+    ]
 
 
 PY_GUEST = """
@@ -145,5 +169,8 @@ def python_guest(port: int, name: str, count: int) -> subprocess.Popen[str]:
     env = dict(os.environ)
     return subprocess.Popen(
         [sys.executable, "-c", PY_GUEST, "127.0.0.1", str(port), name, str(count)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )

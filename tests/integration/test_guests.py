@@ -26,8 +26,7 @@ def check_numbered(c: Collector, name: str, count: int) -> None:
     rows = c.records(name)
     assert [r["seq"] for r in rows] == list(range(1, count + 1))
     assert [r["message"] for r in rows] == [f"n={i}" for i in range(1, count + 1)]
-    assert [r["severity"] for r in rows] == [
-        Severity(i % 8).label for i in range(1, count + 1)]
+    assert [r["severity"] for r in rows] == [Severity(i % 8).label for i in range(1, count + 1)]
     assert all(r["fields"] == {"i": str(i)} for i, r in enumerate(rows, 1))
 
 
@@ -37,9 +36,20 @@ def test_fifty_concurrent_guests_c_and_python(
     count = 300
     procs = []
     for i in range(25):
-        procs.append(subprocess.Popen(
-            [str(c_programs["numbered_guest"]), "127.0.0.1", str(collector.port), f"c-{i}",
-             str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(c_programs["numbered_guest"]),
+                    "127.0.0.1",
+                    str(collector.port),
+                    f"c-{i}",
+                    str(count),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
         procs.append(python_guest(collector.port, f"py-{i}", count))
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -55,8 +65,18 @@ def test_records_logged_before_the_network_are_kept(
     collector: Collector, c_programs: dict[str, Path]
 ) -> None:
     out = subprocess.run(
-        [str(c_programs["numbered_guest"]), "127.0.0.1", str(collector.port), "early", "100",
-         "--before-network"], capture_output=True, text=True, timeout=60)
+        [
+            str(c_programs["numbered_guest"]),
+            "127.0.0.1",
+            str(collector.port),
+            "early",
+            "100",
+            "--before-network",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out
     check_numbered(collector, "early", 100)
 
@@ -69,8 +89,13 @@ def test_new_boot_keeps_history(collector: Collector) -> None:
         assert client.close(5)
     rows = collector.records("rebooting")
     assert [(r["boot"], r["seq"]) for r in rows] == [
-        ("61" * 16, 1), ("61" * 16, 2), ("61" * 16, 3),
-        ("62" * 16, 1), ("62" * 16, 2), ("62" * 16, 3)]
+        ("61" * 16, 1),
+        ("61" * 16, 2),
+        ("61" * 16, 3),
+        ("62" * 16, 1),
+        ("62" * 16, 2),
+        ("62" * 16, 3),
+    ]
 
 
 def test_reconnect_replays_without_duplicates(collector: Collector) -> None:
@@ -85,7 +110,8 @@ def test_reconnect_replays_without_duplicates(collector: Collector) -> None:
     client._sock = None
     client.session.connection_lost()
     client.session.unacked.extend(
-        (i, fc.encode_record(Record(i, Severity.INFO, f"n={i}"))) for i in range(1, 51))
+        (i, fc.encode_record(Record(i, Severity.INFO, f"n={i}"))) for i in range(1, 51)
+    )
     client.session.unacked = type(client.session.unacked)(sorted(client.session.unacked))
     client.session.acked = 0
     for i in range(51, 61):
@@ -118,10 +144,22 @@ def test_collector_restart_guest_replays_its_tail(tmp_path: Path) -> None:
 def test_garbage_does_not_disturb_other_guests(
     collector: Collector, c_programs: dict[str, Path]
 ) -> None:
-    guests = [subprocess.Popen(
-        [str(c_programs["numbered_guest"]), "127.0.0.1", str(collector.port), f"good-{i}",
-         "2000", "--flush-every=200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(4)]
+    guests = [
+        subprocess.Popen(
+            [
+                str(c_programs["numbered_guest"]),
+                "127.0.0.1",
+                str(collector.port),
+                f"good-{i}",
+                "2000",
+                "--flush-every=200",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
     hello = fc.encode_hello(fc.Hello("bad", os.urandom(16)))
     attacks = [
         fc.PREFACE + b"\xff\xff\xff\xff\x02",  # declared length far over the limit
@@ -161,8 +199,11 @@ def test_a_thousand_concurrent_connections(collector: Collector) -> None:
     try:
         for i in range(1000):
             s = socket.create_connection(("127.0.0.1", collector.port))
-            s.sendall(fc.PREFACE + fc.encode_hello(fc.Hello(f"many-{i}", os.urandom(16)))
-                      + fc.encode(Record(1, Severity.INFO, f"hello from {i}")))
+            s.sendall(
+                fc.PREFACE
+                + fc.encode_hello(fc.Hello(f"many-{i}", os.urandom(16)))
+                + fc.encode(Record(1, Severity.INFO, f"hello from {i}"))
+            )
             socks.append(s)
         acked = 0
         for s in socks:
@@ -192,8 +233,13 @@ def test_text_and_legacy_connections(collector: Collector) -> None:
     wait_for(lambda: len(collector.records("127.0.0.1")) == 6, what="six records")
     rows = collector.records("127.0.0.1")
     assert [(r["severity"], r["message"]) for r in rows] == [
-        ("warning", "from nc"), ("info", "plain text"), ("info", "Function main called"),
-        ("warning", "NULL pointer"), ("err", "Division by zero"), ("notice", "Return 3")]
+        ("warning", "from nc"),
+        ("info", "plain text"),
+        ("info", "Function main called"),
+        ("warning", "NULL pointer"),
+        ("err", "Division by zero"),
+        ("notice", "Return 3"),
+    ]
     assert rows[-1]["kind"] == "exit"
 
 
@@ -201,27 +247,46 @@ def test_udp_datagrams(collector: Collector) -> None:
     hello = fc.Hello("udp-guest", os.urandom(16))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for i in range(1, 4):
-            s.sendto(fc.encode_datagram(hello, Record(i, Severity.NOTICE, f"dgram {i}")),
-                     ("127.0.0.1", collector.port))
+            s.sendto(
+                fc.encode_datagram(hello, Record(i, Severity.NOTICE, f"dgram {i}")),
+                ("127.0.0.1", collector.port),
+            )
         s.sendto(b"junk", ("127.0.0.1", collector.port))
-    wait_for(lambda: (collector.data / "instances" / "udp-guest" / "app.log").exists()
-             and len(file_seqs(collector.data, "udp-guest")) == 3, what="datagrams")
+    wait_for(
+        lambda: (
+            (collector.data / "instances" / "udp-guest" / "app.log").exists()
+            and len(file_seqs(collector.data, "udp-guest")) == 3
+        ),
+        what="datagrams",
+    )
     assert [r["message"] for r in collector.records("udp-guest")] == [
-        "dgram 1", "dgram 2", "dgram 3"]
+        "dgram 1",
+        "dgram 2",
+        "dgram 3",
+    ]
 
 
 def test_dial_mode_with_a_legacy_guest(tmp_path: Path, c_programs: dict[str, Path]) -> None:
     from tests.integration.conftest import free_port
 
     port = free_port()
-    guest = subprocess.Popen([str(c_programs["legacy_guest"]), str(port), "8"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    guest = subprocess.Popen(
+        [str(c_programs["legacy_guest"]), str(port), "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     c = start_collector(tmp_path / "data", "--dial", f"old-guest=127.0.0.1:{port}")
     try:
         guest.communicate(timeout=30)
         assert guest.returncode == 0
-        wait_for(lambda: (c.data / "instances" / "old-guest" / "app.log").exists()
-                 and len(file_seqs(c.data, "old-guest")) == 8, what="legacy records")
+        wait_for(
+            lambda: (
+                (c.data / "instances" / "old-guest" / "app.log").exists()
+                and len(file_seqs(c.data, "old-guest")) == 8
+            ),
+            what="legacy records",
+        )
     finally:
         assert c.stop() == 0
     rows = c.records("old-guest")
@@ -245,8 +310,14 @@ def test_sigterm_stores_and_acknowledges_what_arrived(tmp_path: Path) -> None:
 
 
 def test_port_in_use_is_one_clear_line(collector: Collector, tmp_path: Path) -> None:
-    out = umonitor("serve", "--data", str(tmp_path / "other"), "--listen",
-                   f"127.0.0.1:{collector.port}", timeout=30)
+    out = umonitor(
+        "serve",
+        "--data",
+        str(tmp_path / "other"),
+        "--listen",
+        f"127.0.0.1:{collector.port}",
+        timeout=30,
+    )
     assert out.returncode == 2
     assert "already in use" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

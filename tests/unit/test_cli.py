@@ -20,17 +20,34 @@ def data(tmp_path: Path) -> Path:
     store = Store(tmp_path)
     log = store.log("web-1")
     store.begin_boot(log, "aa" * 16, "umonitor-c/1.0.0", "10.77.0.5:4000", "web-1")
-    store.add_records(log, "aa" * 16, [
-        Record(1, Severity.INFO, "started", mono_ns=1, wall_ns=NOW),
-        Record(2, Severity.WARNING, "NULL pointer passed", Kind.LOG, 2, NOW + 1000, "demo.c", 30,
-               "check", (("arg", "p"),)),
-        Record(3, Severity.ERR, "division by zero", wall_ns=NOW + 2000, fields=(("b", "0"),)),
-        Record(4, Severity.DEBUG, "evil \x1b[2J text", wall_ns=NOW + 3000),
-    ], Origin.APP, NOW)
+    store.add_records(
+        log,
+        "aa" * 16,
+        [
+            Record(1, Severity.INFO, "started", mono_ns=1, wall_ns=NOW),
+            Record(
+                2,
+                Severity.WARNING,
+                "NULL pointer passed",
+                Kind.LOG,
+                2,
+                NOW + 1000,
+                "demo.c",
+                30,
+                "check",
+                (("arg", "p"),),
+            ),
+            Record(3, Severity.ERR, "division by zero", wall_ns=NOW + 2000, fields=(("b", "0"),)),
+            Record(4, Severity.DEBUG, "evil \x1b[2J text", wall_ns=NOW + 3000),
+        ],
+        Origin.APP,
+        NOW,
+    )
     log = store.log("db")
     store.begin_boot(log, "bb" * 16, "umonitor-py/1.0.0", "10.77.0.6:4000", "db")
-    store.add_records(log, "bb" * 16, [Record(1, Severity.CRIT, "corrupt", wall_ns=NOW + 5000)],
-                      Origin.APP, NOW)
+    store.add_records(
+        log, "bb" * 16, [Record(1, Severity.CRIT, "corrupt", wall_ns=NOW + 5000)], Origin.APP, NOW
+    )
     store.close()
     return tmp_path
 
@@ -61,9 +78,21 @@ def test_logs_json_fields(data: Path) -> None:
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["instance"], r["severity"], r["message"]) for r in rows] == [
-        ("web-1", "err", "division by zero"), ("db", "crit", "corrupt")]
-    assert set(rows[0]) >= {"instance", "time", "severity", "seq", "origin", "file", "line",
-                            "function", "message", "fields"}
+        ("web-1", "err", "division by zero"),
+        ("db", "crit", "corrupt"),
+    ]
+    assert set(rows[0]) >= {
+        "instance",
+        "time",
+        "severity",
+        "seq",
+        "origin",
+        "file",
+        "line",
+        "function",
+        "message",
+        "fields",
+    }
     assert rows[0]["fields"] == {"b": "0"} and rows[0]["time"].endswith("Z")
 
 
@@ -97,7 +126,7 @@ def test_ls_text_and_json(data: Path) -> None:
     ],
 )
 def test_user_mistakes_are_one_line(data: Path, args: list[str], message: str) -> None:
-    code, out, err = run(*args, "--data", str(data))
+    code, _out, err = run(*args, "--data", str(data))
     assert code == 2
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -12,9 +12,30 @@ from umonitor.store import layout
 from umonitor.store.names import is_instance_name, sanitize_instance_name
 
 HOSTILE = [
-    "..", ".", "../x", "../../etc/passwd", "/", "/etc/passwd", "a/b", "a\\b", "a\0b",
-    "x" * 10240, "", " ", "\u202eevil", "ｗｅｂ-1", "web\u20141", "Web-1", "WEB-1",
-    ".hidden", "-rf", "con", "nul\0", "\n", "a\x1b[31m", "index.sqlite",
+    "..",
+    ".",
+    "../x",
+    "../../etc/passwd",
+    "/",
+    "/etc/passwd",
+    "a/b",
+    "a\\b",
+    "a\0b",
+    "x" * 10240,
+    "",
+    " ",
+    "\u202eevil",
+    "ｗｅｂ-1",
+    "web\u20141",
+    "Web-1",
+    "WEB-1",
+    ".hidden",
+    "-rf",
+    "con",
+    "nul\0",
+    "\n",
+    "a\x1b[31m",
+    "index.sqlite",
 ]
 
 

@@ -20,8 +20,11 @@ def recs(first: int, last: int) -> list[Record]:
 
 
 def seqs_in_file(path: Path) -> list[int]:
-    return [int(line.split(" ")[3]) for line in path.read_text().splitlines()
-            if not line.startswith("#")]
+    return [
+        int(line.split(" ")[3])
+        for line in path.read_text().splitlines()
+        if not line.startswith("#")
+    ]
 
 
 def test_replayed_records_are_written_once(tmp_path: Path) -> None:
@@ -128,12 +131,18 @@ def filled(tmp_path: Path) -> sqlite3.Connection:
     store = Store(tmp_path)
     log = store.log("web-1")
     store.begin_boot(log, "aa", "", "", "web-1")
-    store.add_records(log, "aa", [
-        Record(1, Severity.INFO, "server started on port 80"),
-        Record(2, Severity.WARNING, "disk almost full", wall_ns=NOW + 10**9),
-        Record(3, Severity.ERR, "Division by zero in compute()", wall_ns=NOW + 2 * 10**9),
-        Record(4, Severity.DEBUG, "cache hit ratio 0.93", wall_ns=NOW + 3 * 10**9),
-    ], Origin.APP, NOW)
+    store.add_records(
+        log,
+        "aa",
+        [
+            Record(1, Severity.INFO, "server started on port 80"),
+            Record(2, Severity.WARNING, "disk almost full", wall_ns=NOW + 10**9),
+            Record(3, Severity.ERR, "Division by zero in compute()", wall_ns=NOW + 2 * 10**9),
+            Record(4, Severity.DEBUG, "cache hit ratio 0.93", wall_ns=NOW + 3 * 10**9),
+        ],
+        Origin.APP,
+        NOW,
+    )
     log = store.log("db")
     store.begin_boot(log, "bb", "", "", "db")
     store.add_records(log, "bb", [Record(1, Severity.CRIT, "corrupt page 7")], Origin.APP, NOW)
@@ -149,7 +158,10 @@ def messages(conn: sqlite3.Connection, query: index.Query, **kw: int) -> list[st
 
 def test_query_filters(filled: sqlite3.Connection) -> None:
     assert messages(filled, index.Query(max_severity=4)) == [
-        "corrupt page 7", "disk almost full", "Division by zero in compute()"]
+        "corrupt page 7",
+        "disk almost full",
+        "Division by zero in compute()",
+    ]
     assert messages(filled, index.Query(names=["db"])) == ["corrupt page 7"]
     assert messages(filled, index.Query(grep="division by")) == ["Division by zero in compute()"]
     assert messages(filled, index.Query(grep="divis")) == ["Division by zero in compute()"]
@@ -157,19 +169,30 @@ def test_query_filters(filled: sqlite3.Connection) -> None:
     assert messages(filled, index.Query(grep="by zero in")) == ["Division by zero in compute()"]
     assert messages(filled, index.Query(grep="zero by")) == []
     assert messages(filled, index.Query(since_ns=NOW + 2 * 10**9, names=["web-1"])) == [
-        "Division by zero in compute()", "cache hit ratio 0.93"]
+        "Division by zero in compute()",
+        "cache hit ratio 0.93",
+    ]
     assert messages(filled, index.Query(until_ns=NOW + 10**9, names=["web-1"])) == [
-        "server started on port 80", "disk almost full"]
+        "server started on port 80",
+        "disk almost full",
+    ]
     assert messages(filled, index.Query(names=["web-1"]), last=2) == [
-        "Division by zero in compute()", "cache hit ratio 0.93"]
+        "Division by zero in compute()",
+        "cache hit ratio 0.93",
+    ]
 
 
 def test_files_never_hold_control_characters(tmp_path: Path) -> None:
     store = Store(tmp_path)
     log = store.log("g")
     store.begin_boot(log, "aa", "\x1b[31mlib", "peer\n", "g\0")
-    store.add_records(log, "aa", [Record(1, Severity.INFO, "a\x1b[2Jb\r\nc\0d",
-                                         fields=(("k\n", "v\x07"),))], Origin.APP, NOW)
+    store.add_records(
+        log,
+        "aa",
+        [Record(1, Severity.INFO, "a\x1b[2Jb\r\nc\0d", fields=(("k\n", "v\x07"),))],
+        Origin.APP,
+        NOW,
+    )
     store.close()
     data = log.path.read_bytes()
     assert all(b >= 0x20 or b in (0x09, 0x0A) for b in data)

@@ -61,8 +61,13 @@ def test_long_text_line_is_cut_not_buffered() -> None:
     ("data", "expected"),
     [
         (b"mFunction main called\n", [(Severity.INFO, Kind.LOG, "Function main called")]),
-        (b"wNULL pointer\0fDivision by zero\n", [(Severity.WARNING, Kind.LOG, "NULL pointer"),
-                                                 (Severity.ERR, Kind.LOG, "Division by zero")]),
+        (
+            b"wNULL pointer\0fDivision by zero\n",
+            [
+                (Severity.WARNING, Kind.LOG, "NULL pointer"),
+                (Severity.ERR, Kind.LOG, "Division by zero"),
+            ],
+        ),
         (b"rReturn 42\n", [(Severity.NOTICE, Kind.EXIT, "Return 42")]),
         (b"xunknown level\n", [(Severity.INFO, Kind.LOG, "xunknown level")]),
     ],

@@ -12,8 +12,17 @@ NOW = 1_764_164_675_000_000_000
 
 @pytest.mark.parametrize(
     ("text", "seconds_back"),
-    [("10m", 600), ("2h", 7200), ("1d", 86400), ("30s", 30), ("1.5h", 5400),
-     ("5 min", 300), ("3 days ago", 259200), ("now", 0), ("1w", 604800)],
+    [
+        ("10m", 600),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("30s", 30),
+        ("1.5h", 5400),
+        ("5 min", 300),
+        ("3 days ago", 259200),
+        ("now", 0),
+        ("1w", 604800),
+    ],
 )
 def test_relative(text: str, seconds_back: int) -> None:
     assert parse_time(text, now_ns=NOW) == NOW - seconds_back * 1_000_000_000

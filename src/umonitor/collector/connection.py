@@ -108,7 +108,9 @@ class Connection(asyncio.Protocol):
         else:
             self._lines = LineDecoder(max_line=max_frame)
         self.boot = os.urandom(16).hex()
-        name = self.collector.name_for(self.fixed_name or self.peer_host or "unknown", self.peer_host)
+        name = self.collector.name_for(
+            self.fixed_name or self.peer_host or "unknown", self.peer_host
+        )
         self._attach(name, dialect.value, name)
         return True
 

@@ -187,7 +187,10 @@ class Collector:
             "listening": self.listening,
             "connected": connected,
             "dials": {
-                sanitize_instance_name(d.name): {"address": str(d.endpoint), "connected": d.connected}
+                sanitize_instance_name(d.name): {
+                    "address": str(d.endpoint),
+                    "connected": d.connected,
+                }
                 for d in self.dials
             },
             "protocol_errors": self.protocol_errors,
@@ -204,7 +207,10 @@ class Collector:
         loop = asyncio.get_running_loop()
         try:
             server = await loop.create_server(
-                lambda: Connection(self), endpoint.host, endpoint.port, reuse_address=True,
+                lambda: Connection(self),
+                endpoint.host,
+                endpoint.port,
+                reuse_address=True,
                 backlog=4096,
             )
         except OSError as exc:
@@ -239,7 +245,7 @@ class Collector:
         while True:
             dial.attempts += 1
             try:
-                transport, conn = await loop.create_connection(
+                transport, _conn = await loop.create_connection(
                     lambda: Connection(self, fixed_name=dial.name),
                     dial.endpoint.host,
                     dial.endpoint.port,

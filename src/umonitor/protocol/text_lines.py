@@ -12,9 +12,7 @@ from umonitor.records import SEVERITY_ALIASES, Record, Severity
 
 DEFAULT_MAX_LINE = 65536
 
-_PREFIX = re.compile(
-    rb"(?i)(" + b"|".join(k.encode() for k in SEVERITY_ALIASES) + rb"):[ \t]"
-)
+_PREFIX = re.compile(rb"(?i)(" + b"|".join(k.encode() for k in SEVERITY_ALIASES) + rb"):[ \t]")
 # Longest prefix ("emergency: ") plus one byte: enough to tell whether one is there.
 PREFIX_PROBE = 12
 

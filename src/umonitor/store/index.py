@@ -200,8 +200,7 @@ def _catch_up_file(conn: sqlite3.Connection, instance_id: int, path: Path) -> in
             rows,
         )
         conn.execute(
-            "INSERT INTO records_fts(rowid, message) SELECT id, message FROM records "
-            "WHERE id >= ?",
+            "INSERT INTO records_fts(rowid, message) SELECT id, message FROM records WHERE id >= ?",
             (first_id,),
         )
         conn.executemany(

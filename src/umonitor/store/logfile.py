@@ -70,7 +70,7 @@ def unescape(text: str) -> str:
 def format_fields(fields: tuple[tuple[str, str], ...]) -> str:
     parts = []
     for key, value in fields:
-        key_text = _escape_token(key, _KEY_BAD) if key else '\\x00'
+        key_text = _escape_token(key, _KEY_BAD) if key else "\\x00"
         value_text = escape(value)
         if not value_text or _VALUE_QUOTE.search(value_text):
             value_text = '"' + value_text.replace('"', '\\"') + '"'
@@ -127,7 +127,7 @@ class LineFormatter:
     the common record costs one f-string and one regex search.
     """
 
-    __slots__ = ("_second", "_prefix", "_sources")
+    __slots__ = ("_prefix", "_second", "_sources")
 
     def __init__(self) -> None:
         self._second = -1
@@ -150,10 +150,7 @@ class LineFormatter:
                 self._sources.clear()
             source = self._sources[key] = format_source(record)
         mono = record.mono_ns
-        if mono is None:
-            uptime = "-"
-        else:
-            uptime = f"+{mono // 1_000_000_000}.{mono % 1_000_000_000:09d}"
+        uptime = "-" if mono is None else f"+{mono // 1000000000}.{mono % 1000000000:09d}"
         message = record.message
         if _CONTROL.search(message):
             message = _CONTROL.sub(_escape_char, message)
@@ -219,7 +216,9 @@ def parse_line(line: str) -> BootLine | DroppedLine | RecordLine | None:
         parts = line.split(" ", 3)
         if len(parts) >= 3 and parts[1] == "boot":
             meta = _meta(parts[3]) if len(parts) > 3 else {}
-            return BootLine(parts[2], meta.get("lib", ""), meta.get("peer", ""), meta.get("name", ""))
+            return BootLine(
+                parts[2], meta.get("lib", ""), meta.get("peer", ""), meta.get("name", "")
+            )
         if len(parts) >= 3 and parts[1] == "dropped":
             meta = _meta(parts[3]) if len(parts) > 3 else {}
             try:
@@ -254,5 +253,7 @@ def parse_line(line: str) -> BootLine | DroppedLine | RecordLine | None:
         line_no = int(line_text) if line_text.isdigit() else 0
     message, tab, field_text = rest.partition("\t")
     fields = parse_fields(field_text) if tab else ()
-    record = Record(seq, severity, unescape(message), kind, mono, None, file, line_no, function, fields)
+    record = Record(
+        seq, severity, unescape(message), kind, mono, None, file, line_no, function, fields
+    )
     return RecordLine(parse_time(time_text), origin, record)

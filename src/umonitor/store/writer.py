@@ -15,6 +15,7 @@ import enum
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from umonitor.records import Origin, Record
@@ -23,13 +24,15 @@ from umonitor.store.logfile import (
     BootLine,
     DroppedLine,
     LineError,
-    RecordLine,
     LineFormatter,
+    RecordLine,
     format_boot_line,
     format_dropped_line,
     parse_line,
 )
 
+FormatRecords = Callable[[bytearray, int, int, int, int, int], tuple[int, str, int, int]]
+format_records: FormatRecords | None
 try:
     from umonitor._speedups import format_records
 except ImportError:  # the C accelerator is optional; the pure path is the reference

@@ -1,0 +1,3 @@
+def format_records(
+    buf: bytearray, pos: int, end: int, max_body: int, high: int, now_ns: int, /
+) -> tuple[int, str, int, int]: ...
