@@ -16,6 +16,7 @@ these lines alone, so everything it holds must be here.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.S)
 _KIND_SUFFIX = {Kind.LOG: "", Kind.ENTER: "/enter", Kind.EXIT: "/exit", Kind.CRASH: "/crash"}
 _KIND_BY_NAME = {"enter": Kind.ENTER, "exit": Kind.EXIT, "crash": Kind.CRASH}
 _SEVERITY_BY_NAME = {name: Severity(i) for i, name in enumerate(SEVERITY_NAMES)}
+_ORIGIN_BY_NAME = {o.value: o for o in Origin}
 _FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
@@ -88,16 +90,19 @@ def parse_fields(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _epoch_seconds(prefix: str) -> int:
+    try:
+        return calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError as exc:
+        raise LineError(f"bad time {prefix!r}") from exc
+
+
 def parse_time(text: str) -> int:
     """Nanoseconds since the epoch from this file's time format."""
-    if len(text) != 27 or text[19] != "." or text[26] != "Z":
+    if len(text) != 27 or text[19] != "." or text[26] != "Z" or not text[20:26].isdigit():
         raise LineError(f"bad time {text!r}")
-    try:
-        tm = time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
-        micros = int(text[20:26])
-    except ValueError as exc:
-        raise LineError(f"bad time {text!r}") from exc
-    return calendar.timegm(tm) * 1_000_000_000 + micros * 1000
+    return _epoch_seconds(text[:19]) * 1_000_000_000 + int(text[20:26]) * 1000
 
 
 def format_source(record: Record) -> str:
@@ -130,7 +135,7 @@ class LineFormatter:
     __slots__ = ("_prefix", "_second", "_sources")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._second: int | None = None
         self._prefix = ""
         self._sources: dict[tuple[str, int, str], str] = {}
 
@@ -235,7 +240,7 @@ def parse_line(line: str) -> BootLine | DroppedLine | RecordLine | None:
         raise LineError(f"unknown severity {severity_text!r}")
     origin_name, _, kind_name = origin_text.partition("/")
     try:
-        origin = Origin(origin_name)
+        origin = _ORIGIN_BY_NAME[origin_name]
         kind = _KIND_BY_NAME[kind_name] if kind_name else Kind.LOG
         seq = int(seq_text)
         mono: int | None = None
