@@ -1,0 +1,1311 @@
+/*
+ * umonitor.c - guest library of umonitor (docs/protocol.md, native protocol v1).
+ *
+ * How this works
+ *
+ * Records. umon_logx() encodes a RECORD frame into a scratch buffer and appends
+ * it to `ring_buf`, a byte ring of frames the host has not acknowledged. The frames
+ * in the ring carry consecutive sequence numbers, oldest first, so the ring is
+ * described by its byte head/size and the number of frames: the oldest frame
+ * has seq next_seq - ring_frames.
+ *
+ * Sending. Frames are copied whole from the ring into `tx_buf`, a small linear
+ * buffer that send() drains (partial sends only move tx_start). `tx_seq` is the
+ * next record to copy and `tx_off` its byte offset in the ring: records below
+ * tx_seq are on the wire. Copying whole frames means the ring can let go of any
+ * frame at any time without cutting a frame on the wire in half.
+ *
+ * Acknowledgement. ACK(n) frees the frames up to n. When the ring is full the
+ * oldest frame is evicted. An evicted frame not sent yet is lost: it is counted
+ * as dropped and a DROPPED frame goes out before the next record. An evicted
+ * frame already on the wire is probably fine: it is remembered in `limbo` (runs
+ * of sequence numbers) until an ACK covers it, or until the next connection's
+ * HELLO is answered; whatever the host does not hold then is dropped too. So
+ * logged = acked + dropped + still waiting, exactly.
+ *
+ * Connection. IDLE -> (connect, non-blocking) CONNECTING -> HANDSHAKE (preface
+ * and HELLO sent; waiting for the ACK that says what the host already holds)
+ * -> READY (DROPPED if anything was dropped, then replay everything after the
+ * ACK, then new records as they come). Any failure closes the socket and goes
+ * back to IDLE with a backoff doubling from 100 ms to 5 s; ERROR(1) from the
+ * host (unsupported version) stops for good, until umon_init() is called again.
+ */
+#define _POSIX_C_SOURCE 200809L
+#define UMON_WIRE_API
+#include "umonitor.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef UMON_THREADS
+#include <pthread.h>
+#endif
+
+#ifndef UMON_RING_BYTES
+#define UMON_RING_BYTES (256u * 1024u)
+#endif
+#ifndef UMON_RECORD_MAX
+#define UMON_RECORD_MAX 4096u
+#endif
+#if UMON_RECORD_MAX < 1024 || UMON_RECORD_MAX > 65536
+#error "UMON_RECORD_MAX must be 1024-65536"
+#endif
+#if UMON_RING_BYTES < UMON_RECORD_MAX
+#error "UMON_RING_BYTES must hold at least one UMON_RECORD_MAX record"
+#endif
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+#define TX_CONTROL_ROOM 64u /* tx space kept free of records for PONG, DROPPED, BYE */
+#define TX_BYTES (UMON_RECORD_MAX + TX_CONTROL_ROOM + 1024u) /* + preface and HELLO */
+#define RX_BYTES 512u          /* host frames are 6-13 bytes; ERROR reasons get cut */
+#define LOCATION_MAX 255u      /* bytes kept of file (its end) and function names */
+#define MESSAGE_RESERVE 256u   /* record bytes fields leave for the message */
+#define LIMBO_RUNS 32u
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define CONNECT_TIMEOUT_MS 5000
+#define HELLO_TIMEOUT_MS 2000
+#define CLOSE_FLUSH_MS 2000
+#define BYE_LINGER_MS 500
+#define WAIT_SLICE_MS 50
+#define DEFAULT_NAME "guest"
+
+/* ---- wire codec ---------------------------------------------------------- */
+
+static void put_u16(unsigned char *p, unsigned long v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static void put_u32(unsigned char *p, unsigned long v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static void put_u64(unsigned char *p, unsigned long long v)
+{
+    int i;
+    for (i = 7; i >= 0; i--) {
+        p[i] = (unsigned char)v;
+        v >>= 8;
+    }
+}
+
+static unsigned long get_u32(const unsigned char *p)
+{
+    return ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16) | ((unsigned long)p[2] << 8) |
+           (unsigned long)p[3];
+}
+
+static unsigned long long get_u64(const unsigned char *p)
+{
+    unsigned long long v = 0;
+    int i;
+    for (i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+size_t umon_wire_utf8_cut(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t lead = len;
+    size_t need;
+
+    /* Step back over at most three continuation bytes to the lead byte. */
+    while (lead > 0 && len - lead < 3 && (u[lead - 1] & 0xC0u) == 0x80u)
+        lead--;
+    if (lead == 0 || u[lead - 1] < 0xC0u)
+        return len; /* ASCII or stray continuation bytes: nothing to mend */
+    need = u[lead - 1] >= 0xF0u ? 4 : u[lead - 1] >= 0xE0u ? 3 : 2;
+    return len - (lead - 1) < need ? lead - 1 : len;
+}
+
+void umon_wire_seal(unsigned char *out, size_t size)
+{
+    put_u32(out, (unsigned long)(size - 4));
+}
+
+size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_id[16],
+                       const char *name, const char *token, const char *library)
+{
+    size_t n = name ? strlen(name) : 0;
+    size_t t = token ? strlen(token) : 0;
+    size_t l = library ? strlen(library) : 0;
+    size_t size = 5 + 18 + 1 + n + 1 + t + 1 + l;
+    unsigned char *p = out + 5;
+
+    if (n == 0 || n > 255 || t > 255 || l > 255 || size > cap)
+        return 0;
+    out[4] = UMON_FRAME_HELLO;
+    *p++ = 1; /* version */
+    *p++ = 0; /* flags */
+    memcpy(p, boot_id, 16);
+    p += 16;
+    *p++ = (unsigned char)n;
+    memcpy(p, name, n);
+    p += n;
+    *p++ = (unsigned char)t;
+    if (t)
+        memcpy(p, token, t);
+    p += t;
+    *p++ = (unsigned char)l;
+    if (l)
+        memcpy(p, library, l);
+    umon_wire_seal(out, size);
+    return size;
+}
+
+size_t umon_wire_record_begin(unsigned char *out, size_t cap, const struct umon_wire_record *r,
+                              size_t reserve)
+{
+    size_t limit = cap > reserve ? cap - reserve : 0;
+    size_t pos = 5 + UMON_WIRE_RECORD_HEAD;
+    unsigned char *h = out + 5;
+    unsigned count = 0;
+    unsigned i;
+
+    if (r->file_len > 0xFFFFu || r->func_len > 0xFFFFu || pos + r->file_len + r->func_len > cap)
+        return 0;
+    out[4] = UMON_FRAME_RECORD;
+    put_u64(h, r->seq);
+    put_u64(h + 8, r->mono_ns);
+    put_u64(h + 16, r->wall_valid ? (unsigned long long)r->wall_ns : 0u);
+    h[24] = (unsigned char)r->severity;
+    h[25] = (unsigned char)r->kind;
+    h[26] = r->wall_valid ? 1u : 0u;
+    put_u32(h + 28, r->line);
+    put_u16(h + 32, (unsigned long)r->file_len);
+    put_u16(h + 34, (unsigned long)r->func_len);
+    if (r->file_len)
+        memcpy(out + pos, r->file, r->file_len);
+    pos += r->file_len;
+    if (r->func_len)
+        memcpy(out + pos, r->func, r->func_len);
+    pos += r->func_len;
+
+    for (i = 0; i < r->nfields && count < 255; i++) {
+        const char *key = r->fields[i].key;
+        const char *value = r->fields[i].value ? r->fields[i].value : "";
+        size_t klen, vlen, room;
+
+        if (key == NULL || key[0] == '\0')
+            continue;
+        klen = strlen(key);
+        if (klen > 255)
+            klen = umon_wire_utf8_cut(key, 255);
+        if (pos + 3 + klen > limit)
+            break;
+        room = limit - pos - 3 - klen;
+        vlen = strlen(value);
+        if (vlen > 0xFFFFu || vlen > room)
+            vlen = umon_wire_utf8_cut(value, room < 0xFFFFu ? room : 0xFFFFu);
+        out[pos] = (unsigned char)klen;
+        put_u16(out + pos + 1, (unsigned long)vlen);
+        memcpy(out + pos + 3, key, klen);
+        if (vlen)
+            memcpy(out + pos + 3 + klen, value, vlen);
+        pos += 3 + klen + vlen;
+        count++;
+    }
+    h[27] = (unsigned char)count;
+    return pos;
+}
+
+size_t umon_wire_record_finish(unsigned char *out, size_t cap, size_t at, const char *message,
+                               size_t message_len)
+{
+    size_t room = cap > at ? cap - at : 0;
+
+    if (message_len > room)
+        message_len = umon_wire_utf8_cut(message, room);
+    if (message_len)
+        memcpy(out + at, message, message_len);
+    umon_wire_seal(out, at + message_len);
+    return at + message_len;
+}
+
+size_t umon_wire_dropped(unsigned char *out, unsigned long long count, unsigned long long through)
+{
+    out[4] = UMON_FRAME_DROPPED;
+    put_u64(out + 5, count);
+    put_u64(out + 13, through);
+    umon_wire_seal(out, 21);
+    return 21;
+}
+
+size_t umon_wire_bye(unsigned char *out)
+{
+    out[4] = UMON_FRAME_BYE;
+    umon_wire_seal(out, 5);
+    return 5;
+}
+
+size_t umon_wire_u64(unsigned char *out, unsigned type, unsigned long long value)
+{
+    out[4] = (unsigned char)type;
+    put_u64(out + 5, value);
+    umon_wire_seal(out, 13);
+    return 13;
+}
+
+size_t umon_wire_error(unsigned char *out, size_t cap, unsigned code, const char *reason)
+{
+    size_t n = reason ? strlen(reason) : 0;
+
+    if (cap < 7)
+        return 0;
+    if (n > cap - 7)
+        n = umon_wire_utf8_cut(reason, cap - 7);
+    out[4] = UMON_FRAME_ERROR;
+    put_u16(out + 5, code);
+    if (n)
+        memcpy(out + 7, reason, n);
+    umon_wire_seal(out, 7 + n);
+    return 7 + n;
+}
+
+int umon_wire_decode_untrusted(const unsigned char *buf, size_t len, struct umon_wire_frame *out,
+                               size_t *used)
+{
+    unsigned long length;
+    size_t body, size;
+
+    out->type = 0;
+    out->value = 0;
+    out->reason = NULL;
+    out->reason_len = 0;
+    *used = 0;
+    if (len < 4)
+        return UMON_WIRE_NEED_MORE;
+    length = get_u32(buf);
+    if (length == 0 || length > UMON_WIRE_MAX_FRAME - 4)
+        return UMON_WIRE_INVALID;
+    if (len < 5)
+        return UMON_WIRE_NEED_MORE;
+    body = (size_t)length - 1;
+    size = (size_t)length + 4;
+    switch (buf[4]) {
+    case UMON_FRAME_ACK:
+    case UMON_FRAME_PING:
+    case UMON_FRAME_PONG:
+        if (body != 8)
+            return UMON_WIRE_INVALID;
+        break;
+    case UMON_FRAME_SET_LEVEL:
+        if (body != 1)
+            return UMON_WIRE_INVALID;
+        break;
+    case UMON_FRAME_ERROR:
+        if (body < 2)
+            return UMON_WIRE_INVALID;
+        break;
+    default:
+        return UMON_WIRE_INVALID; /* unknown, or a guest -> host frame */
+    }
+    out->type = buf[4];
+    if (out->type == UMON_FRAME_ERROR && len >= 7) {
+        out->value = ((unsigned long long)buf[5] << 8) | buf[6];
+        out->reason = buf + 7;
+        out->reason_len = (len < size ? len : size) - 7;
+    }
+    if (len < size)
+        return UMON_WIRE_NEED_MORE;
+    if (out->type == UMON_FRAME_SET_LEVEL) {
+        if (buf[5] > 7)
+            return UMON_WIRE_INVALID;
+        out->value = buf[5];
+    } else if (out->type != UMON_FRAME_ERROR) {
+        out->value = get_u64(buf + 5);
+    }
+    *used = size;
+    return UMON_WIRE_FRAME;
+}
+
+/* ---- state ---------------------------------------------------------------- */
+
+enum conn_state { IDLE, CONNECTING, HANDSHAKE, READY };
+
+struct limbo_run {
+    unsigned long long lo, hi;
+};
+
+static struct {
+    /* configuration */
+    int configured;
+    int stopped; /* the host does not speak our version; wait for umon_init() */
+    int closing; /* umon_close() is saying BYE: send nothing else */
+    struct sockaddr_in addr;
+    char name[256];
+    char token[256];
+    int level;
+
+    /* boot */
+    int boot_ready;
+    unsigned char boot_id[16];
+    unsigned long long next_seq;
+
+    /* connection */
+    int fd;
+    enum conn_state state;
+    long long retry_at_ms; /* IDLE: next attempt */
+    long long deadline_ms; /* CONNECTING: give up; HANDSHAKE: stop waiting for the ACK */
+    long backoff_ms;
+    int connected_before;
+
+    /* unacknowledged frames (bytes in ring_buf) */
+    size_t ring_head, ring_used;
+    unsigned long long ring_frames;
+    unsigned long long acked_seq;
+    unsigned long long tx_seq; /* next record to copy into tx */
+    size_t tx_off;             /* its offset from ring_head */
+
+    /* records evicted while on the wire, not yet acknowledged */
+    struct limbo_run limbo[LIMBO_RUNS];
+    unsigned limbo_runs;
+
+    /* drops */
+    unsigned long long dropped_through;
+    int dropped_pending;
+
+    int pong_pending;
+    unsigned long long pong_nonce;
+
+    size_t tx_start, tx_end; /* bytes of tx_buf still to send */
+    size_t rx_len;           /* bytes in rx_buf */
+
+    struct umon_stats stats;
+} S = {
+    .level = UMON_DEBUG,
+    .next_seq = 1,
+    .fd = -1,
+    .state = IDLE,
+    .backoff_ms = BACKOFF_MIN_MS,
+    .tx_seq = 1,
+};
+
+/* The buffers live outside S so that they stay in zero-filled storage (.bss)
+ * instead of making the program image UMON_RING_BYTES larger. */
+static unsigned char ring_buf[UMON_RING_BYTES];
+static unsigned char tx_buf[TX_BYTES];
+static unsigned char rx_buf[RX_BYTES];
+static unsigned char scratch[UMON_RECORD_MAX + 1]; /* + vsnprintf's terminator */
+
+#ifdef UMON_THREADS
+static pthread_mutex_t umon_mutex = PTHREAD_MUTEX_INITIALIZER;
+#define LOCK() ((void)pthread_mutex_lock(&umon_mutex))
+#define UNLOCK() ((void)pthread_mutex_unlock(&umon_mutex))
+#else
+#define LOCK() ((void)0)
+#define UNLOCK() ((void)0)
+#endif
+
+static long long clock_ns(clockid_t clock, int *ok)
+{
+    struct timespec ts;
+
+    if (clock_gettime(clock, &ts) != 0) {
+        if (ok)
+            *ok = 0;
+        return 0;
+    }
+    if (ok)
+        *ok = 1;
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static long long now_ms(void)
+{
+    return clock_ns(CLOCK_MONOTONIC, NULL) / 1000000LL;
+}
+
+/* splitmix64: spreads weak seeds over 64 bits. */
+static unsigned long long mix64(unsigned long long x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+static void ensure_boot(void)
+{
+    static unsigned long long counter;
+    size_t got = 0;
+    int fd;
+
+    if (S.boot_ready)
+        return;
+    fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        while (got < sizeof S.boot_id) {
+            ssize_t n = read(fd, S.boot_id + got, sizeof S.boot_id - got);
+            if (n > 0)
+                got += (size_t)n;
+            else if (!(n < 0 && errno == EINTR))
+                break;
+        }
+        close(fd);
+    }
+    if (got < sizeof S.boot_id) {
+        int local = 0;
+        unsigned long long a, b;
+
+        a = mix64((unsigned long long)clock_ns(CLOCK_MONOTONIC, NULL) ^ ((unsigned long long)getpid() << 32));
+        b = mix64((unsigned long long)clock_ns(CLOCK_REALTIME, NULL) ^ (unsigned long long)(size_t)&S ^
+                  ((unsigned long long)(size_t)&local << 17) ^ ++counter);
+        a = mix64(a ^ b);
+        put_u64(S.boot_id, a);
+        put_u64(S.boot_id + 8, mix64(b ^ a));
+    }
+    S.boot_ready = 1;
+}
+
+/* ---- ring ------------------------------------------------------------------- */
+
+static void ring_read(size_t off, unsigned char *dst, size_t n)
+{
+    size_t at = (S.ring_head + off) % UMON_RING_BYTES;
+    size_t first = UMON_RING_BYTES - at < n ? UMON_RING_BYTES - at : n;
+
+    memcpy(dst, ring_buf + at, first);
+    if (first < n)
+        memcpy(dst + first, ring_buf, n - first);
+}
+
+static void ring_write(size_t off, const unsigned char *src, size_t n)
+{
+    size_t at = (S.ring_head + off) % UMON_RING_BYTES;
+    size_t first = UMON_RING_BYTES - at < n ? UMON_RING_BYTES - at : n;
+
+    memcpy(ring_buf + at, src, first);
+    if (first < n)
+        memcpy(ring_buf, src + first, n - first);
+}
+
+/* Size of the frame starting off bytes after the head. */
+static size_t ring_frame_size(size_t off)
+{
+    unsigned char head[4];
+
+    ring_read(off, head, 4);
+    return (size_t)get_u32(head) + 4;
+}
+
+static unsigned long long ring_first_seq(void)
+{
+    return S.next_seq - S.ring_frames;
+}
+
+/* Remove the oldest frame; was_sent tells whether it is on the wire. */
+static void ring_pop(int *was_sent)
+{
+    unsigned long long seq = ring_first_seq();
+    size_t size = ring_frame_size(0);
+
+    *was_sent = seq < S.tx_seq;
+    if (*was_sent)
+        S.tx_off -= size;
+    else
+        S.tx_seq = seq + 1; /* tx_off stays 0: the next frame becomes the head */
+    S.ring_head = (S.ring_head + size) % UMON_RING_BYTES;
+    S.ring_used -= size;
+    S.ring_frames--;
+}
+
+static void note_dropped(unsigned long long seq, unsigned long long count)
+{
+    S.stats.dropped += count;
+    if (seq > S.dropped_through)
+        S.dropped_through = seq;
+    S.dropped_pending = 1;
+}
+
+static void limbo_add(unsigned long long seq)
+{
+    if (S.limbo_runs > 0 && S.limbo[S.limbo_runs - 1].hi + 1 == seq) {
+        S.limbo[S.limbo_runs - 1].hi = seq;
+    } else if (S.limbo_runs < LIMBO_RUNS) {
+        S.limbo[S.limbo_runs].lo = seq;
+        S.limbo[S.limbo_runs].hi = seq;
+        S.limbo_runs++;
+    } else {
+        note_dropped(seq, 1); /* no room to remember it: assume the worst */
+    }
+}
+
+/* ACK(seq) settles the limbo runs it covers. */
+static void limbo_ack(unsigned long long seq)
+{
+    unsigned done = 0;
+
+    while (done < S.limbo_runs && S.limbo[done].lo <= seq) {
+        struct limbo_run *run = &S.limbo[done];
+        if (run->hi <= seq) {
+            S.stats.acked += run->hi - run->lo + 1;
+            done++;
+        } else {
+            S.stats.acked += seq - run->lo + 1;
+            run->lo = seq + 1;
+            break;
+        }
+    }
+    if (done) {
+        memmove(S.limbo, S.limbo + done, (S.limbo_runs - done) * sizeof S.limbo[0]);
+        S.limbo_runs -= done;
+    }
+}
+
+static void limbo_drop_all(void)
+{
+    unsigned i;
+
+    for (i = 0; i < S.limbo_runs; i++)
+        note_dropped(S.limbo[i].hi, S.limbo[i].hi - S.limbo[i].lo + 1);
+    S.limbo_runs = 0;
+}
+
+static void ring_push(const unsigned char *frame, size_t size)
+{
+    int was_sent;
+
+    while (UMON_RING_BYTES - S.ring_used < size) {
+        unsigned long long seq = ring_first_seq();
+        ring_pop(&was_sent);
+        if (was_sent)
+            limbo_add(seq);
+        else
+            note_dropped(seq, 1);
+    }
+    ring_write(S.ring_used, frame, size);
+    S.ring_used += size;
+    S.ring_frames++;
+}
+
+static void apply_ack(unsigned long long seq)
+{
+    int was_sent;
+
+    if (seq >= S.next_seq)
+        seq = S.next_seq - 1; /* never settle records not logged yet */
+    if (seq <= S.acked_seq)
+        return;
+    S.acked_seq = seq;
+    limbo_ack(seq);
+    while (S.ring_frames > 0 && ring_first_seq() <= seq) {
+        ring_pop(&was_sent);
+        S.stats.acked++;
+    }
+}
+
+/* ---- connection ------------------------------------------------------------ */
+
+static size_t tx_room(void)
+{
+    if (S.tx_start > 0) {
+        memmove(tx_buf, tx_buf + S.tx_start, S.tx_end - S.tx_start);
+        S.tx_end -= S.tx_start;
+        S.tx_start = 0;
+    }
+    return TX_BYTES - S.tx_end;
+}
+
+static void reset_link(void)
+{
+    S.tx_start = S.tx_end = 0;
+    S.rx_len = 0;
+    S.tx_seq = ring_first_seq();
+    S.tx_off = 0;
+    S.pong_pending = 0;
+}
+
+/* Close the connection; retry after the backoff unless stopped. */
+static void drop_connection(void)
+{
+    long long now = now_ms();
+
+    if (S.fd >= 0)
+        close(S.fd);
+    S.fd = -1;
+    S.state = IDLE;
+    reset_link();
+    S.retry_at_ms = now + S.backoff_ms;
+    S.backoff_ms = S.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : S.backoff_ms * 2;
+}
+
+/* Tell the host why we hang up (best effort, never blocks), then hang up. */
+static void fail_connection(unsigned code, const char *reason)
+{
+    unsigned char frame[64];
+    size_t n = umon_wire_error(frame, sizeof frame, code, reason);
+
+    if (S.fd >= 0 && S.tx_start == S.tx_end)
+        (void)send(S.fd, frame, n, MSG_NOSIGNAL);
+    drop_connection();
+}
+
+static void on_connected(void)
+{
+    size_t n;
+
+    S.state = HANDSHAKE;
+    S.deadline_ms = now_ms() + HELLO_TIMEOUT_MS;
+    reset_link();
+    memcpy(tx_buf, UMON_WIRE_PREFACE, UMON_WIRE_PREFACE_LEN);
+    n = umon_wire_hello(tx_buf + UMON_WIRE_PREFACE_LEN, TX_BYTES - UMON_WIRE_PREFACE_LEN, S.boot_id,
+                        S.name, S.token, UMON_LIBRARY);
+    S.tx_end = UMON_WIRE_PREFACE_LEN + n;
+    if (S.connected_before)
+        S.stats.reconnects++;
+    S.connected_before = 1;
+}
+
+/* The host answered HELLO (or never did): settle what it holds, start replay. */
+static void handshake_done(int have_ack, unsigned long long seq)
+{
+    if (have_ack)
+        apply_ack(seq);
+    limbo_drop_all(); /* sent on a lost connection and not held by the host */
+    if (S.stats.dropped > 0)
+        S.dropped_pending = 1;
+    S.state = READY;
+    S.backoff_ms = BACKOFF_MIN_MS;
+}
+
+static void start_connect(void)
+{
+    int flags;
+    int one = 1;
+
+    S.fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (S.fd < 0) {
+        drop_connection();
+        return;
+    }
+    flags = fcntl(S.fd, F_GETFL);
+    if (flags < 0 || fcntl(S.fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        drop_connection();
+        return;
+    }
+    (void)fcntl(S.fd, F_SETFD, FD_CLOEXEC);
+    (void)setsockopt(S.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(S.fd, (const struct sockaddr *)&S.addr, sizeof S.addr) == 0) {
+        on_connected();
+    } else if (errno == EINPROGRESS || errno == EINTR) {
+        S.state = CONNECTING;
+        S.deadline_ms = now_ms() + CONNECT_TIMEOUT_MS;
+    } else {
+        drop_connection();
+    }
+}
+
+static void check_connect(void)
+{
+    struct pollfd p;
+    int err = 0;
+    socklen_t len = sizeof err;
+
+    p.fd = S.fd;
+    p.events = POLLOUT;
+    p.revents = 0;
+    if (poll(&p, 1, 0) > 0 && (p.revents & (POLLOUT | POLLERR | POLLHUP))) {
+        if (getsockopt(S.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
+            on_connected();
+        else
+            drop_connection();
+    } else if (now_ms() >= S.deadline_ms) {
+        drop_connection();
+    }
+}
+
+/* Handle one decoded host frame; returns -1 when the connection must go. */
+static int handle_frame(const struct umon_wire_frame *f)
+{
+    switch (f->type) {
+    case UMON_FRAME_ACK:
+        if (S.state == HANDSHAKE)
+            handshake_done(1, f->value);
+        else
+            apply_ack(f->value);
+        return 0;
+    case UMON_FRAME_SET_LEVEL:
+        S.level = (int)f->value;
+        return 0;
+    case UMON_FRAME_PING:
+        S.pong_pending = 1;
+        S.pong_nonce = f->value;
+        return 0;
+    case UMON_FRAME_PONG:
+        return 0; /* we send no PING; an answer to nothing is harmless */
+    default: /* ERROR */
+        if (f->value == 1)
+            S.stopped = 1;
+        return -1;
+    }
+}
+
+/* Decode what rx holds; returns -1 when the connection must go. */
+static int process_rx(void)
+{
+    struct umon_wire_frame f;
+    size_t used;
+
+    for (;;) {
+        int r = umon_wire_decode_untrusted(rx_buf, S.rx_len, &f, &used);
+        if (r == UMON_WIRE_INVALID) {
+            fail_connection(2, "malformed frame");
+            return -1;
+        }
+        if (r == UMON_WIRE_NEED_MORE) {
+            if (S.rx_len < RX_BYTES)
+                return 0;
+            if (f.type == UMON_FRAME_ERROR) { /* a long reason: act on its start */
+                handle_frame(&f);
+                drop_connection();
+                return -1;
+            }
+            fail_connection(3, "frame too large");
+            return -1;
+        }
+        if (handle_frame(&f) < 0) {
+            drop_connection();
+            return -1;
+        }
+        S.rx_len -= used;
+        memmove(rx_buf, rx_buf + used, S.rx_len);
+    }
+}
+
+/* Read whatever arrived; returns -1 when the connection is gone. */
+static int receive(void)
+{
+    for (;;) {
+        ssize_t n = recv(S.fd, rx_buf + S.rx_len, RX_BYTES - S.rx_len, 0);
+        if (n > 0) {
+            S.rx_len += (size_t)n;
+            if (process_rx() < 0)
+                return -1;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
+        } else {
+            drop_connection(); /* closed by the host, or an error */
+            return -1;
+        }
+    }
+}
+
+/* Send from tx; returns -1 (connection dropped) on a send error. */
+static int send_tx(void)
+{
+    while (S.tx_start < S.tx_end) {
+        ssize_t n = send(S.fd, tx_buf + S.tx_start, S.tx_end - S.tx_start, MSG_NOSIGNAL);
+        if (n > 0)
+            S.tx_start += (size_t)n;
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        else {
+            drop_connection();
+            return -1;
+        }
+    }
+    S.tx_start = S.tx_end = 0;
+    return 0;
+}
+
+/* Move frames into tx in protocol order; returns whether anything was added. */
+static int refill_tx(void)
+{
+    size_t room = tx_room();
+    int added = 0;
+
+    if (S.pong_pending && room >= 13) {
+        S.tx_end += umon_wire_u64(tx_buf + S.tx_end, UMON_FRAME_PONG, S.pong_nonce);
+        S.pong_pending = 0;
+        room -= 13;
+        added = 1;
+    }
+    if (S.state != READY)
+        return added;
+    if (S.dropped_pending && room >= 21) {
+        S.tx_end += umon_wire_dropped(tx_buf + S.tx_end, S.stats.dropped, S.dropped_through);
+        S.dropped_pending = 0;
+        room -= 21;
+        added = 1;
+    }
+    if (S.dropped_pending)
+        return added; /* DROPPED must precede the next record */
+    while (S.tx_seq < S.next_seq) {
+        size_t size = ring_frame_size(S.tx_off);
+        if (size + TX_CONTROL_ROOM > room)
+            break;
+        ring_read(S.tx_off, tx_buf + S.tx_end, size);
+        S.tx_end += size;
+        room -= size;
+        S.tx_off += size;
+        S.tx_seq++;
+        S.stats.sent++;
+        added = 1;
+    }
+    return added;
+}
+
+static void pump(void)
+{
+    for (;;) {
+        if (send_tx() < 0 || S.tx_start != S.tx_end)
+            return; /* gone, or the socket is full */
+        if (!refill_tx())
+            return;
+    }
+}
+
+static int poll_locked(void)
+{
+    if (!S.configured || S.stopped || S.closing)
+        return -1;
+    if (S.state == IDLE && now_ms() >= S.retry_at_ms)
+        start_connect();
+    if (S.state == CONNECTING)
+        check_connect();
+    if (S.state == HANDSHAKE || S.state == READY) {
+        if (receive() == 0 && S.state == HANDSHAKE && now_ms() >= S.deadline_ms)
+            handshake_done(0, 0);
+    }
+    if (S.state == HANDSHAKE || S.state == READY)
+        pump();
+    return S.state == HANDSHAKE || S.state == READY ? 0 : -1;
+}
+
+static int all_settled(void)
+{
+    return S.ring_frames == 0 && S.limbo_runs == 0;
+}
+
+/* Block in poll() for at most ms, waking up for socket activity. */
+static void wait_unlocked(int fd, short events, int ms)
+{
+    struct pollfd p;
+
+    p.fd = fd;
+    p.events = events;
+    p.revents = 0;
+    UNLOCK();
+    (void)poll(&p, fd >= 0 ? 1u : 0u, ms);
+    LOCK();
+}
+
+static int flush_locked(int timeout_ms)
+{
+    long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+
+    for (;;) {
+        long long now, wait;
+        short events = POLLIN;
+
+        (void)poll_locked();
+        if (all_settled())
+            return 0;
+        if (!S.configured || S.stopped)
+            return -1;
+        now = now_ms();
+        if (now >= deadline)
+            return -1;
+        wait = deadline - now;
+        if (wait > WAIT_SLICE_MS)
+            wait = WAIT_SLICE_MS;
+        if (S.state == IDLE && S.retry_at_ms - now < wait)
+            wait = S.retry_at_ms > now ? S.retry_at_ms - now : 0;
+        if (S.state == CONNECTING || S.tx_start != S.tx_end)
+            events |= POLLOUT;
+        wait_unlocked(S.state == IDLE ? -1 : S.fd, events, (int)wait);
+    }
+}
+
+/* ---- public API ------------------------------------------------------------- */
+
+static int clamp_severity(int severity)
+{
+    return severity < UMON_EMERG ? UMON_EMERG : severity > UMON_DEBUG ? UMON_DEBUG : severity;
+}
+
+static void log_locked(int severity, int kind, const char *file, unsigned line, const char *func,
+                       const struct umon_field *fields, unsigned nfields, const char *fmt,
+                       va_list ap) UMON_PRINTF(8, 0);
+
+static void log_locked(int severity, int kind, const char *file, unsigned line, const char *func,
+                       const struct umon_field *fields, unsigned nfields, const char *fmt,
+                       va_list ap)
+{
+    struct umon_wire_record r;
+    size_t at, len, room;
+    int ok, n;
+
+    severity = clamp_severity(severity);
+    if (severity > S.level) {
+        S.stats.filtered++;
+        return;
+    }
+    ensure_boot();
+    r.seq = S.next_seq;
+    r.mono_ns = (unsigned long long)clock_ns(CLOCK_MONOTONIC, NULL);
+    r.wall_ns = clock_ns(CLOCK_REALTIME, &ok);
+    r.wall_valid = ok;
+    r.severity = (unsigned)severity;
+    r.kind = kind >= UMON_KIND_LOG && kind <= UMON_KIND_CRASH ? (unsigned)kind : UMON_KIND_LOG;
+    r.line = line;
+    r.file = file ? file : "";
+    r.file_len = strlen(r.file);
+    if (r.file_len > LOCATION_MAX) { /* keep the end: the file name itself */
+        r.file += r.file_len - LOCATION_MAX;
+        r.file_len = LOCATION_MAX;
+        while (r.file_len > 0 && ((unsigned char)r.file[0] & 0xC0u) == 0x80u) {
+            r.file++;
+            r.file_len--;
+        }
+    }
+    r.func = func ? func : "";
+    r.func_len = strlen(r.func);
+    if (r.func_len > LOCATION_MAX)
+        r.func_len = umon_wire_utf8_cut(r.func, LOCATION_MAX);
+    r.fields = fields;
+    r.nfields = fields ? nfields : 0;
+
+    at = umon_wire_record_begin(scratch, UMON_RECORD_MAX, &r, MESSAGE_RESERVE);
+    room = UMON_RECORD_MAX - at;
+    len = 0;
+    if (fmt != NULL) {
+        n = vsnprintf((char *)scratch + at, room + 1, fmt, ap);
+        if (n > 0)
+            len = (size_t)n <= room ? (size_t)n : umon_wire_utf8_cut((char *)scratch + at, room);
+    }
+    umon_wire_seal(scratch, at + len);
+    ring_push(scratch, at + len);
+    S.next_seq++;
+    S.stats.logged++;
+}
+
+void umon_vlogx(int severity, int kind, const char *file, unsigned line, const char *func,
+                const struct umon_field *fields, unsigned nfields, const char *fmt, va_list ap)
+{
+    LOCK();
+    log_locked(severity, kind, file, line, func, fields, nfields, fmt, ap);
+    (void)poll_locked();
+    UNLOCK();
+}
+
+void umon_logx(int severity, int kind, const char *file, unsigned line, const char *func,
+               const struct umon_field *fields, unsigned nfields, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    umon_vlogx(severity, kind, file, line, func, fields, nfields, fmt, ap);
+    va_end(ap);
+}
+
+void umon_log(int severity, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    umon_vlogx(severity, UMON_KIND_LOG, NULL, 0, NULL, NULL, 0, fmt, ap);
+    va_end(ap);
+}
+
+static void close_socket_locked(void)
+{
+    if (S.fd >= 0)
+        close(S.fd);
+    S.fd = -1;
+    S.state = IDLE;
+    reset_link();
+}
+
+int umon_init(const char *host, unsigned port, const char *name, const char *token)
+{
+    struct sockaddr_in addr;
+    size_t name_len = name ? strlen(name) : 0;
+    size_t token_len = token ? strlen(token) : 0;
+
+    if (host == NULL || name_len == 0 || name_len > 255 || token_len > 255 || port > 65535u)
+        return -1;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((unsigned short)(port ? port : UMON_DEFAULT_PORT));
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
+        return -1;
+
+    LOCK();
+    close_socket_locked();
+    S.addr = addr;
+    memcpy(S.name, name, name_len + 1);
+    if (token_len)
+        memcpy(S.token, token, token_len + 1);
+    else
+        S.token[0] = '\0';
+    S.configured = 1;
+    S.stopped = 0;
+    S.backoff_ms = BACKOFF_MIN_MS;
+    S.retry_at_ms = now_ms();
+    ensure_boot();
+    (void)poll_locked();
+    UNLOCK();
+    return 0;
+}
+
+static int lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+}
+
+static int same_word(const char *a, const char *b)
+{
+    while (*a && lower((unsigned char)*a) == lower((unsigned char)*b)) {
+        a++;
+        b++;
+    }
+    return *a == '\0' && *b == '\0';
+}
+
+/* A severity from a digit 0-7 or a name; -1 if unknown. */
+static int parse_level(const char *text)
+{
+    static const struct {
+        const char *name;
+        int level;
+    } names[] = {
+        {"emerg", UMON_EMERG},   {"emergency", UMON_EMERG}, {"panic", UMON_EMERG},
+        {"alert", UMON_ALERT},   {"crit", UMON_CRIT},       {"critical", UMON_CRIT},
+        {"fatal", UMON_CRIT},    {"err", UMON_ERR},         {"error", UMON_ERR},
+        {"warn", UMON_WARNING},  {"warning", UMON_WARNING}, {"notice", UMON_NOTICE},
+        {"info", UMON_INFO},     {"debug", UMON_DEBUG},     {"trace", UMON_DEBUG},
+    };
+    size_t i;
+
+    if (text[0] >= '0' && text[0] <= '7' && text[1] == '\0')
+        return text[0] - '0';
+    for (i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (same_word(text, names[i].name))
+            return names[i].level;
+    return -1;
+}
+
+/* Next word of a command line into word (cap bytes); quotes group, and are
+ * removed. Returns the rest of the line, NULL at the end; *cut is set when the
+ * word did not fit. */
+static const char *next_word(const char *p, char *word, size_t cap, int *cut)
+{
+    size_t n = 0;
+    int quoted = 0;
+
+    *cut = 0;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p == '\0')
+        return NULL;
+    for (; *p; p++) {
+        if (*p == '"') {
+            quoted = !quoted;
+            continue;
+        }
+        if (!quoted && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            break;
+        if (n + 1 < cap)
+            word[n++] = *p;
+        else
+            *cut = 1;
+    }
+    word[n] = '\0';
+    return p;
+}
+
+static int parse_port(const char *text, unsigned *port)
+{
+    unsigned long v = 0;
+
+    if (*text == '\0')
+        return -1;
+    for (; *text; text++) {
+        if (*text < '0' || *text > '9')
+            return -1;
+        v = v * 10 + (unsigned long)(*text - '0');
+        if (v > 65535)
+            return -1;
+    }
+    if (v == 0)
+        return -1;
+    *port = (unsigned)v;
+    return 0;
+}
+
+/* The text after prefix when word starts with it, else NULL. */
+static const char *value_of(const char *word, const char *prefix)
+{
+    while (*prefix != '\0' && *word == *prefix) {
+        word++;
+        prefix++;
+    }
+    return *prefix == '\0' ? word : NULL;
+}
+
+/* Copy a value into dst (cap bytes); -1 if it does not fit. */
+static int copy_value(char *dst, size_t cap, const char *value)
+{
+    size_t n = strlen(value);
+
+    if (n >= cap)
+        return -1;
+    memcpy(dst, value, n + 1);
+    return 0;
+}
+
+int umon_init_from_string(const char *config)
+{
+    char word[600];
+    char host[64] = "";
+    char name[256] = DEFAULT_NAME;
+    char token[256] = "";
+    unsigned port = UMON_DEFAULT_PORT;
+    int level = -1;
+    int have_collector = 0;
+    int cut;
+    const char *p = config;
+    const char *value;
+
+    if (config == NULL)
+        return -1;
+    while ((p = next_word(p, word, sizeof word, &cut)) != NULL) {
+        if ((value = value_of(word, "umon.collector=")) != NULL) {
+            char *colon;
+            if (cut || copy_value(host, sizeof host, value) < 0)
+                return -1;
+            colon = strchr(host, ':');
+            port = UMON_DEFAULT_PORT;
+            if (colon != NULL) {
+                *colon = '\0';
+                if (parse_port(colon + 1, &port) < 0)
+                    return -1;
+            }
+            have_collector = 1;
+        } else if ((value = value_of(word, "umon.name=")) != NULL) {
+            if (cut || value[0] == '\0' || copy_value(name, sizeof name, value) < 0)
+                return -1;
+        } else if ((value = value_of(word, "umon.token=")) != NULL) {
+            if (cut || copy_value(token, sizeof token, value) < 0)
+                return -1;
+        } else if ((value = value_of(word, "umon.level=")) != NULL) {
+            level = parse_level(value);
+            if (cut || level < 0)
+                return -1;
+        }
+        /* any other word belongs to someone else */
+    }
+    if (!have_collector || umon_init(host, port, name, token) < 0)
+        return -1;
+    if (level >= 0)
+        umon_set_level(level);
+    return 0;
+}
+
+int umon_poll(void)
+{
+    int r;
+
+    LOCK();
+    r = poll_locked();
+    UNLOCK();
+    return r;
+}
+
+int umon_flush(int timeout_ms)
+{
+    int r;
+
+    LOCK();
+    r = flush_locked(timeout_ms);
+    UNLOCK();
+    return r;
+}
+
+void umon_close(void)
+{
+    unsigned char bye[5];
+    long long deadline;
+
+    LOCK();
+    if (!S.configured) {
+        UNLOCK();
+        return;
+    }
+    (void)flush_locked(CLOSE_FLUSH_MS);
+    if (S.fd >= 0 && (S.state == HANDSHAKE || S.state == READY) && tx_room() >= sizeof bye) {
+        S.closing = 1;
+        S.tx_end += umon_wire_bye(tx_buf + S.tx_end);
+        deadline = now_ms() + BYE_LINGER_MS;
+        /* Send BYE, then read until the host closes (or the linger ends), so
+         * that nothing unread makes our close reset the connection. */
+        while (S.fd >= 0 && S.tx_start != S.tx_end && now_ms() < deadline) {
+            if (send_tx() == 0 && S.tx_start != S.tx_end)
+                wait_unlocked(S.fd, POLLOUT, WAIT_SLICE_MS);
+        }
+        if (S.fd >= 0 && S.tx_start == S.tx_end) {
+            (void)shutdown(S.fd, SHUT_WR);
+            while (S.fd >= 0 && now_ms() < deadline) {
+                if (receive() < 0)
+                    break;
+                wait_unlocked(S.fd, POLLIN, WAIT_SLICE_MS);
+            }
+        }
+    }
+    close_socket_locked();
+    S.configured = 0;
+    S.closing = 0;
+    UNLOCK();
+}
+
+void umon_set_level(int level)
+{
+    LOCK();
+    S.level = clamp_severity(level);
+    UNLOCK();
+}
+
+int umon_get_level(void)
+{
+    int level;
+
+    LOCK();
+    level = S.level;
+    UNLOCK();
+    return level;
+}
+
+void umon_get_stats(struct umon_stats *out)
+{
+    if (out == NULL)
+        return;
+    LOCK();
+    *out = S.stats;
+    UNLOCK();
+}
