@@ -122,8 +122,8 @@ def serve(
     from umonitor.collector.server import ServeOptions, parse_dial, parse_endpoint, run
     from umonitor.store.writer import FsyncPolicy
 
-    if max_frame < 1024 or max_frame > 16 << 20:
-        raise UsageError("--max-frame must be between 1024 and 16777216")
+    if max_frame < 4096 or max_frame > 16 << 20:
+        raise UsageError("--max-frame must be between 4096 and 16777216")
     root = layout.prepare_data_dir(_data_dir(data))
     options = ServeOptions(
         data=root,

@@ -179,6 +179,10 @@ INVALID_FOR_GUEST = (
         if case["frame"]["type"] not in GUEST_RECEIVES
     ]
     + [
+        pytest.param(case["hex"], id=f"host vector: {case['name']}")
+        for case in VECTORS["invalid_from_host"]
+    ]
+    + [
         pytest.param("0001000081", id="declared length over max frame"),
         pytest.param("0000fffd7f0001", id="error one byte over max frame"),
         pytest.param("ffffffff7f", id="declared length 4 GiB"),

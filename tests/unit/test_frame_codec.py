@@ -84,6 +84,15 @@ def test_invalid_vector_raises_its_error(case: dict[str, Any]) -> None:
         decoder.next_events()
 
 
+@pytest.mark.parametrize("case", VECTORS["invalid_from_host"], ids=lambda c: c["name"])
+def test_invalid_host_vector_raises_its_error(case: dict[str, Any]) -> None:
+    decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False, max_frame=VECTORS["max_frame"])
+    decoder.receive_data(bytes.fromhex(case["hex"]))
+    with pytest.raises(ProtocolError) as info:
+        decoder.next_events()
+    assert info.value.code == ERROR_CODES[case["error"]]
+
+
 def test_preface_is_required_and_checked_early() -> None:
     decoder = fc.FrameDecoder(fc.Peer.GUEST)
     decoder.receive_data(b"\x89U")
