@@ -155,6 +155,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4 << 20, help="unacked bytes per guest")
     parser.add_argument("--fsync", default="batch", choices=["always", "batch", "never"])
     parser.add_argument("--json", action="store_true", help="print one JSON line as well")
+    parser.add_argument(
+        "--pure-python", action="store_true", help="collector without its C accelerator"
+    )
     args = parser.parse_args()
 
     names = [f"bench-{i}" for i in range(args.guests)]
@@ -162,6 +165,9 @@ def main() -> None:
     record_bytes = (len(streams[0][0]) - streams[0][1][0]) / max(1, args.records - 1)
     with tempfile.TemporaryDirectory(prefix="umon-bench-") as tmp:
         data = Path(tmp)
+        env = dict(os.environ)
+        if args.pure_python:
+            env["UMONITOR_PURE_PYTHON"] = "1"
         serve = subprocess.Popen(
             [
                 sys.executable,
@@ -178,6 +184,7 @@ def main() -> None:
             ],
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert serve.stderr is not None
         ready = serve.stderr.readline()
@@ -238,9 +245,11 @@ def main() -> None:
         "on_disk_checked": on_disk,
         "lost": args.guests * args.records - on_disk,
         "fsync": args.fsync,
+        "pure_python": args.pure_python,
     }
     print(
-        f"ingest: {args.guests} guests x {args.records} records "
+        f"ingest{' (pure Python collector)' if args.pure_python else ''}: "
+        f"{args.guests} guests x {args.records} records "
         f"({record_bytes:.0f} B frames, fsync={args.fsync})"
     )
     print(f"  acked:    {total} records in {elapsed:.2f} s = {total / elapsed:,.0f} records/s")

@@ -49,12 +49,15 @@ def umonitor(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
     )
 
 
-def start_collector(data: Path, *extra: str, port: int = 0) -> Collector:
+def start_collector(
+    data: Path, *extra: str, port: int = 0, env: dict[str, str] | None = None
+) -> Collector:
     data.mkdir(parents=True, exist_ok=True)
     err_path = data.parent / f"{data.name}-collector.err"
     with open(err_path, "a") as err:
         proc = subprocess.Popen(
-            [
+            env={**os.environ, **(env or {})},
+            args=[
                 sys.executable,
                 "-m",
                 "umonitor",

@@ -321,3 +321,26 @@ def test_port_in_use_is_one_clear_line(collector: Collector, tmp_path: Path) -> 
     assert out.returncode == 2
     assert "already in use" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_pure_python_collector_stores_the_same(tmp_path: Path, c_programs: dict[str, Path]) -> None:
+    """The collector without its C accelerator: the reference path, end to end."""
+    c = start_collector(tmp_path / "data", env={"UMONITOR_PURE_PYTHON": "1"})
+    try:
+        procs = [
+            subprocess.Popen(
+                [str(c_programs["numbered_guest"]), "127.0.0.1", str(c.port), f"pure-{i}", "500"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(4)
+        ]
+        procs.append(python_guest(c.port, "pure-py", 500))
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, (out, err)
+        for name in ("pure-0", "pure-1", "pure-2", "pure-3", "pure-py"):
+            check_numbered(c, name, 500)
+    finally:
+        assert c.stop() == 0

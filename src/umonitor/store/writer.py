@@ -37,6 +37,8 @@ try:
     from umonitor._speedups import format_records
 except ImportError:  # the C accelerator is optional; the pure path is the reference
     format_records = None
+if os.environ.get("UMONITOR_PURE_PYTHON"):
+    format_records = None
 
 STATE_INTERVAL_NS = 1_000_000_000
 
