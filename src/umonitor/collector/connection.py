@@ -52,7 +52,6 @@ class Connection(asyncio.Protocol):
         self.high = 0
         self._quiet: asyncio.TimerHandle | None = None
         self._closing = False
-        self.records = 0
 
     # -- asyncio callbacks --------------------------------------------------------
 
@@ -186,7 +185,6 @@ class Connection(asyncio.Protocol):
     def _store(self, records: list[Record]) -> None:
         if not records or self.instance is None:
             return
-        self.records += len(records)
         self.high = self.collector.store.add_records(
             self.instance, self.boot, records, Origin.APP, time.time_ns()
         )

@@ -209,8 +209,8 @@ def _catch_up_file(conn: sqlite3.Connection, instance_id: int, path: Path) -> in
             [(instance_id, sev, n) for sev, n in enumerate(counts) if n],
         )
         conn.execute(
-            "UPDATE boots SET max_seq = (SELECT max(seq) FROM records r "
-            "WHERE r.boot_id = boots.id AND r.id >= ?) WHERE instance_id = ? AND id IN "
+            "UPDATE boots SET max_seq = max(max_seq, (SELECT max(seq) FROM records r "
+            "WHERE r.boot_id = boots.id AND r.id >= ?)) WHERE instance_id = ? AND id IN "
             "(SELECT DISTINCT boot_id FROM records WHERE id >= ?)",
             (first_id, instance_id, first_id),
         )
