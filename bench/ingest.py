@@ -29,7 +29,10 @@ from pathlib import Path
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Record, Severity
 
-MESSAGE = "request handled: GET /api/v1/items/4711 status=200 bytes=5120 elapsed_ms=12 worker=3 cache=hit ok!!!"
+MESSAGE = (
+    "request handled: GET /api/v1/items/4711 status=200 bytes=5120 "
+    "elapsed_ms=12 worker=3 cache=hit ok!!!"
+)
 
 
 def encode_stream(name: str, count: int) -> tuple[bytes, list[int]]:

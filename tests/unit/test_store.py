@@ -54,7 +54,7 @@ def test_high_mark_survives_restart_without_state_file(tmp_path: Path) -> None:
     assert seqs_in_file(log2.path) == list(range(1, 13))
 
 
-def test_new_boot_keeps_history_and_restarts_numbering(tmp_path: Path) -> None:
+def test_new_boot_keeps_history_and_restarts_numbering(tmp_path: Path, line_parser: str) -> None:
     store = Store(tmp_path)
     log = store.log("web-1")
     store.begin_boot(log, "aa", "", "", "web-1")
@@ -69,7 +69,7 @@ def test_new_boot_keeps_history_and_restarts_numbering(tmp_path: Path) -> None:
     assert summary.boots == 2 and sum(summary.counts) == 5
 
 
-def test_torn_last_line_is_ended_and_skipped(tmp_path: Path) -> None:
+def test_torn_last_line_is_ended_and_skipped(tmp_path: Path, line_parser: str) -> None:
     store = Store(tmp_path)
     log = store.log("web-1")
     store.begin_boot(log, "aa", "", "", "web-1")
@@ -104,7 +104,17 @@ def test_dropped_notice_counts_and_settles(tmp_path: Path) -> None:
     assert summary.dropped == 7
 
 
-def test_index_catch_up_is_exactly_once_and_rebuildable(tmp_path: Path) -> None:
+@pytest.fixture(params=["c", "pure"])
+def line_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the C line parser and again with the pure-Python one."""
+    if request.param == "pure":
+        monkeypatch.setattr(index, "parse_record_lines", None)
+    else:
+        assert index.parse_record_lines is not None, "the C accelerator is not built"
+    return str(request.param)
+
+
+def test_index_catch_up_is_exactly_once_and_rebuildable(tmp_path: Path, line_parser: str) -> None:
     store = Store(tmp_path)
     for name in ("a", "b"):
         log = store.log(name)
@@ -127,7 +137,7 @@ def test_index_catch_up_is_exactly_once_and_rebuildable(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def filled(tmp_path: Path) -> sqlite3.Connection:
+def filled(tmp_path: Path, line_parser: str) -> sqlite3.Connection:
     store = Store(tmp_path)
     log = store.log("web-1")
     store.begin_boot(log, "aa", "", "", "web-1")
