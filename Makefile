@@ -19,7 +19,7 @@ unit: setup
 	.venv/bin/python -m pytest -q tests/unit
 
 bench: setup
-	.venv/bin/python bench/ingest.py --guests 8 --records 250000
+	.venv/bin/python bench/ingest.py --guests 8 --records 250000 --window 262144
 
 clean:
 	rm -rf .venv build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

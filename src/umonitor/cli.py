@@ -58,6 +58,10 @@ class _Group(click.Group):
         except click.exceptions.Abort:
             click.echo("umonitor: aborted", err=True)
             sys.exit(130)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "umonitor"
+            click.echo(f"umonitor: {exc.format_message()} (see '{command} --help')", err=True)
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)

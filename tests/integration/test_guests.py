@@ -344,3 +344,50 @@ def test_pure_python_collector_stores_the_same(tmp_path: Path, c_programs: dict[
             check_numbered(c, name, 500)
     finally:
         assert c.stop() == 0
+
+
+def test_dial_mode_reconnects_when_the_guest_comes_back(
+    tmp_path: Path, c_programs: dict[str, Path]
+) -> None:
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    c = start_collector(tmp_path / "data", "--dial", f"comeback=127.0.0.1:{port}")
+    try:
+        for round_ in range(2):  # the guest is down at first, then restarts once
+            time.sleep(0.5)
+            guest = subprocess.run(
+                [str(c_programs["legacy_guest"]), str(port), "3"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert guest.returncode == 0, guest
+            wait_for(
+                lambda n=round_: (
+                    (c.data / "instances" / "comeback" / "app.log").exists()
+                    and len(file_seqs(c.data, "comeback")) == 3 * (n + 1)
+                ),
+                what="records after a reconnect",
+            )
+    finally:
+        assert c.stop() == 0
+    assert len(c.records("comeback")) == 6
+
+
+def test_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    out = umonitor("serve", "--data", str(not_a_dir), "--listen", "127.0.0.1:0")
+    assert out.returncode == 2
+    assert "is a file" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_data_dir_that_cannot_be_created_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = umonitor("serve", "--data", str(blocker / "sub"), "--listen", "127.0.0.1:0")
+    assert out.returncode == 2
+    assert "cannot use data directory" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
