@@ -15,11 +15,11 @@ Formats typical record lines once (with and without fields), then times, best of
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 
 from umonitor.records import Kind, Origin, Record, Severity
+from umonitor.store.index import record_row
 from umonitor.store.logfile import LineFormatter, RecordLine, parse_line
 
 try:
@@ -68,22 +68,7 @@ def run_python(parts: list[bytes]) -> int:
         for raw in data.split(b"\n")[:-1]:
             parsed = parse_line(raw.decode("utf-8", "replace"))
             if isinstance(parsed, RecordLine):
-                rec = parsed.record
-                rows.append(
-                    (
-                        rec.seq,
-                        parsed.time_ns,
-                        rec.mono_ns,
-                        int(rec.severity),
-                        parsed.origin.value,
-                        int(rec.kind),
-                        rec.file,
-                        rec.line,
-                        rec.function,
-                        rec.message,
-                        json.dumps(dict(rec.fields)) if rec.fields else None,
-                    )
-                )
+                rows.append(record_row(parsed))
     return len(rows)
 
 

@@ -146,7 +146,45 @@ class GuestSession:
         return not self.unacked
 
 
-class Client:
+class _ClientBase:
+    """What both clients share: the session and a ``log`` that never waits."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        token: bytes = b"",
+        *,
+        boot_id: bytes | None = None,
+        capacity: int = DEFAULT_BUFFER,
+    ) -> None:
+        self.address = (host, port)
+        self.session = GuestSession(name, token, boot_id=boot_id, capacity=capacity)
+
+    def log(
+        self,
+        severity: Severity,
+        message: str,
+        *,
+        fields: Mapping[str, object] | Iterable[tuple[str, object]] = (),
+        kind: Kind = Kind.LOG,
+        file: str = "",
+        line: int = 0,
+        function: str = "",
+    ) -> int:
+        """Queue one record and start sending it; returns its seq (0: below the level)."""
+        seq = self.session.record(
+            severity, message, fields=fields, kind=kind, file=file, line=line, function=function
+        )
+        self._kick()
+        return seq
+
+    def _kick(self) -> None:
+        raise NotImplementedError
+
+
+class Client(_ClientBase):
     """A blocking-API client whose calls never wait on the network.
 
     ``log`` queues and sends what the socket takes at once; ``flush`` is the only call
@@ -164,17 +202,14 @@ class Client:
         capacity: int = DEFAULT_BUFFER,
         connect_timeout: float = 2.0,
     ) -> None:
-        self.address = (host, port)
-        self.session = GuestSession(name, token, boot_id=boot_id, capacity=capacity)
+        super().__init__(host, port, name, token, boot_id=boot_id, capacity=capacity)
         self._sock: socket.socket | None = None
         self._connect_timeout = connect_timeout
         self._retry_at = 0.0
         self._backoff = 0.1
 
-    def log(self, severity: Severity, message: str, **kw: object) -> int:
-        seq = self.session.record(severity, message, **kw)  # type: ignore[arg-type]
+    def _kick(self) -> None:
         self.poll()
-        return seq
 
     def _connect(self) -> None:
         now = time.monotonic()
@@ -260,7 +295,7 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_ClientBase):
     """The asyncio client: ``log`` never awaits; a background task does the I/O."""
 
     def __init__(
@@ -273,8 +308,7 @@ class AsyncClient:
         boot_id: bytes | None = None,
         capacity: int = DEFAULT_BUFFER,
     ) -> None:
-        self.address = (host, port)
-        self.session = GuestSession(name, token, boot_id=boot_id, capacity=capacity)
+        super().__init__(host, port, name, token, boot_id=boot_id, capacity=capacity)
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -282,10 +316,8 @@ class AsyncClient:
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def log(self, severity: Severity, message: str, **kw: object) -> int:
-        seq = self.session.record(severity, message, **kw)  # type: ignore[arg-type]
+    def _kick(self) -> None:
         self._wake.set()
-        return seq
 
     async def _run(self) -> None:
         backoff = 0.1

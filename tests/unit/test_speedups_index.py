@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-import json
 import mmap
 import re
 import sys
@@ -21,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from umonitor.records import Kind, Origin, Record, Severity
+from umonitor.store.index import record_row
 from umonitor.store.logfile import (
     BootLine,
     DroppedLine,
@@ -60,20 +60,7 @@ def python_parse(raw: bytes) -> BootLine | DroppedLine | RecordLine | None:
 
 
 def python_row(parsed: RecordLine) -> Row:
-    rec = parsed.record
-    return (
-        rec.seq,
-        parsed.time_ns,
-        rec.mono_ns,
-        int(rec.severity),
-        parsed.origin.value,
-        int(rec.kind),
-        rec.file,
-        rec.line,
-        rec.function,
-        rec.message,
-        json.dumps(dict(rec.fields)) if rec.fields else None,
-    )
+    return record_row(parsed)
 
 
 def python_rows(data: bytes, pos: int, end: int) -> list[Row]:

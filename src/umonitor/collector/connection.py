@@ -145,31 +145,28 @@ class Connection(asyncio.Protocol):
             self._quiet.cancel()
         self._quiet = asyncio.get_running_loop().call_later(QUIET_SECONDS, self._went_quiet)
 
+    def _decide_now(self) -> bool:
+        """No more bytes soon: pick the dialect from what arrived; False on an error."""
+        if self.dialect is not None or not self._head:
+            return True
+        self._choose(final=True)
+        head, self._head = bytes(self._head), bytearray()
+        try:
+            self._feed(head)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return False
+        return True
+
     def _went_quiet(self) -> None:
         self._quiet = None
-        if self._closing:
+        if self._closing or not self._decide_now():
             return
-        if self.dialect is None:
-            self._choose(final=True)
-            head, self._head = bytes(self._head), bytearray()
-            try:
-                self._feed(head)
-            except ProtocolError as exc:
-                self._fail(exc)
-                return
         if isinstance(self._lines, LegacyDecoder):
             self._store(self._lines.end_of_stream())
 
     def _finish_stream(self) -> None:
-        if self.dialect is None and self._head:
-            self._choose(final=True)
-            head, self._head = bytes(self._head), bytearray()
-            try:
-                self._feed(head)
-            except ProtocolError as exc:
-                self._fail(exc)
-                return
-        if self._lines is not None:
+        if self._decide_now() and self._lines is not None:
             self._store(self._lines.end_of_stream())
 
     def _take_records(self, buf: bytearray, pos: int, end: int, max_body: int) -> int:

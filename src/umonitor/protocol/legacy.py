@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from umonitor.protocol.delimited import DelimitedDecoder
 from umonitor.records import Kind, Record, Severity
 
 LEVEL_BYTES: dict[int, tuple[Severity, Kind]] = {
@@ -18,8 +19,6 @@ LEVEL_BYTES: dict[int, tuple[Severity, Kind]] = {
     ord("f"): (Severity.ERR, Kind.LOG),
     ord("r"): (Severity.NOTICE, Kind.EXIT),
 }
-
-_END = re.compile(rb"[\n\0]")
 
 
 def legacy_record_untrusted(seq: int, message: bytes | bytearray) -> Record:
@@ -31,51 +30,10 @@ def legacy_record_untrusted(seq: int, message: bytes | bytearray) -> Record:
     return Record(seq, severity, text, kind)
 
 
-class LegacyDecoder:
+class LegacyDecoder(DelimitedDecoder):
     """Turns a legacy Umonitor stream into records."""
 
-    def __init__(self, *, max_line: int = 65536) -> None:
-        self._max = max_line
-        self._buf = bytearray()
-        self._seq = 0
+    _END = re.compile(rb"[\n\0]")
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
-
-    def _emit(self, out: list[Record], message: bytes | bytearray) -> None:
-        if message.strip(b"\r"):
-            self._seq += 1
-            out.append(legacy_record_untrusted(self._seq, message))
-
-    def next_events(self) -> list[Record]:
-        buf = self._buf
-        out: list[Record] = []
-        pos = 0
-        while True:
-            match = _END.search(buf, pos, pos + self._max + 1)
-            if match is None:
-                if len(buf) - pos >= self._max:
-                    self._emit(out, buf[pos : pos + self._max])
-                    pos += self._max
-                    continue
-                break
-            end = match.start()
-            if end - pos > self._max:
-                self._emit(out, buf[pos : pos + self._max])
-                pos += self._max
-                continue
-            self._emit(out, buf[pos:end])
-            pos = end + 1
-        del buf[:pos]
-        return out
-
-    def end_of_stream(self) -> list[Record]:
-        """The pending message, ended by the peer going quiet or closing."""
-        out = self.next_events()
-        self._emit(out, bytes(self._buf))
-        self._buf.clear()
-        return out
+    def _record_untrusted(self, seq: int, piece: bytes | bytearray) -> Record:
+        return legacy_record_untrusted(seq, piece)

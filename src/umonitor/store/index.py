@@ -130,6 +130,27 @@ def _boot_id(conn: sqlite3.Connection, instance_id: int, boot: str, cache: dict[
     return cache[boot]
 
 
+def record_row(parsed: RecordLine) -> tuple[Any, ...]:
+    """The ``records`` columns after ``instance_id, boot_id`` for one record line.
+
+    ``_speedups.parse_record_lines`` returns exactly these tuples for plain lines.
+    """
+    rec = parsed.record
+    return (
+        rec.seq,
+        parsed.time_ns,
+        rec.mono_ns,
+        int(rec.severity),
+        parsed.origin.value,
+        int(rec.kind),
+        rec.file,
+        rec.line,
+        rec.function,
+        rec.message,
+        json.dumps(dict(rec.fields)) if rec.fields else None,
+    )
+
+
 def _catch_up_file(conn: sqlite3.Connection, instance_id: int, path: Path) -> int:
     """Index what ``path`` gained; returns the number of records added."""
     row = conn.execute(
@@ -174,26 +195,9 @@ def _catch_up_file(conn: sqlite3.Connection, instance_id: int, path: Path) -> in
             bad += 1
             continue
         if isinstance(parsed, RecordLine):
-            rec = parsed.record
             boot_id = _boot_id(conn, instance_id, context, boots) if context else None
-            rows.append(
-                (
-                    instance_id,
-                    boot_id,
-                    rec.seq,
-                    parsed.time_ns,
-                    rec.mono_ns,
-                    int(rec.severity),
-                    parsed.origin.value,
-                    int(rec.kind),
-                    rec.file,
-                    rec.line,
-                    rec.function,
-                    rec.message,
-                    json.dumps(dict(rec.fields)) if rec.fields else None,
-                )
-            )
-            counts[rec.severity] += 1
+            rows.append((instance_id, boot_id, *record_row(parsed)))
+            counts[parsed.record.severity] += 1
         elif isinstance(parsed, BootLine):
             context = parsed.boot
             boot_id = _boot_id(conn, instance_id, context, boots)
