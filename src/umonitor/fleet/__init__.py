@@ -1,0 +1,1 @@
+"""The fleet: guest networking, launching and supervising unikernels."""

@@ -1,0 +1,261 @@
+"""``umonitor.toml``: the instances to run, validated with every error and its line.
+
+How this works: ``tomllib`` parses (its syntax errors already carry a line); then each
+value is checked against the schema below, and every problem is reported at once,
+with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers and
+``key =`` lines of the file (tomllib keeps no positions).
+
+    [network]                  # optional
+    bridge = "umon0"
+    address = "10.77.0.1/24"   # the host's address on the bridge; guests lease from .2
+    [collector]                # optional
+    port = 2333
+    [[instance]]
+    name = "web"               # [a-z0-9][a-z0-9._-]*; with count = N: web-1 ... web-N
+    kernel = "build/image/vmlinuz"
+    initrd = "build/image/initrd.img"   # optional
+    flavor = "linux"           # linux unikraft rumprun osv mirage-solo5 nanos generic
+    template = "..."           # generic flavor only
+    memory = "256M"            # or a number of MiB
+    cpus = 1
+    args = "extra kernel arguments"
+    restart = "on-failure"     # no | on-failure | always
+    backoff = 1.0              # first restart delay, seconds; doubles up to backoff_max
+    backoff_max = 60.0
+    count = 1
+    accel = "auto"             # auto | kvm | tcg
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from umonitor.errors import UsageError
+from umonitor.fleet.flavors import FLAVORS
+from umonitor.fleet.qemu import parse_memory
+
+RESTART_POLICIES = ("no", "on-failure", "always")
+DEFAULT_HOST = ipaddress.IPv4Interface("10.77.0.1/24")
+ACCELS = ("auto", "kvm", "tcg")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
+_INSTANCE_KEYS = {
+    "name", "kernel", "initrd", "flavor", "template", "memory", "cpus", "args", "restart",
+    "backoff", "backoff_max", "count", "accel",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceConfig:
+    name: str
+    kernel: Path
+    initrd: Path | None = None
+    flavor: str = "linux"
+    template: str | None = None
+    memory_mib: int = 256
+    cpus: int = 1
+    args: str = ""
+    restart: str = "no"
+    backoff: float = 1.0
+    backoff_max: float = 60.0
+    accel: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    bridge: str = "umon0"
+    address: ipaddress.IPv4Interface = DEFAULT_HOST
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    path: Path
+    network: NetworkConfig
+    collector_port: int
+    instances: tuple[InstanceConfig, ...]
+
+
+class _Locator:
+    """Line numbers for keys of ``[[instance]]`` tables and other sections."""
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[tuple[str, int, str], int] = {}
+        self._headers: dict[tuple[str, int], int] = {}
+        section, index = "", -1
+        counts: dict[str, int] = {}
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if line.startswith("[["):
+                section = line.strip("[] ")
+                index = counts.get(section, -1) + 1
+                counts[section] = index
+                self._headers[section, index] = number
+            elif line.startswith("["):
+                section, index = line.strip("[] "), 0
+                self._headers[section, index] = number
+            else:
+                match = re.match(r"([A-Za-z0-9_\-\"']+)\s*=", line)
+                if match:
+                    self._lines.setdefault((section, index, match.group(1).strip("\"'")), number)
+
+    def line(self, section: str, index: int, key: str | None = None) -> int:
+        if key is not None and (section, index, key) in self._lines:
+            return self._lines[section, index, key]
+        return self._headers.get((section, index), 1)
+
+
+def load_config(path: Path) -> FleetConfig:
+    """Read and validate ``path``; UsageError lists every problem with its line."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: {exc}") from exc
+    return parse_config(data, text, path)
+
+
+def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
+    where = _Locator(text)
+    errors: list[str] = []
+
+    def problem(line: int, message: str) -> None:
+        errors.append(f"{path.name}:{line}: {message}")
+
+    base = path.parent
+    for key in data:
+        if key not in ("network", "collector", "instance"):
+            problem(where.line(key, 0), f"unknown section [{key}]")
+    network = NetworkConfig()
+    net = data.get("network", {})
+    if isinstance(net, dict):
+        bridge = net.get("bridge", network.bridge)
+        if not isinstance(bridge, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", bridge):
+            problem(where.line("network", 0, "bridge"), "bridge must be an interface name of "
+                    "at most 15 letters, digits, '.', '_' or '-'")  # fmt: skip
+            bridge = network.bridge
+        address = network.address
+        try:
+            address = ipaddress.IPv4Interface(net.get("address", str(network.address)))
+            if address.network.prefixlen > 30:
+                raise ValueError("prefix too long")
+        except (ValueError, TypeError):
+            problem(
+                where.line("network", 0, "address"),
+                "address must be the host's IPv4 address with a prefix, e.g. 10.77.0.1/24",
+            )
+        network = NetworkConfig(bridge, address)
+    port = 2333
+    collector = data.get("collector", {})
+    if isinstance(collector, dict):
+        port = collector.get("port", 2333)
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            problem(where.line("collector", 0, "port"), "port must be 1-65535")
+            port = 2333
+    raw_instances = data.get("instance", [])
+    if not isinstance(raw_instances, list) or not raw_instances:
+        problem(1, "no [[instance]] tables: nothing to run")
+        raw_instances = []
+    instances: list[InstanceConfig] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_instances):
+        at = where.line("instance", i)
+        label = f"instance {raw.get('name', i + 1)!r}" if isinstance(raw, dict) else "instance"
+
+        def bad(key: str, message: str, label: str = label, i: int = i) -> None:
+            problem(where.line("instance", i, key), f"{label}: {message}")
+
+        if not isinstance(raw, dict):
+            problem(at, "each [[instance]] must be a table")
+            continue
+        for key in raw:
+            if key not in _INSTANCE_KEYS:
+                bad(key, f"unknown key {key!r}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            bad("name", "name must be 1-48 of a-z 0-9 . _ - (starting with a letter or digit)")
+            continue
+        kernel_text = raw.get("kernel")
+        if not isinstance(kernel_text, str) or not kernel_text:
+            bad("kernel", "kernel (the image to boot) is required")
+            continue
+        kernel = (base / kernel_text).resolve()
+        if not kernel.is_file():
+            bad("kernel", f"kernel {kernel_text!r} does not exist (looked at {kernel})")
+        initrd = None
+        if "initrd" in raw:
+            if not isinstance(raw["initrd"], str):
+                bad("initrd", "initrd must be a path")
+            else:
+                initrd = (base / raw["initrd"]).resolve()
+                if not initrd.is_file():
+                    bad("initrd", f"initrd {raw['initrd']!r} does not exist (looked at {initrd})")
+        flavor = raw.get("flavor", "linux")
+        if flavor not in FLAVORS:
+            bad("flavor", f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)}")
+        template = raw.get("template")
+        if flavor == "generic" and not isinstance(template, str):
+            bad("template", 'the generic flavor needs template = "... {ip} ... {collector} ..."')
+        memory = 256
+        try:
+            memory = parse_memory(raw.get("memory", 256))
+        except UsageError as exc:
+            bad("memory", str(exc))
+        cpus = raw.get("cpus", 1)
+        if not isinstance(cpus, int) or not 1 <= cpus <= 64:
+            bad("cpus", "cpus must be 1-64")
+            cpus = 1
+        args = raw.get("args", "")
+        if not isinstance(args, str):
+            bad("args", "args must be a string of kernel arguments")
+            args = ""
+        restart = raw.get("restart", "no")
+        if restart not in RESTART_POLICIES:
+            bad("restart", f"restart must be one of {', '.join(RESTART_POLICIES)}")
+            restart = "no"
+        backoff, backoff_max = raw.get("backoff", 1.0), raw.get("backoff_max", 60.0)
+        if not isinstance(backoff, int | float) or not 0 < backoff <= 3600:
+            bad("backoff", "backoff must be a number of seconds, 0 < backoff <= 3600")
+            backoff = 1.0
+        if not isinstance(backoff_max, int | float) or not backoff <= backoff_max <= 86400:
+            bad("backoff_max", "backoff_max must be at least backoff and at most 86400")
+            backoff_max = 60.0
+        accel = raw.get("accel", "auto")
+        if accel not in ACCELS:
+            bad("accel", f"accel must be one of {', '.join(ACCELS)}")
+            accel = "auto"
+        count = raw.get("count", 1)
+        if not isinstance(count, int) or not 1 <= count <= 1000:
+            bad("count", "count must be 1-1000")
+            count = 1
+        names = [name] if count == 1 else [f"{name}-{n}" for n in range(1, count + 1)]
+        for replica in names:
+            if replica in seen:
+                bad("name", f"{replica!r} is also defined at line {seen[replica]}")
+                continue
+            seen[replica] = at
+            instances.append(
+                InstanceConfig(
+                    replica,
+                    kernel,
+                    initrd,
+                    str(flavor),
+                    template if isinstance(template, str) else None,
+                    memory,
+                    cpus,
+                    args,
+                    str(restart),
+                    float(backoff),
+                    float(backoff_max),
+                    str(accel),
+                )
+            )
+    if errors:
+        raise UsageError("invalid configuration:\n  " + "\n  ".join(errors))
+    return FleetConfig(path, network, port, tuple(instances))

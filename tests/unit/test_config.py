@@ -1,0 +1,106 @@
+"""umonitor.toml: what is accepted, and every error reported with its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from umonitor.errors import UsageError
+from umonitor.fleet.config import load_config
+
+GOOD = """
+[network]
+bridge = "umtest0"
+address = "10.78.0.1/24"
+
+[collector]
+port = 2444
+
+[[instance]]
+name = "web"
+kernel = "img/vmlinuz"
+initrd = "img/initrd.img"
+memory = "128M"
+count = 3
+restart = "on-failure"
+backoff = 0.5
+backoff_max = 8
+
+[[instance]]
+name = "raw"
+kernel = "img/vmlinuz"
+flavor = "generic"
+template = "ip={ip} log={collector}"
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "vmlinuz").write_bytes(b"k")
+    (tmp_path / "img" / "initrd.img").write_bytes(b"i")
+    return tmp_path
+
+
+def write(tree: Path, text: str) -> Path:
+    path = tree / "umonitor.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config(tree: Path) -> None:
+    config = load_config(write(tree, GOOD))
+    assert config.network.bridge == "umtest0"
+    assert str(config.network.address) == "10.78.0.1/24"
+    assert config.collector_port == 2444
+    assert [i.name for i in config.instances] == ["web-1", "web-2", "web-3", "raw"]
+    web = config.instances[0]
+    assert web.kernel == (tree / "img" / "vmlinuz").resolve()
+    assert web.memory_mib == 128 and web.restart == "on-failure"
+    assert (web.backoff, web.backoff_max) == (0.5, 8.0)
+    assert config.instances[3].template == "ip={ip} log={collector}"
+
+
+def test_every_error_with_its_line(tree: Path) -> None:
+    bad = """[network]
+address = "10.78.0.1"
+[[instance]]
+name = "Web!"
+kernel = "img/vmlinuz"
+[[instance]]
+name = "db"
+kernel = "img/missing"
+memory = "lots"
+restart = "sometimes"
+cpus = 0
+colour = "blue"
+[[instance]]
+name = "db"
+kernel = "img/vmlinuz"
+flavor = "windows"
+"""
+    with pytest.raises(UsageError) as info:
+        load_config(write(tree, bad))
+    message = str(info.value)
+    assert "umonitor.toml:2: " in message and "address" in message
+    assert "umonitor.toml:4: " in message and "name must be" in message
+    assert "umonitor.toml:8: instance 'db': kernel 'img/missing' does not exist" in message
+    assert "umonitor.toml:9: instance 'db': bad memory size" in message
+    assert "umonitor.toml:10: instance 'db': restart must be" in message
+    assert "umonitor.toml:11: instance 'db': cpus must be" in message
+    assert "umonitor.toml:12: instance 'db': unknown key 'colour'" in message
+    assert "umonitor.toml:16: instance 'db': unknown flavor 'windows'" in message
+    assert "umonitor.toml:14: instance 'db': 'db' is also defined at line 6" in message
+
+
+def test_syntax_error_has_a_line(tree: Path) -> None:
+    with pytest.raises(UsageError, match=r"line 2"):
+        load_config(write(tree, "[[instance]]\nname = \n"))
+
+
+def test_empty_and_missing(tree: Path) -> None:
+    with pytest.raises(UsageError, match="nothing to run"):
+        load_config(write(tree, "[network]\n"))
+    with pytest.raises(UsageError, match="cannot read"):
+        load_config(tree / "nope.toml")
