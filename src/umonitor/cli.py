@@ -301,6 +301,13 @@ def _emit(rows: Iterable[index.Row], output: str, with_name: bool, colour: bool)
     help="Records whose message contains TEXT (case-insensitive; full-text indexed).",
 )
 @click.option(
+    "--origin",
+    type=click.Choice(["app", "console", "syslog", "all"]),
+    default="all",
+    show_default=True,
+    help="Only what the guest library sent (app), what its console printed, or syslog.",
+)
+@click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @data_option
@@ -312,6 +319,7 @@ def logs(
     until: str | None,
     priority: str | None,
     grep: str | None,
+    origin: str,
     output: str,
     data: Path | None,
 ) -> None:
@@ -335,6 +343,7 @@ def logs(
         until_ns=parse_time(until) if until else None,
         max_severity=max_sev,
         grep=grep,
+        origins=() if origin == "all" else (origin,),
     )
     if lines is not None and lines < 0:
         raise UsageError("-n must be 0 or more")

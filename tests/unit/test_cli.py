@@ -48,6 +48,15 @@ def data(tmp_path: Path) -> Path:
     store.add_records(
         log, "bb" * 16, [Record(1, Severity.CRIT, "corrupt", wall_ns=NOW + 5000)], Origin.APP, NOW
     )
+    console = store.log("web-1", "console.log")
+    store.begin_boot(console, "cc" * 16, "console", "", "web-1")
+    store.add_records(
+        console,
+        "cc" * 16,
+        [Record(1, Severity.INFO, "Booting Linux", wall_ns=NOW + 500)],
+        Origin.CONSOLE,
+        NOW,
+    )
     store.close()
     return tmp_path
 
@@ -61,9 +70,10 @@ def test_logs_text(data: Path) -> None:
     code, out, _ = run("logs", "--data", str(data))
     assert code == 0
     lines = out.splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 6
     assert lines[0].endswith("web-1 info started")
-    assert "web-1 warning demo.c:30 check: NULL pointer passed arg=p" in lines[1]
+    assert lines[1].endswith("web-1 info/console Booting Linux")
+    assert "web-1 warning demo.c:30 check: NULL pointer passed arg=p" in lines[2]
     assert "\x1b" not in out and "evil \\x1b[2J text" in out
 
 
@@ -99,6 +109,8 @@ def test_logs_json_fields(data: Path) -> None:
 def test_logs_grep_lines_and_priority(data: Path) -> None:
     assert run("logs", "--data", str(data), "--grep", "ZERO")[1].count("\n") == 1
     assert run("logs", "--data", str(data), "-n", "2")[1].count("\n") == 2
+    assert run("logs", "--data", str(data), "--origin", "console")[1].count("\n") == 1
+    assert run("logs", "--data", str(data), "--origin", "app")[1].count("\n") == 5
     assert run("logs", "--data", str(data), "-p", "warning")[1].count("\n") == 3
     assert run("logs", "--data", str(data), "-p", "4")[1].count("\n") == 3
 
@@ -110,7 +122,7 @@ def test_ls_text_and_json(data: Path) -> None:
     code, out, _ = run("ls", "--data", str(data), "-o", "json")
     rows = {r["name"]: r for r in map(json.loads, out.splitlines())}
     assert rows["web-1"]["counts"]["warning"] == 1
-    assert rows["web-1"]["records"] == 4
+    assert rows["web-1"]["records"] == 5
     assert rows["web-1"]["address"] == "10.77.0.5:4000"
     assert rows["web-1"]["connected"] is False
     assert rows["db"]["counts"]["crit"] == 1

@@ -206,10 +206,11 @@ def _catch_up_file(conn: sqlite3.Connection, instance_id: int, path: Path) -> in
                     "UPDATE boots SET peer = ?, library = ? WHERE id = ?",
                     (parsed.peer, parsed.library, boot_id),
                 )
-                conn.execute(
-                    "UPDATE instances SET peer = ?, library = ? WHERE id = ?",
-                    (parsed.peer, parsed.library, instance_id),
-                )
+                if path.name == layout.APP_LOG:  # the guest library's own connection
+                    conn.execute(
+                        "UPDATE instances SET peer = ?, library = ? WHERE id = ?",
+                        (parsed.peer, parsed.library, instance_id),
+                    )
         elif isinstance(parsed, DroppedLine):
             boot_id = _boot_id(conn, instance_id, parsed.boot, boots)
             conn.execute(

@@ -12,6 +12,8 @@ INSTANCES = "instances"
 INDEX = "index.sqlite"
 STATUS = "collector.json"
 APP_LOG = "app.log"
+CONSOLE_LOG = "console.log"
+LOG_FILES = (APP_LOG, CONSOLE_LOG)
 STATE = "state.json"
 
 

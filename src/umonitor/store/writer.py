@@ -57,14 +57,17 @@ class FsyncPolicy(enum.Enum):
 
 
 class InstanceLog:
-    """One instance's ``app.log`` and what the store knows about it."""
+    """One of an instance's log files (``app.log`` or ``console.log``) and its state."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, file: str = layout.APP_LOG) -> None:
+        if file not in layout.LOG_FILES:
+            raise ValueError(f"not a log file name: {file!r}")
         self.name = name
         self.dir = layout.instance_dir(root, name)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / layout.APP_LOG
-        self._state_path = self.dir / layout.STATE
+        self.path = self.dir / file
+        state = layout.STATE if file == layout.APP_LOG else f"{Path(file).stem}.{layout.STATE}"
+        self._state_path = self.dir / state
         self.high: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.context = ""
@@ -171,17 +174,18 @@ class Store:
     def __init__(self, root: Path, fsync: FsyncPolicy = FsyncPolicy.BATCH) -> None:
         self.root = layout.prepare_data_dir(root)
         self.fsync = fsync
-        self._logs: dict[str, InstanceLog] = {}
+        self._logs: dict[tuple[str, str], InstanceLog] = {}
         self._dirty: set[InstanceLog] = set()
         self._unsynced: set[InstanceLog] = set()
         self._unsaved: set[InstanceLog] = set()
         self._last_sync = time.monotonic()
         self._formatter = LineFormatter()
 
-    def log(self, name: str) -> InstanceLog:
-        log = self._logs.get(name)
+    def log(self, name: str, file: str = layout.APP_LOG) -> InstanceLog:
+        """The log ``file`` of instance ``name`` (a sanitized name), opened once."""
+        log = self._logs.get((name, file))
         if log is None:
-            log = self._logs[name] = InstanceLog(self.root, name)
+            log = self._logs[name, file] = InstanceLog(self.root, name, file)
         return log
 
     def begin_boot(self, log: InstanceLog, boot: str, library: str, peer: str, name: str) -> int:
