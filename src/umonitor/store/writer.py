@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -242,6 +243,18 @@ class Store:
             )
             self._dirty.add(log)
         return log.high.get(boot, 0)
+
+    def write_report(self, name: str, file_name: str, text: str) -> Path:
+        """Write a report (e.g. a crash report) into ``name``'s ``crashes/`` directory."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", file_name) or file_name.startswith("."):
+            raise ValueError(f"bad report name {file_name!r}")
+        directory = layout.instance_dir(self.root, name) / "crashes"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / file_name
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return path
 
     def commit(self) -> int:
         """Write everything queued; with ``always``, fsync it too. Returns bytes written."""

@@ -1,0 +1,218 @@
+"""``umonitor up``: network, collector and supervisor in one process, and its control socket.
+
+The control socket (``DATA/run/control.sock``, mode 0600, local only) takes one JSON
+object per line — ``{"op": "ps"}``, ``{"op": "stop", "name": N}``, ``restart``,
+``rm``, ``run`` (with an instance description) and ``down`` — and answers one JSON
+object per line: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from umonitor.collector.server import Collector, Endpoint, raise_open_file_limit
+from umonitor.errors import UmonitorError, UsageError
+from umonitor.fleet import net
+from umonitor.fleet.config import FleetConfig, InstanceConfig
+from umonitor.fleet.leases import Leases, leases_path
+from umonitor.fleet.qemu import find_qemu
+from umonitor.fleet.supervisor import Instance, Supervisor
+from umonitor.store import layout
+from umonitor.store.writer import FsyncPolicy, Store
+
+CONTROL = "control.sock"
+
+
+def control_path(root: Path) -> Path:
+    return root / "run" / CONTROL
+
+
+@dataclass
+class Fleet:
+    """One running fleet: what ``up`` started, reachable through the control socket."""
+
+    root: Path
+    config: FleetConfig
+    netcfg: net.NetConfig
+    leases: Leases
+    store: Store
+    collector: Collector
+    supervisor: Supervisor
+    done: asyncio.Event
+    remove_network: bool = False
+
+    def instance_for(self, cfg: InstanceConfig) -> Instance:
+        address = self.leases.lease(cfg.name)
+        tap = self.leases.tap_name(cfg.name)
+        net.add_tap(self.netcfg, tap)
+        interface = ipaddress.IPv4Interface(f"{address}/{self.netcfg.network.prefixlen}")
+        return Instance(
+            cfg, interface, self.netcfg.host_address, tap, self.supervisor.run_dir(cfg.name)
+        )
+
+    def start(self, cfg: InstanceConfig) -> Instance:
+        inst = self.instance_for(cfg)
+        self.supervisor.add(inst)
+        self.supervisor.launch(inst)
+        return inst
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        sup = self.supervisor
+        name = str(request.get("name", ""))
+        if op == "ps":
+            return {"ok": True, "instances": sup.snapshot()}
+        if op == "down":
+            self.remove_network = bool(request.get("network", True))
+            self.done.set()
+            return {"ok": True}
+        if op == "run":
+            spec = request.get("instance", {})
+            cfg = InstanceConfig(
+                name=str(spec["name"]),
+                kernel=Path(spec["kernel"]),
+                initrd=Path(spec["initrd"]) if spec.get("initrd") else None,
+                flavor=str(spec.get("flavor", "linux")),
+                memory_mib=int(spec.get("memory_mib", 256)),
+                args=str(spec.get("args", "")),
+                restart=str(spec.get("restart", "no")),
+            )
+            if cfg.name in sup.instances and sup.instances[cfg.name].pid is not None:
+                return {"ok": False, "error": f"instance {cfg.name} is already running"}
+            self.start(cfg)
+            return {"ok": True}
+        if name not in sup.instances:
+            return {"ok": False, "error": f"no instance named {name!r}; see 'umonitor ps'"}
+        inst = sup.instances[name]
+        if op == "stop":
+            await sup.stop(name)
+            return {"ok": True}
+        if op == "restart":
+            await sup.stop(name)
+            inst.restarts += 1
+            sup.launch(inst)
+            return {"ok": True}
+        if op == "rm":
+            await sup.stop(name)
+            del sup.instances[name]
+            if inst.tap:
+                net.remove_tap(inst.tap)
+            self.leases.release(name)
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown operation {op!r}"}
+
+    async def serve_control(self) -> asyncio.AbstractServer:
+        path = control_path(self.root)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while line := await reader.readline():
+                    try:
+                        request = json.loads(line)
+                        if not isinstance(request, dict):
+                            raise ValueError("not an object")
+                        reply = await self.handle(request)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        reply = {"ok": False, "error": f"bad request: {exc}"}
+                    except UmonitorError as exc:
+                        reply = {"ok": False, "error": str(exc)}
+                    writer.write(json.dumps(reply).encode() + b"\n")
+                    await writer.drain()
+            finally:
+                writer.close()
+
+        server = await asyncio.start_unix_server(client, str(path))
+        os.chmod(path, 0o600)
+        return server
+
+
+async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None) -> None:
+    """Bring up network, collector and every instance; run until ``down`` or a signal.
+
+    SIGINT/SIGTERM and ``down`` stop the instances and remove the network devices.
+    If this process dies otherwise, the instances keep running and the next ``up``
+    adopts them.
+    """
+    raise_open_file_limit()
+    find_qemu()
+    layout.prepare_data_dir(root)
+    netcfg = net.NetConfig(config.network.bridge, str(config.network.address))
+    net.net_up(netcfg)
+    leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
+    store = Store(root, FsyncPolicy.BATCH)
+
+    def resolve(requested: str, peer_host: str) -> str:
+        return leases.owner(peer_host) or requested
+
+    collector = Collector(store, name_resolver=resolve)
+    collector.status_path = root / layout.STATUS
+    for host in (str(netcfg.host_address), "127.0.0.1"):
+        endpoint = Endpoint(host, config.collector_port)
+        await collector.listen_tcp(endpoint)
+        await collector.listen_udp(endpoint)
+    collector.write_status()
+
+    def commit() -> None:
+        collector.want_commit(None)
+
+    supervisor = Supervisor(root, store, config.collector_port, commit)
+    done = asyncio.Event()
+    fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, done)
+    control = await fleet.serve_control()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        fleet.remove_network = True
+        done.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    for cfg in config.instances:
+        fleet.start(replace(cfg, accel=accel or cfg.accel))
+    ticker = loop.create_task(collector.periodic())
+    try:
+        await done.wait()
+    finally:
+        control.close()
+        await supervisor.stop_all()
+        ticker.cancel()
+        await collector.shutdown()
+        with contextlib.suppress(FileNotFoundError):
+            control_path(root).unlink()
+        if fleet.remove_network:
+            net.net_down(netcfg)
+
+
+def request(root: Path, message: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+    """Send one control request to the fleet running on ``root``."""
+    path = control_path(root)
+
+    async def ask() -> dict[str, Any]:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+        except OSError as exc:
+            raise UsageError(
+                f"no fleet is running on {root} (start one with 'umonitor up')"
+            ) from exc
+        writer.write(json.dumps(message).encode() + b"\n")
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            line = await reader.readline()
+        writer.close()
+        reply = json.loads(line) if line else {"ok": False, "error": "the fleet went away"}
+        return reply if isinstance(reply, dict) else {"ok": False, "error": "bad reply"}
+
+    reply = asyncio.run(ask())
+    if not reply.get("ok"):
+        raise UsageError(str(reply.get("error", "the fleet refused")))
+    return reply

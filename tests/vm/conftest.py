@@ -1,0 +1,38 @@
+"""Real unikernel-style guests: Debian kernel + umonitor's initramfs, QEMU TCG, TAP."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from umonitor.fleet.image import Image, build_image
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "src" / "umonitor" / "guest" / "demo"
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image]:
+    assert os.geteuid() == 0, "the VM tests need root (TAP devices); CI runs them as root"
+    out = tmp_path_factory.mktemp("images")
+    return {
+        "demo": build_image([DEMO / "demo_app.c"], out / "demo"),
+        "crash": build_image([DEMO / "crash_app.c"], out / "crash"),
+    }
+
+
+@pytest.fixture
+def subnet() -> Iterator[tuple[str, str]]:
+    """A bridge name and host address nobody on this machine uses."""
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    for _ in range(50):
+        third = random.randint(1, 254)
+        if f"10.252.{third}." not in used:
+            yield f"umvt{random.randint(1000, 9999)}", f"10.252.{third}.1/24"
+            return
+    raise AssertionError("no free test subnet")
