@@ -1,46 +1,32 @@
 #!/usr/bin/env bash
-# The demo: a collector and three demo guests (two in C, one in Python) logging at
-# every level; their logs are followed live until Ctrl-C, which stops everything.
+# The demo: build the demo unikernel images, bring up the fleet of examples/umonitor.toml
+# (two demo guests and one that crashes on purpose and is restarted) on a bridge with
+# TAP devices, and follow every guest's logs live. Ctrl-C stops the guests and removes
+# the network devices. Needs root (network devices).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-port=${UMONITOR_DEMO_PORT:-2333}
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: the fleet creates a bridge and TAP devices; run 'sudo make demo'" >&2
+  exit 1
+fi
+umon=.venv/bin/umonitor
 data=${UMONITOR_DEMO_DATA:-$PWD/build/demo-data}
-bin=build/demo
-mkdir -p "$bin"
 rm -rf "$data"
 
-cc=${CC:-gcc}
-"$cc" -std=c99 -O2 -Wall -Wextra -Werror -pedantic -Isrc/umonitor/guest/c \
-  -o "$bin/demo_app" src/umonitor/guest/demo/demo_app.c src/umonitor/guest/c/umonitor.c
+$umon image build src/umonitor/guest/demo/demo_app.c -o build/image/demo
+$umon image build src/umonitor/guest/demo/crash_app.c -o build/image/crash
 
-pids=()
 cleanup() {
   trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  echo
-  echo "demo: stopped; the logs stay in $data (umonitor ls --data $data)" >&2
+  echo >&2
+  $umon down --data "$data" || true
+  echo "demo: guests stopped, network removed; the logs stay in $data" >&2
 }
 trap cleanup INT TERM EXIT
 
-.venv/bin/umonitor serve --data "$data" --listen "127.0.0.1:$port" 2>"$bin/collector.err" &
-pids+=($!)
-for _ in $(seq 50); do
-  grep -q listening "$bin/collector.err" 2>/dev/null && break
-  if ! kill -0 "${pids[0]}" 2>/dev/null; then cat "$bin/collector.err" >&2; exit 1; fi
-  sleep 0.1
-done
-cat "$bin/collector.err" >&2
-
-"$bin/demo_app" "umon.collector=127.0.0.1:$port umon.name=demo-c-1 umon.rate=3" >/dev/null &
-pids+=($!)
-"$bin/demo_app" "umon.collector=127.0.0.1:$port umon.name=demo-c-2 umon.rate=2" >/dev/null &
-pids+=($!)
-.venv/bin/python -m umonitor.guest.demo.demo_guest "127.0.0.1:$port" demo-py --rate 2 &
-pids+=($!)
-
-sleep 1
-.venv/bin/umonitor ls --data "$data"
-echo "demo: following the logs of all three guests; Ctrl-C stops" >&2
-.venv/bin/umonitor logs --data "$data" -f -n 20
+$umon up -d -f examples/umonitor.toml --data "$data"
+echo "demo: guests boot in about 10 s under software emulation; Ctrl-C stops everything" >&2
+sleep 2
+$umon ps --data "$data"
+$umon logs --data "$data" -f -n 20 || true

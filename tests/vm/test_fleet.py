@@ -55,12 +55,12 @@ port = {free_port()}
 [[instance]]
 name = "vm"
 count = 2
-kernel = "{demo.kernel}"
+kernel = "{demo.pvh_kernel or demo.kernel}"
 initrd = "{demo.initrd}"
 args = "umon.rate=5"
 [[instance]]
 name = "crashy"
-kernel = "{crash.kernel}"
+kernel = "{crash.pvh_kernel or crash.kernel}"
 initrd = "{crash.initrd}"
 args = "umon.count=5 umon.rate=5"
 restart = "on-failure"

@@ -1,0 +1,131 @@
+/*
+ * crash_app - a demo application that crashes on purpose.
+ *
+ *   crash_app [CONFIG]
+ *
+ * CONFIG is a kernel command line (default: the UMON_CONFIG environment
+ * variable), read as by the demo app: the library's words (umon.collector,
+ * umon.name, umon.token, umon.level), umon.count=N (records before the crash,
+ * default 20) and umon.rate=N (records per second, default 4).
+ *
+ * It logs ordinary records for a while, then an error saying it is about to
+ * crash, waits until the collector has acknowledged everything, and then
+ * writes through a NULL pointer: the process dies of SIGSEGV. It exists to
+ * exercise crash detection end to end (the guest image's init reports the
+ * signal on the console, and the records before it are stored).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "umonitor.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_COUNT 20
+#define DEFAULT_RATE 4
+#define MAX_RATE 1000
+#define FLUSH_TIMEOUT_MS 5000
+
+/* The number after `key` (e.g. "umon.count=") in config, or fallback. */
+static long config_number(const char *config, const char *key, long fallback)
+{
+    size_t key_len = strlen(key);
+    const char *p = config;
+
+    while (p != NULL && *p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == '\n')
+            p++;
+        if (strncmp(p, key, key_len) == 0) {
+            char *end;
+            long v;
+            errno = 0;
+            v = strtol(p + key_len, &end, 10);
+            if (errno == 0 && end != p + key_len &&
+                (*end == '\0' || *end == ' ' || *end == '\t' || *end == '\n'))
+                return v;
+            return fallback;
+        }
+        p = strpbrk(p, " \t\n");
+    }
+    return fallback;
+}
+
+static long long monotonic_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Sleep until the monotonic clock reads `until`, letting the library work. */
+static void idle_until(long long until)
+{
+    for (;;) {
+        long long left = until - monotonic_ns();
+        struct timespec ts;
+
+        (void)umon_poll();
+        if (left <= 0)
+            return;
+        if (left > 50000000LL)
+            left = 50000000LL;
+        ts.tv_sec = 0;
+        ts.tv_nsec = (long)left;
+        (void)nanosleep(&ts, NULL);
+    }
+}
+
+/* Write through a NULL pointer. Both the pointer and the store are volatile:
+ * the compiler can neither prove the pointer NULL (and emit a trap instruction,
+ * SIGILL, instead) nor drop a store nobody reads. */
+static void crash(void)
+{
+    volatile int *volatile target = NULL;
+
+    *target = 42;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = argc > 1 ? argv[1] : getenv("UMON_CONFIG");
+    long count, rate, i;
+    long long interval, next;
+
+    if (config == NULL)
+        config = "";
+    count = config_number(config, "umon.count=", DEFAULT_COUNT);
+    if (count < 0)
+        count = DEFAULT_COUNT;
+    rate = config_number(config, "umon.rate=", DEFAULT_RATE);
+    if (rate < 1 || rate > MAX_RATE)
+        rate = DEFAULT_RATE;
+
+    if (umon_init_from_string(config) < 0)
+        fprintf(stderr, "crash_app: no usable umon.collector=HOST[:PORT] in \"%s\"\n", config);
+    UMON_LOG_NOTICE("crash app starting: %ld records, then a crash", count);
+
+    interval = 1000000000LL / rate;
+    next = monotonic_ns();
+    for (i = 1; i <= count; i++) {
+        char n_text[24];
+        struct umon_field f[1];
+
+        snprintf(n_text, sizeof n_text, "%ld", i);
+        f[0].key = "n";
+        f[0].value = n_text;
+        UMON_LOG_KV(UMON_INFO, f, 1u, "working (%ld of %ld)", i, count);
+        next += interval;
+        idle_until(next);
+    }
+
+    UMON_LOG_ERROR("about to crash: writing through a NULL pointer");
+    if (umon_flush(FLUSH_TIMEOUT_MS) != 0)
+        fprintf(stderr, "crash_app: the collector did not acknowledge every record\n");
+    printf("crash_app: crashing now\n");
+    fflush(stdout);
+    crash();
+    return 0;
+}
