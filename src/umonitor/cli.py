@@ -511,12 +511,13 @@ def _fleet_answers(root: Path) -> bool:
 @data_option
 def down(data: Path | None) -> None:
     """Stop every instance, the collector and the network devices of the running fleet."""
-    from umonitor.fleet.daemon import control_path, request
+    from umonitor.fleet.daemon import request
+    from umonitor.fleet.supervisor import process_running
 
     root = _data_dir(data)
-    request(root, {"op": "down"})
+    pid = int(request(root, {"op": "down"})["pid"])
     for _ in range(1200):
-        if not control_path(root).exists():
+        if not process_running(pid):
             return
         time.sleep(0.1)
     raise EnvironmentProblem("the fleet did not stop within 120 s")

@@ -19,6 +19,7 @@ from typing import Any
 
 from tests.integration.conftest import free_port, wait_for
 from umonitor.fleet.image import Image
+from umonitor.fleet.supervisor import process_running
 
 
 def umon(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -70,12 +71,7 @@ backoff_max = 2
     return path
 
 
-def alive(pid: int) -> bool:
-    """Running (a zombie of an adopted QEMU waits for PID 1 to reap it: not running)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+alive = process_running  # a zombie of an adopted QEMU waits for PID 1: not running
 
 
 def qemu_pids() -> set[int]:

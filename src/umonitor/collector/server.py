@@ -334,6 +334,15 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def stop_indexer(indexer: subprocess.Popen[bytes]) -> None:
+    """Let the indexer catch up one last time and exit (it does so on SIGTERM)."""
+    indexer.terminate()
+    try:
+        indexer.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        indexer.kill()
+
+
 async def serve(options: ServeOptions) -> None:
     """Run the collector until SIGTERM or SIGINT."""
     raise_open_file_limit()
@@ -367,11 +376,7 @@ async def serve(options: ServeOptions) -> None:
         ticker.cancel()
         await collector.shutdown()
         if indexer is not None:
-            indexer.terminate()
-            try:
-                indexer.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                indexer.kill()
+            stop_indexer(indexer)
 
 
 def run(options: ServeOptions) -> None:

@@ -18,7 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from umonitor.collector.server import Collector, Endpoint, raise_open_file_limit
+from umonitor.collector.server import (
+    Collector,
+    Endpoint,
+    raise_open_file_limit,
+    start_indexer,
+    stop_indexer,
+)
 from umonitor.errors import UmonitorError, UsageError
 from umonitor.fleet import net
 from umonitor.fleet.config import FleetConfig, InstanceConfig
@@ -73,7 +79,7 @@ class Fleet:
         if op == "down":
             self.remove_network = bool(request.get("network", True))
             self.done.set()
-            return {"ok": True}
+            return {"ok": True, "pid": os.getpid()}
         if op == "run":
             spec = request.get("instance", {})
             cfg = InstanceConfig(
@@ -180,6 +186,7 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
     for cfg in config.instances:
         fleet.start(replace(cfg, accel=accel or cfg.accel))
     ticker = loop.create_task(collector.periodic())
+    indexer = start_indexer(root)
     try:
         await done.wait()
     finally:
@@ -187,6 +194,7 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
         await supervisor.stop_all()
         ticker.cancel()
         await collector.shutdown()
+        stop_indexer(indexer)
         with contextlib.suppress(FileNotFoundError):
             control_path(root).unlink()
         if fleet.remove_network:

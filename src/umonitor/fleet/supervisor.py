@@ -146,16 +146,22 @@ def load_saved(run_dir: Path) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) else None
 
 
-def qemu_alive(pid: int | None, name: str) -> bool:
-    """Whether ``pid`` is a live QEMU started for instance ``name``."""
-    if not pid:
-        return False
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (an exited process not yet reaped)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def qemu_alive(pid: int | None, name: str) -> bool:
+    """Whether ``pid`` is a live QEMU started for instance ``name``."""
+    if not pid or not process_running(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
         return False
     return f"umonitor:{name},process=umonitor-{name}".encode() in cmdline
 
