@@ -43,6 +43,11 @@ def rss_mib(pid: int, key: str = "VmRSS") -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
+def record_lines(path: Path) -> int:
+    with open(path, "rb") as src:
+        return sum(1 for line in src if not line.startswith(b"#"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guests", type=int, default=10)
@@ -76,7 +81,7 @@ args = "umon.rate={args.rate}"
                 ["pgrep", "-f", f"umonitor up -d -f {config}"], capture_output=True, text=True
             )
             daemon = int(found.stdout.split()[0])
-            names = [f"g-{i}" for i in range(1, args.guests + 1)]
+            names = [f"g-{i}" for i in range(1, args.guests + 1)] if args.guests > 1 else ["g"]
             first: dict[str, float] = {}
             deadline = time.time() + 600
             while len(first) < len(names) and time.time() < deadline:
@@ -94,12 +99,12 @@ args = "umon.rate={args.rate}"
             cpu0, t0 = cpu_seconds(daemon), time.time()
             db = sqlite3.connect(data / "index.sqlite")
             peak = 0.0
-            lines0 = sum((data / "instances" / n / "app.log").stat().st_size for n in names)
+            lines0 = sum(record_lines(data / "instances" / n / "app.log") for n in names)
             while time.time() - t0 < args.seconds:
                 time.sleep(1)
                 peak = max(peak, rss_mib(daemon))
             cpu1, t1 = cpu_seconds(daemon), time.time()
-            lines1 = sum((data / "instances" / n / "app.log").stat().st_size for n in names)
+            lines1 = sum(record_lines(data / "instances" / n / "app.log") for n in names)
             time.sleep(1)
             count = db.execute("SELECT count(*) FROM records WHERE origin = 'app'").fetchone()[0]
         finally:
@@ -111,7 +116,7 @@ args = "umon.rate={args.rate}"
               f"({len(boot)}/{args.guests} guests)")  # fmt: skip
     print(f"  fleet process (collector + supervisor): {100 * (cpu1 - cpu0) / (t1 - t0):.1f}% "
           f"of one core, peak RSS {peak:.1f} MiB")  # fmt: skip
-    print(f"  app.log growth {((lines1 - lines0) / (t1 - t0)) / 1024:.0f} KiB/s; "
+    print(f"  stored {(lines1 - lines0) / (t1 - t0):,.0f} app records/s in all; "
           f"{count} app records indexed")  # fmt: skip
 
 

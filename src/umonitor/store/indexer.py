@@ -1,11 +1,13 @@
 """The index follower the collector starts: ``python -m umonitor.store.indexer DATA``.
 
 It runs in its own process so that indexing (SQLite, FTS5) uses another core than
-the collector's event loop; it catches up every 200 ms and once more on SIGTERM.
+the collector's event loop; it catches up every 200 ms and once more on SIGTERM, and
+exits when its collector is gone (even one killed with SIGKILL).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -22,7 +24,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     conn = connect(root)
-    while not stop.is_set():
+    parent = os.getppid()
+    while not stop.is_set() and os.getppid() == parent:  # ends with its collector, however
         if not catch_up(conn, root):
             stop.wait(INTERVAL)
     catch_up(conn, root)
