@@ -440,7 +440,9 @@ accel_option = click.option(
 
 def _detach(log_path: Path) -> bool:
     """Fork into the background; True in the child, which goes on to run the fleet."""
-    if os.fork() > 0:
+    child = os.fork()
+    if child > 0:
+        os.waitpid(child, 0)  # it exits at once, leaving the grandchild to run the fleet
         return False
     os.setsid()
     if os.fork() > 0:

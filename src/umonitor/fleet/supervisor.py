@@ -33,6 +33,7 @@ import json
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -178,11 +179,14 @@ class Supervisor:
     instances: dict[str, Instance] = field(default_factory=dict)
     accels: dict[str, str] = field(default_factory=dict)
 
+    _probe_lock: threading.Lock = field(default_factory=threading.Lock)
+
     def accel(self, requested: str) -> str:
         """``kvm`` or ``tcg`` for ``auto``/``kvm``/``tcg``, probed once per run."""
-        if requested not in self.accels:
-            self.accels[requested] = qemu.probe_accel(requested, self.qemu_binary)
-        return self.accels[requested]
+        with self._probe_lock:
+            if requested not in self.accels:
+                self.accels[requested] = qemu.probe_accel(requested, self.qemu_binary)
+            return self.accels[requested]
 
     def run_dir(self, name: str) -> Path:
         path = self.root / "run" / name
