@@ -109,6 +109,17 @@ def main() -> None:
 )
 @click.option("--max-frame", default=65536, show_default=True, help="Largest frame or line, bytes.")
 @click.option("--no-index", is_flag=True, help="Do not run the indexer (logs/ls index on demand).")
+@click.option(
+    "--syslog",
+    "syslog_default",
+    is_flag=True,
+    help="Also take syslog on UDP and TCP at the first --listen host: port 514 as root, else 5514.",
+)
+@click.option("--syslog-udp", multiple=True, metavar="HOST:PORT", help="Syslog over UDP.")
+@click.option("--syslog-tcp", multiple=True, metavar="HOST:PORT", help="Syslog over TCP.")
+@click.option("--syslog-tls", multiple=True, metavar="HOST:PORT", help="Syslog over TLS.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path))
 @data_option
 def serve(
     listen: tuple[str, ...],
@@ -117,9 +128,15 @@ def serve(
     fsync: str,
     max_frame: int,
     no_index: bool,
+    syslog_default: bool,
+    syslog_udp: tuple[str, ...],
+    syslog_tcp: tuple[str, ...],
+    syslog_tls: tuple[str, ...],
+    tls_cert: Path | None,
+    tls_key: Path | None,
     data: Path | None,
 ) -> None:
-    """Run the collector: receive guests' records and store them.
+    """Run the collector: receive guests' records (and syslog) and store them.
 
     Stops on SIGTERM or Ctrl-C after storing and acknowledging what arrived.
     """
@@ -129,9 +146,22 @@ def serve(
     if max_frame < 4096 or max_frame > 16 << 20:
         raise UsageError("--max-frame must be between 4096 and 16777216")
     root = layout.prepare_data_dir(_data_dir(data))
+    endpoints = [parse_endpoint(x) for x in listen] or [parse_endpoint("127.0.0.1:2333")]
+    default_port = 514 if os.geteuid() == 0 else 5514
+    extra_udp = [parse_endpoint(x, default_port) for x in syslog_udp]
+    extra_tcp = [parse_endpoint(x, default_port) for x in syslog_tcp]
+    if syslog_default:
+        host = endpoints[0].host
+        extra_udp.append(parse_endpoint(f"{host}:{default_port}"))
+        extra_tcp.append(parse_endpoint(f"{host}:{default_port}"))
     options = ServeOptions(
         data=root,
-        listen=[parse_endpoint(x) for x in listen] or [parse_endpoint("127.0.0.1:2333")],
+        listen=endpoints,
+        syslog_udp=extra_udp,
+        syslog_tcp=extra_tcp,
+        syslog_tls=[parse_endpoint(x, 6514 if os.geteuid() == 0 else 6515) for x in syslog_tls],
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         udp=udp,
         dials=[parse_dial(x) for x in dial],
         fsync=FsyncPolicy(fsync),

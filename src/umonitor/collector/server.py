@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from umonitor.collector.connection import Connection
+from umonitor.collector.syslog_listeners import SyslogIntake, listen_syslog, tls_context
 from umonitor.errors import ProtocolError, UsageError
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Origin
@@ -122,6 +123,8 @@ class Collector:
     _udp: list[asyncio.DatagramTransport] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     dials: list[Dial] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    syslog: list[SyslogIntake] = field(default_factory=list)
 
     def name_for(self, requested: str, peer_host: str) -> str:
         """The instance a guest is filed under: the fleet decides, else its sanitized name."""
@@ -156,7 +159,7 @@ class Collector:
         self.connections.add(conn)
 
     def instance_attached(self, conn: Connection) -> None:
-        self._status_changed()
+        self.status_changed()
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -164,11 +167,11 @@ class Collector:
         self._to_close.discard(conn)
         if self._commit_scheduled is False and conn.instance is not None:
             self.want_commit(None)
-        self._status_changed()
+        self.status_changed()
 
     # -- status file (read by `umonitor ls`) ---------------------------------------
 
-    def _status_changed(self) -> None:
+    def status_changed(self) -> None:
         if self.status_path is None or self._status_scheduled:
             return
         self._status_scheduled = True
@@ -195,6 +198,9 @@ class Collector:
             },
             "protocol_errors": self.protocol_errors,
             "bad_datagrams": self.bad_datagrams,
+            "syslog": {
+                s.name: {"received": s.received, "rejected": s.rejected} for s in self.syslog
+            },
             "updated_ns": time.time_ns(),
         }
         tmp = self.status_path.with_suffix(".tmp")
@@ -255,12 +261,12 @@ class Collector:
                 delay = min(delay * 2, 10.0)
                 continue
             dial.connected = True
-            self._status_changed()
+            self.status_changed()
             delay = 0.2
             while not transport.is_closing():
                 await asyncio.sleep(0.1)
             dial.connected = False
-            self._status_changed()
+            self.status_changed()
             await asyncio.sleep(delay)
 
     async def periodic(self) -> None:
@@ -277,6 +283,8 @@ class Collector:
             transport.close()
         for task in self._tasks:
             task.cancel()
+        for close in self.closers:
+            close()
         self.commit()
         goodbye = fc.ErrorFrame(fc.ErrorCode.SHUTTING_DOWN, "collector shutting down")
         for conn in list(self.connections):
@@ -315,6 +323,11 @@ class ServeOptions:
     max_frame: int = fc.DEFAULT_MAX_FRAME
     indexer: bool = True
     ready: Callable[[list[str]], None] | None = None
+    syslog_udp: list[Endpoint] = field(default_factory=list)
+    syslog_tcp: list[Endpoint] = field(default_factory=list)
+    syslog_tls: list[Endpoint] = field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def start_indexer(data: Path) -> subprocess.Popen[bytes]:
@@ -355,6 +368,16 @@ async def serve(options: ServeOptions) -> None:
             bound = await collector.listen_tcp(endpoint)
             if options.udp:
                 await collector.listen_udp(bound)
+        for endpoint in options.syslog_udp:
+            await listen_syslog(collector, "udp", endpoint)
+        for endpoint in options.syslog_tcp:
+            await listen_syslog(collector, "tcp", endpoint)
+        if options.syslog_tls:
+            if options.tls_cert is None or options.tls_key is None:
+                raise UsageError("--syslog-tls needs --tls-cert and --tls-key")
+            context = tls_context(options.tls_cert, options.tls_key)
+            for endpoint in options.syslog_tls:
+                await listen_syslog(collector, "tls", endpoint, context)
     except BaseException:
         await collector.shutdown()
         raise

@@ -13,7 +13,8 @@ INDEX = "index.sqlite"
 STATUS = "collector.json"
 APP_LOG = "app.log"
 CONSOLE_LOG = "console.log"
-LOG_FILES = (APP_LOG, CONSOLE_LOG)
+SYSLOG_LOG = "syslog.log"
+LOG_FILES = (APP_LOG, CONSOLE_LOG, SYSLOG_LOG)
 STATE = "state.json"
 
 

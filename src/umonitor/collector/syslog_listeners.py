@@ -1,0 +1,200 @@
+"""Syslog in: UDP (RFC 5426), TCP (RFC 6587) and TLS (RFC 5425) listeners.
+
+How this works: each datagram, or each frame cut by ``SyslogStreamDecoder`` from a
+TCP/TLS stream, is parsed by ``parse_syslog_untrusted`` into one record of origin
+``syslog`` in the instance's ``syslog.log``. The instance is the sender's lease when
+the fleet knows the address, else the message's hostname or app-name (sanitized).
+Severity and facility are kept; structured data becomes fields named
+``SDID.param``. A frame that cannot be parsed is counted and written, escaped, to the
+listener's reject log (``DATA/rejects/<listener>.log``, cut at 10 MiB); the listener
+goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from umonitor.errors import ProtocolError, UsageError
+from umonitor.protocol.syslog import SyslogMessage, SyslogStreamDecoder, parse_syslog_untrusted
+from umonitor.records import Origin, Record, Severity
+from umonitor.store import layout
+from umonitor.store.logfile import escape
+
+if TYPE_CHECKING:
+    from umonitor.collector.server import Collector, Endpoint
+
+REJECT_LIMIT = 10 << 20
+FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
+    "local3", "local4", "local5", "local6", "local7",
+)  # fmt: skip
+
+
+def syslog_fields(msg: SyslogMessage) -> tuple[tuple[str, str], ...]:
+    """The record fields for one message: syslog header values and structured data."""
+    fields: list[tuple[str, str]] = [("facility", FACILITIES[msg.facility % 24])]
+    for key, value in (
+        ("hostname", msg.hostname),
+        ("app", msg.app_name),
+        ("procid", msg.procid),
+        ("msgid", msg.msgid),
+    ):
+        if value:
+            fields.append((key, value))
+    for sd_id, params in msg.structured_data:
+        fields.extend((f"{sd_id}.{name}", value) for name, value in params)
+    return tuple(fields)
+
+
+@dataclass
+class SyslogIntake:
+    """What every syslog listener shares: naming, numbering, storing, rejecting."""
+
+    collector: Collector
+    name: str  # the listener, e.g. "syslog-udp-514"
+    received: int = 0
+    rejected: int = 0
+    _boots: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def take_untrusted(self, frame: bytes, peer_host: str, stream_boot: str | None = None) -> None:
+        try:
+            msg = parse_syslog_untrusted(frame, max_frame=self.collector.max_frame)
+        except ProtocolError as exc:
+            self.reject(frame, peer_host, str(exc))
+            return
+        self.received += 1
+        requested = msg.hostname or msg.app_name or peer_host or "syslog"
+        instance = self.collector.name_for(requested, peer_host)
+        store = self.collector.store
+        log = store.log(instance, layout.SYSLOG_LOG)
+        boot, seq = self._boots.get(instance, ("", 0))
+        if stream_boot is not None and boot != stream_boot:
+            boot, seq = stream_boot, 0
+        elif not boot:
+            boot = os.urandom(16).hex()
+        if log.context != boot:
+            store.begin_boot(log, boot, self.name, peer_host, requested)
+        seq += 1
+        self._boots[instance] = (boot, seq)
+        record = Record(
+            seq,
+            Severity(msg.severity),
+            msg.message,
+            wall_ns=msg.timestamp_ns,
+            fields=syslog_fields(msg),
+        )
+        store.add_records(log, boot, [record], Origin.SYSLOG, time.time_ns())
+        self.collector.want_commit(None)
+
+    def reject(self, frame: bytes, peer_host: str, why: str) -> None:
+        self.rejected += 1
+        self.collector.status_changed()
+        path = self.collector.store.root / "rejects" / f"{self.name}.log"
+        path.parent.mkdir(exist_ok=True)
+        try:
+            if path.exists() and path.stat().st_size > REJECT_LIMIT:
+                path.replace(path.with_suffix(".log.old"))
+            text = escape(frame[:4096].decode("utf-8", "replace"))
+            with open(path, "a") as out:
+                out.write(f"{time.time():.6f} {peer_host} {escape(why)}: {text}\n")
+        except OSError:
+            pass  # the count still says it happened
+
+
+class SyslogDatagrams(asyncio.DatagramProtocol):
+    def __init__(self, intake: SyslogIntake) -> None:
+        self.intake = intake
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.intake.take_untrusted(data, str(addr[0]))
+
+
+class SyslogStream(asyncio.Protocol):
+    """One TCP or TLS syslog connection."""
+
+    def __init__(self, intake: SyslogIntake, max_frame: int) -> None:
+        self.intake = intake
+        self.decoder = SyslogStreamDecoder(max_frame=max_frame)
+        self.peer_host = ""
+        self.boot = os.urandom(16).hex()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer_host = str(peer[0])
+
+    def data_received(self, data: bytes) -> None:
+        self.decoder.receive_data(data)
+        try:
+            # Until it returns nothing: a bad length is raised on the call after the
+            # frames that came before it.
+            while frames := self.decoder.next_frames():
+                for frame in frames:
+                    self.intake.take_untrusted(frame, self.peer_host, self.boot)
+        except ProtocolError as exc:
+            self.intake.reject(data[:256], self.peer_host, str(exc))
+            if self.transport is not None:
+                self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        try:
+            for frame in self.decoder.end_of_stream():
+                self.intake.take_untrusted(frame, self.peer_host, self.boot)
+        except ProtocolError:
+            pass
+        return None
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot use TLS certificate {cert} with key {key}: {exc}") from exc
+    return context
+
+
+async def listen_syslog(
+    collector: Collector,
+    kind: str,
+    endpoint: Endpoint,
+    tls: ssl.SSLContext | None = None,
+) -> SyslogIntake:
+    """Start one syslog listener: ``kind`` is ``udp``, ``tcp`` or ``tls``."""
+    from umonitor.collector.server import _listen_error
+
+    loop = asyncio.get_running_loop()
+    intake = SyslogIntake(collector, f"syslog-{kind}-{endpoint.port}")
+    try:
+        if kind == "udp":
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: SyslogDatagrams(intake), local_addr=(endpoint.host, endpoint.port)
+            )
+            port = transport.get_extra_info("sockname")[1]
+            collector.closers.append(transport.close)
+        else:
+            server = await loop.create_server(
+                lambda: SyslogStream(intake, collector.max_frame),
+                endpoint.host,
+                endpoint.port,
+                reuse_address=True,
+                ssl=tls if kind == "tls" else None,
+            )
+            port = server.sockets[0].getsockname()[1]
+            collector.closers.append(server.close)
+    except OSError as exc:
+        raise _listen_error(exc, endpoint, f"syslog {kind.upper()}") from exc
+    intake.name = f"syslog-{kind}-{port}"
+    collector.listening.append(f"syslog+{kind}://{endpoint.host}:{port}")
+    collector.syslog.append(intake)
+    return intake

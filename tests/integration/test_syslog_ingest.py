@@ -1,0 +1,109 @@
+"""Syslog in, from util-linux `logger` (a real peer): UDP, TCP (LF and octet counting)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+from tests.integration.conftest import Collector, free_port, start_collector, wait_for
+from umonitor.store.names import sanitize_instance_name
+
+HOST = sanitize_instance_name(socket.gethostname())
+
+
+def logger(port: int, *args: str) -> None:
+    done = subprocess.run(["logger", "--server", "127.0.0.1", "--port", str(port), *args],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def syslog_records(c: Collector, name: str) -> list[dict[str, object]]:
+    out = c.cli("logs", name, "--origin", "syslog", "-o", "json")
+    return [json.loads(line) for line in out.stdout.splitlines()] if out.returncode == 0 else []
+
+
+def test_logger_over_udp_and_tcp(tmp_path: Path) -> None:
+    udp, tcp = free_port(), free_port()
+    c = start_collector(tmp_path / "data", "--syslog-udp", f"127.0.0.1:{udp}",
+                        "--syslog-tcp", f"127.0.0.1:{tcp}")  # fmt: skip
+    try:
+        sd = ["--sd-id", "example@32473", "--sd-param", 'eventID="1011"']
+        logger(udp, "--udp", "--rfc5424", *sd, "-t", "myapp", "-p", "local3.warning",
+               "--msgid", "ID47", "hello over udp")  # fmt: skip
+        logger(tcp, "--tcp", "--rfc5424", "--octet-count", *sd, "-t", "myapp",
+               "-p", "user.err", "hello over tcp, octet counted")  # fmt: skip
+        logger(tcp, "--tcp", "--rfc3164", "-t", "oldapp", "-p", "daemon.info",
+               "hello over tcp, bsd format")  # fmt: skip
+        wait_for(lambda: len(syslog_records(c, HOST)) == 3, what="three syslog records")
+        rows = syslog_records(c, HOST)
+        by_message = {r["message"]: r for r in rows}
+        udp_row = by_message["hello over udp"]
+        assert udp_row["severity"] == "warning" and udp_row["origin"] == "syslog"
+        fields = udp_row["fields"]
+        assert isinstance(fields, dict)
+        assert fields["facility"] == "local3" and fields["app"] == "myapp"
+        assert fields["msgid"] == "ID47" and fields["example@32473.eventID"] == "1011"
+        assert by_message["hello over tcp, octet counted"]["severity"] == "err"
+        bsd = by_message["hello over tcp, bsd format"]
+        assert bsd["severity"] == "info"
+        assert isinstance(bsd["fields"], dict) and bsd["fields"]["app"] == "oldapp"
+    finally:
+        assert c.stop() == 0
+
+
+def test_bad_frames_are_counted_and_kept(tmp_path: Path) -> None:
+    udp, tcp = free_port(), free_port()
+    c = start_collector(tmp_path / "data", "--syslog-udp", f"127.0.0.1:{udp}",
+                        "--syslog-tcp", f"127.0.0.1:{tcp}")  # fmt: skip
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"\r\n\0", ("127.0.0.1", udp))  # empty once stripped: rejected
+        with socket.create_connection(("127.0.0.1", tcp)) as s:
+            s.sendall(b"99999999 <13>1 - - - - - - too long a count\n")
+            s.settimeout(5)
+            assert s.recv(100) == b""  # the listener closes that connection
+        logger(tcp, "--tcp", "--rfc5424", "-t", "after", "still served")
+        wait_for(lambda: any(r["message"] == "still served" for r in syslog_records(c, HOST)),
+                 what="a good message after bad ones")  # fmt: skip
+        rejects = list((c.data / "rejects").glob("syslog-*.log"))
+        assert len(rejects) == 2
+
+        def rejected() -> int:
+            status = json.loads((c.data / "collector.json").read_text())
+            return sum(v["rejected"] for v in status["syslog"].values())
+
+        wait_for(lambda: rejected() == 2, what="two rejects in the status")
+    finally:
+        assert c.stop() == 0
+
+
+def test_syslog_over_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    c = start_collector(tmp_path / "data", "--syslog-tls", f"127.0.0.1:{port}",
+                        "--tls-cert", str(cert), "--tls-key", str(key))  # fmt: skip
+    try:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(cert))
+        message = b'<165>1 2026-11-26T10:00:00.000Z tlshost app 7 ID1 [x@1 k="v"] over tls'
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
+            s.sendall(str(len(message)).encode() + b" " + message)
+        wait_for(lambda: len(syslog_records(c, "tlshost")) == 1, what="a record over TLS")
+        [row] = syslog_records(c, "tlshost")
+        assert row["message"] == "over tls" and row["severity"] == "notice"
+        assert row["time"] == "2026-11-26T10:00:00.000000Z"
+        assert isinstance(row["fields"], dict) and row["fields"]["x@1.k"] == "v"
+    finally:
+        assert c.stop() == 0
