@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from tests.integration.conftest import Collector, free_port, start_collector, wait_for
@@ -105,5 +106,25 @@ def test_syslog_over_tls(tmp_path: Path) -> None:
         assert row["message"] == "over tls" and row["severity"] == "notice"
         assert row["time"] == "2026-11-26T10:00:00.000000Z"
         assert isinstance(row["fields"], dict) and row["fields"]["x@1.k"] == "v"
+    finally:
+        assert c.stop() == 0
+
+
+def test_concurrent_connections_from_one_host_lose_nothing(tmp_path: Path) -> None:
+    """Several TCP senders with the same hostname interleave: every message is kept."""
+    port = free_port()
+    c = start_collector(tmp_path / "data", "--syslog-tcp", f"127.0.0.1:{port}")
+    try:
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        for n in range(200):
+            for i, s in enumerate(socks):
+                s.sendall(f"<14>1 - samehost app - - - conn {i} msg {n}\n".encode())
+                time.sleep(0.001)  # so that the collector reads the connections in turn
+        for s in socks:
+            s.close()
+        wait_for(lambda: len(syslog_records(c, "samehost")) >= 800, what="800 records")
+        time.sleep(0.5)
+        got = sorted(r["message"] for r in syslog_records(c, "samehost"))
+        assert got == sorted(f"conn {i} msg {n}" for n in range(200) for i in range(4))
     finally:
         assert c.stop() == 0

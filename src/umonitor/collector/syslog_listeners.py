@@ -61,7 +61,7 @@ class SyslogIntake:
     name: str  # the listener, e.g. "syslog-udp-514"
     received: int = 0
     rejected: int = 0
-    _boots: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _boots: dict[tuple[str, str | None], tuple[str, int]] = field(default_factory=dict)
 
     def take_untrusted(self, frame: bytes, peer_host: str, stream_boot: str | None = None) -> None:
         try:
@@ -74,15 +74,13 @@ class SyslogIntake:
         instance = self.collector.name_for(requested, peer_host)
         store = self.collector.store
         log = store.log(instance, layout.SYSLOG_LOG)
-        boot, seq = self._boots.get(instance, ("", 0))
-        if stream_boot is not None and boot != stream_boot:
-            boot, seq = stream_boot, 0
-        elif not boot:
-            boot = os.urandom(16).hex()
+        # Numbering is per (instance, connection); datagrams share one per instance.
+        key = (instance, stream_boot)
+        boot, seq = self._boots.get(key) or (stream_boot or os.urandom(16).hex(), 0)
         if log.context != boot:
             store.begin_boot(log, boot, self.name, peer_host, requested)
         seq += 1
-        self._boots[instance] = (boot, seq)
+        self._boots[key] = (boot, seq)
         record = Record(
             seq,
             Severity(msg.severity),
@@ -92,6 +90,11 @@ class SyslogIntake:
         )
         store.add_records(log, boot, [record], Origin.SYSLOG, time.time_ns())
         self.collector.want_commit(None)
+
+    def forget(self, stream_boot: str) -> None:
+        """A connection ended: drop its numbering."""
+        for key in [k for k in self._boots if k[1] == stream_boot]:
+            del self._boots[key]
 
     def reject(self, frame: bytes, peer_host: str, why: str) -> None:
         self.rejected += 1
@@ -144,6 +147,9 @@ class SyslogStream(asyncio.Protocol):
             self.intake.reject(data[:256], self.peer_host, str(exc))
             if self.transport is not None:
                 self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.intake.forget(self.boot)
 
     def eof_received(self) -> bool | None:
         try:
