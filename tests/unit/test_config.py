@@ -17,6 +17,9 @@ address = "10.78.0.1/24"
 [collector]
 port = 2444
 
+[syslog]
+port = 5514
+
 [[instance]]
 name = "web"
 kernel = "img/vmlinuz"
@@ -53,7 +56,7 @@ def test_good_config(tree: Path) -> None:
     config = load_config(write(tree, GOOD))
     assert config.network.bridge == "umtest0"
     assert str(config.network.address) == "10.78.0.1/24"
-    assert config.collector_port == 2444
+    assert config.collector_port == 2444 and config.syslog_port == 5514
     assert [i.name for i in config.instances] == ["web-1", "web-2", "web-3", "raw"]
     web = config.instances[0]
     assert web.kernel == (tree / "img" / "vmlinuz").resolve()

@@ -53,6 +53,8 @@ bridge = "{bridge}"
 address = "{address}"
 [collector]
 port = {free_port()}
+[syslog]
+port = {free_port()}
 [[instance]]
 name = "vm"
 count = 2
@@ -102,6 +104,19 @@ def test_fleet_end_to_end(
             console = records(data, name, "console")
             assert any("umon-init" in r["message"] for r in console)
         assert (data / "instances" / "vm-1" / "console.log").exists()
+        # Syslog on the bridge address, filed by the sender's lease: the host itself
+        # is no guest, so by hostname here.
+        syslog_port = int(config.read_text().split("[syslog]\nport = ")[1].split()[0])
+        host = address.split("/")[0]
+        sent = subprocess.run(
+            ["logger", "--server", host, "--port", str(syslog_port), "--tcp", "--rfc5424",
+             "-t", "fleet-test", "syslog on the bridge"], capture_output=True, text=True,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        wait_for(lambda: any(r["message"] == "syslog on the bridge"
+                             for n in os.listdir(data / "instances")
+                             for r in records(data, n, "syslog")),
+                 what="a syslog record through the fleet")  # fmt: skip
         # The crashing guest: detected, reported, restarted per policy.
         wait_for(lambda: ps(data)["crashy"]["restarts"] >= 1, timeout=300, what="a restart")
         reports = list((data / "instances" / "crashy" / "crashes").glob("crash-*.json"))

@@ -300,8 +300,9 @@ class Collector:
 def _listen_error(exc: OSError, endpoint: Endpoint, what: str) -> UsageError:
     if exc.errno == errno.EADDRINUSE:
         return UsageError(
-            f"{what} port {endpoint.port} on {endpoint.host} is already in use "
-            "(is another collector running?); choose another with --listen HOST:PORT"
+            f"{what} port {endpoint.port} on {endpoint.host} is already in use (is another "
+            "collector or syslog server running?); choose another port (serve: --listen or "
+            "--syslog-*; up: [collector] or [syslog] port in umonitor.toml)"
         )
     if exc.errno == errno.EACCES:
         return UsageError(

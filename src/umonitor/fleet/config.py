@@ -10,6 +10,8 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     address = "10.77.0.1/24"   # the host's address on the bridge; guests lease from .2
     [collector]                # optional
     port = 2333
+    [syslog]                   # optional: syslog UDP + TCP on the bridge address
+    port = 514                 # 0 turns it off
     [[instance]]
     name = "web"               # [a-z0-9][a-z0-9._-]*; with count = N: web-1 ... web-N
     kernel = "build/image/vmlinuz"
@@ -77,6 +79,7 @@ class FleetConfig:
     network: NetworkConfig
     collector_port: int
     instances: tuple[InstanceConfig, ...]
+    syslog_port: int = 514  # syslog (UDP and TCP) on the bridge address; 0 = off
 
 
 class _Locator:
@@ -130,7 +133,7 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
 
     base = path.parent
     for key in data:
-        if key not in ("network", "collector", "instance"):
+        if key not in ("network", "collector", "syslog", "instance"):
             problem(where.line(key, 0), f"unknown section [{key}]")
     network = NetworkConfig()
     net = data.get("network", {})
@@ -158,6 +161,18 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         if not isinstance(port, int) or not 1 <= port <= 65535:
             problem(where.line("collector", 0, "port"), "port must be 1-65535")
             port = 2333
+    syslog_port = 514
+    syslog = data.get("syslog", {})
+    if isinstance(syslog, dict):
+        syslog_port = syslog.get("port", 514)
+        if (
+            not isinstance(syslog_port, int)
+            or not 0 <= syslog_port <= 65535
+            or (syslog_port == port)
+        ):
+            problem(where.line("syslog", 0, "port"),
+                    "syslog port must be 0 (off) or 1-65535, not the collector's port")  # fmt: skip
+            syslog_port = 514
     raw_instances = data.get("instance", [])
     if not isinstance(raw_instances, list) or not raw_instances:
         problem(1, "no [[instance]] tables: nothing to run")
@@ -258,4 +273,4 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
             )
     if errors:
         raise UsageError("invalid configuration:\n  " + "\n  ".join(errors))
-    return FleetConfig(path, network, port, tuple(instances))
+    return FleetConfig(path, network, port, tuple(instances), syslog_port)

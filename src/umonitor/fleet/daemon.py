@@ -25,6 +25,7 @@ from umonitor.collector.server import (
     start_indexer,
     stop_indexer,
 )
+from umonitor.collector.syslog_listeners import listen_syslog
 from umonitor.errors import UmonitorError, UsageError
 from umonitor.fleet import net
 from umonitor.fleet.config import FleetConfig, InstanceConfig
@@ -166,6 +167,11 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
         endpoint = Endpoint(host, config.collector_port)
         await collector.listen_tcp(endpoint)
         await collector.listen_udp(endpoint)
+    if config.syslog_port:
+        # Unikernels that already log over syslog (MirageOS, Nanos, ...) need no change.
+        endpoint = Endpoint(str(netcfg.host_address), config.syslog_port)
+        await listen_syslog(collector, "udp", endpoint)
+        await listen_syslog(collector, "tcp", endpoint)
     collector.write_status()
 
     def commit() -> None:
