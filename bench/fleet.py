@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sqlite3
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from procstat import status_kib
 
 from umonitor.fleet.image import build_image
 
@@ -36,11 +37,6 @@ def umon(*args: str) -> subprocess.CompletedProcess[str]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / HZ
-
-
-def rss_mib(pid: int, key: str = "VmRSS") -> float:
-    match = re.search(rf"{key}:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
-    return int(match.group(1)) / 1024 if match else 0.0
 
 
 def record_lines(path: Path) -> int:
@@ -102,7 +98,7 @@ args = "umon.rate={args.rate}"
             lines0 = sum(record_lines(data / "instances" / n / "app.log") for n in names)
             while time.time() - t0 < args.seconds:
                 time.sleep(1)
-                peak = max(peak, rss_mib(daemon))
+                peak = max(peak, status_kib(daemon, "VmRSS") / 1024)
             cpu1, t1 = cpu_seconds(daemon), time.time()
             lines1 = sum(record_lines(data / "instances" / n / "app.log") for n in names)
             time.sleep(1)

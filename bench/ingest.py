@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procstat import status_kib
+
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Record, Severity
 
@@ -117,15 +119,6 @@ async def guest(
     return acked, time.perf_counter()
 
 
-def peak_rss_kib(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    match = re.search(r"VmHWM:\s+(\d+)", text)
-    return int(match.group(1)) if match else 0
-
-
 def child_pids(pid: int) -> list[int]:
     try:
         return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -211,7 +204,7 @@ def main() -> None:
         end = max(t for _, t in results)
         total = sum(a for a, _ in results)
         elapsed = end - start
-        rss_collector = peak_rss_kib(serve.pid)
+        rss_collector = status_kib(serve.pid)
         indexer = child_pids(serve.pid)
         db = sqlite3.connect(data / "index.sqlite")
         index_start = time.perf_counter()
@@ -225,7 +218,7 @@ def main() -> None:
                 break
             time.sleep(0.1)
         index_done = time.perf_counter() - start
-        rss_indexer = max((peak_rss_kib(p) for p in indexer), default=0)
+        rss_indexer = max((status_kib(p) for p in indexer), default=0)
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=120)
         on_disk = check_files(data, names, args.records)

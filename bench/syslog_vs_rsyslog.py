@@ -47,6 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from procstat import status_kib
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LOGGEN = ROOT / "build" / "peers" / "loggen"
 
@@ -80,15 +82,6 @@ def wait_port(
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def peak_rss_kib(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    match = re.search(r"VmHWM:\s+(\d+)", text)
-    return int(match.group(1)) if match else 0
 
 
 class LineCounter:
@@ -199,7 +192,7 @@ def bench_rsyslog(loggen: Path, rsyslogd: str, args: argparse.Namespace) -> dict
             start = time.perf_counter()
             sent, _ = run_loggen(loggen, port, args)
             on_disk, seconds = drain(counter, sent, start, args)
-            rss = peak_rss_kib(proc.pid)
+            rss = status_kib(proc.pid)
             files = len(list(out.glob("*.log")))
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -254,7 +247,7 @@ def bench_umonitor(loggen: Path, args: argparse.Namespace) -> dict[str, object]:
             start = time.perf_counter()
             sent, _ = run_loggen(loggen, port, args)
             on_disk, seconds = drain(counter, sent, start, args)
-            rss = peak_rss_kib(serve.pid)
+            rss = status_kib(serve.pid)
             files = len(list(data.glob("instances/*/syslog.log")))
             rejects = sum(len(p.read_bytes().splitlines()) for p in data.glob("rejects/*.log"))
         finally:

@@ -346,6 +346,31 @@ read_high(PyObject *high, uint64_t *mark, int *above_all)
     return 0;
 }
 
+/* The (pos, end) arguments both functions take, and their check against the buffer. */
+static int read_span(PyObject *const *args, Py_ssize_t *pos, Py_ssize_t *end)
+{
+    *pos = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (*pos == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *end = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+    if (*end == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
+
+static int check_span(Py_ssize_t pos, Py_ssize_t end, Py_ssize_t len, const char *what)
+{
+    if (pos < 0 || end < pos || end > len) {
+        PyErr_Format(PyExc_ValueError,
+                     "need 0 <= pos <= end <= len(%s), got pos=%zd end=%zd len=%zd",
+                     what, pos, end, len);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -355,12 +380,8 @@ format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      "format_records() takes 6 arguments (%zd given)", nargs);
         return NULL;
     }
-    Py_ssize_t pos = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (pos == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_ssize_t end = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
-    if (end == -1 && PyErr_Occurred()) {
+    Py_ssize_t pos, end;
+    if (read_span(args, &pos, &end) < 0) {
         return NULL;
     }
     long long max_body;
@@ -386,10 +407,7 @@ format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *result = NULL;
     outbuf out = {NULL, 0, 0};
-    if (pos < 0 || end < pos || end > view.len) {
-        PyErr_Format(PyExc_ValueError,
-                     "need 0 <= pos <= end <= len(buf), got pos=%zd end=%zd len=%zd",
-                     pos, end, view.len);
+    if (check_span(pos, end, view.len, "buf") < 0) {
         goto done;
     }
 
@@ -1140,12 +1158,8 @@ parse_record_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      "parse_record_lines() takes 3 arguments (%zd given)", nargs);
         return NULL;
     }
-    Py_ssize_t pos = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (pos == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_ssize_t end = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
-    if (end == -1 && PyErr_Occurred()) {
+    Py_ssize_t pos, end;
+    if (read_span(args, &pos, &end) < 0) {
         return NULL;
     }
     Py_buffer view;
@@ -1156,10 +1170,7 @@ parse_record_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *rows = NULL;
     line_cache cache;
     memset(&cache, 0, sizeof cache);
-    if (pos < 0 || end < pos || end > view.len) {
-        PyErr_Format(PyExc_ValueError,
-                     "need 0 <= pos <= end <= len(data), got pos=%zd end=%zd len=%zd",
-                     pos, end, view.len);
+    if (check_span(pos, end, view.len, "data") < 0) {
         goto done;
     }
     rows = PyList_New(0);

@@ -15,6 +15,7 @@
  * signal on the console, and the records before it are stored).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "demo_common.h"
 #include "umonitor.h"
 
 #include <errno.h>
@@ -27,38 +28,6 @@
 #define DEFAULT_RATE 4
 #define MAX_RATE 1000
 #define FLUSH_TIMEOUT_MS 5000
-
-/* The number after `key` (e.g. "umon.count=") in config, or fallback. */
-static long config_number(const char *config, const char *key, long fallback)
-{
-    size_t key_len = strlen(key);
-    const char *p = config;
-
-    while (p != NULL && *p != '\0') {
-        while (*p == ' ' || *p == '\t' || *p == '\n')
-            p++;
-        if (strncmp(p, key, key_len) == 0) {
-            char *end;
-            long v;
-            errno = 0;
-            v = strtol(p + key_len, &end, 10);
-            if (errno == 0 && end != p + key_len &&
-                (*end == '\0' || *end == ' ' || *end == '\t' || *end == '\n'))
-                return v;
-            return fallback;
-        }
-        p = strpbrk(p, " \t\n");
-    }
-    return fallback;
-}
-
-static long long monotonic_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* Sleep until the monotonic clock reads `until`, letting the library work. */
 static void idle_until(long long until)
