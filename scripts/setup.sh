@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(gcc libc6-dev clang make qemu-system-x86 iproute2 procps cpio)
+# rsyslog(-relp), bsdutils (logger) and openssl are peers the tests talk to.
+debs=(gcc libc6-dev clang make qemu-system-x86 iproute2 procps cpio rsyslog rsyslog-relp rsyslog-openssl bsdutils openssl)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -29,3 +30,8 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# syslog-ng's loggen (load generator for tests and benchmarks): extracted, not installed.
+if [ "$(id -u)" -eq 0 ] && [ ! -x build/peers/loggen ]; then
+  sh bench/peers.sh >/dev/null
+fi

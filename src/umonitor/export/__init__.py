@@ -1,0 +1,1 @@
+"""Exporters: what the store holds, forwarded to syslog servers and OpenTelemetry."""
