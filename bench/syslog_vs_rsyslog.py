@@ -12,15 +12,15 @@ sink after the other, on this machine:
   records go to ``DATA/instances/*/syslog.log`` (record lines are those not starting
   with ``#``).
 
-How the figures are measured: the clock starts just before loggen is started. After
-loggen exits, the sink's files are polled (every --poll seconds, counting new complete
-lines incrementally) until the count reaches what loggen reports as sent, or stops
-growing for --settle seconds, or --timeout passes. The clock stops at the poll that
-first saw the final count, so it includes loggen's start-up and the sink's backlog and
-is late by at most one poll interval. msg/s = lines on disk / that time. Lines on disk
-are compared with loggen's ``count=`` (messages sent); the difference is reported as
-lost. Peak RSS is VmHWM from /proc of the sink's process (for umonitor, the collector
-process itself, not its indexer child).
+How the figures are measured: the clock starts just before loggen is started. The
+sink's files are polled every --poll seconds from then on (counting only the new
+complete lines each time) and, after loggen exits, until the count reaches what loggen
+reports as sent, or stops growing for --settle seconds, or --timeout passes. The clock
+stops at the poll that first saw the final count, so it includes loggen's start-up and
+the sink's backlog and is late by at most one poll interval. msg/s = lines on disk /
+that time. Lines on disk are compared with loggen's ``count=`` (messages sent); the
+difference is reported as lost. Peak RSS is VmHWM from /proc of the sink's process
+(for umonitor, the collector process itself, not its indexer child).
 
 loggen's ``--rate`` is per connection and defaults to 1000 msg/s there, so this script
 passes a rate far above what either sink takes: the load is closed-loop, limited by
@@ -110,18 +110,24 @@ class LineCounter:
             cut = data.rfind(b"\n") + 1
             if cut < len(data):
                 self.partial[path] = data[cut:]
-            whole = data[:cut]
-            if self.skip_comments:
-                self.count += sum(
-                    1 for line in whole.split(b"\n")[:-1] if not line.startswith(b"#")
-                )
-            else:
-                self.count += whole.count(b"\n")
+            whole = memoryview(data)[:cut]
+            lines = data.count(b"\n", 0, cut)
+            if self.skip_comments and cut:
+                # ``whole`` starts at a line start: comment lines start it or follow a LF.
+                lines -= data.startswith(b"#") + data.count(b"\n#", 0, cut)
+            del whole
+            self.count += lines
         return self.count
 
 
-def run_loggen(loggen: Path, port: int, args: argparse.Namespace) -> tuple[int, str]:
-    """Run loggen to completion; returns (messages sent as loggen reports, its output)."""
+def run_loggen(
+    loggen: Path, port: int, counter: LineCounter, args: argparse.Namespace
+) -> tuple[int, int, float]:
+    """Run loggen against ``port`` and count lines on disk; (sent, on disk, seconds).
+
+    The sink's files are counted every --poll seconds while loggen runs too, so each
+    poll reads only what is new and the final count is seen soon after it is reached.
+    """
     cmd = [
         str(loggen),
         "--inet",
@@ -138,21 +144,22 @@ def run_loggen(loggen: Path, port: int, args: argparse.Namespace) -> tuple[int, 
         "127.0.0.1",
         str(port),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
-    output = proc.stdout + proc.stderr
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    count, last_change = 0, start
+    while proc.poll() is None:
+        time.sleep(args.poll)
+        new = counter.update()
+        if new != count:
+            count, last_change = new, time.perf_counter()
+    output = proc.stdout.read()
     totals = re.findall(r"average rate = [\d.]+ msg/sec, count=(\d+)", output)
     if proc.returncode != 0 or not totals:
         raise SystemExit(f"loggen failed (status {proc.returncode}):\n{output}")
-    return int(totals[-1]), output
-
-
-def drain(
-    counter: LineCounter, sent: int, start: float, args: argparse.Namespace
-) -> tuple[int, float]:
-    """Poll until every sent message is on disk or the count settles; (count, seconds)."""
-    count = counter.update()
-    last_change = time.perf_counter()
-    deadline = last_change + args.timeout
+    sent = int(totals[-1])
+    # Then until every sent message is on disk or the count settles.
+    deadline = time.perf_counter() + args.timeout
     while count < sent:
         now = time.perf_counter()
         if now - last_change >= args.settle or now >= deadline:
@@ -161,7 +168,7 @@ def drain(
         new = counter.update()
         if new != count:
             count, last_change = new, time.perf_counter()
-    return count, last_change - start
+    return sent, count, last_change - start
 
 
 def bench_rsyslog(loggen: Path, rsyslogd: str, args: argparse.Namespace) -> dict[str, object]:
@@ -189,9 +196,7 @@ def bench_rsyslog(loggen: Path, rsyslogd: str, args: argparse.Namespace) -> dict
                 .split(" compiled")[0]
             )
             counter = LineCounter(lambda: sorted(out.glob("*.log")), skip_comments=False)
-            start = time.perf_counter()
-            sent, _ = run_loggen(loggen, port, args)
-            on_disk, seconds = drain(counter, sent, start, args)
+            sent, on_disk, seconds = run_loggen(loggen, port, counter, args)
             rss = status_kib(proc.pid)
             files = len(list(out.glob("*.log")))
         finally:
@@ -244,9 +249,7 @@ def bench_umonitor(loggen: Path, args: argparse.Namespace) -> dict[str, object]:
             counter = LineCounter(
                 lambda: sorted(data.glob("instances/*/syslog.log")), skip_comments=True
             )
-            start = time.perf_counter()
-            sent, _ = run_loggen(loggen, port, args)
-            on_disk, seconds = drain(counter, sent, start, args)
+            sent, on_disk, seconds = run_loggen(loggen, port, counter, args)
             rss = status_kib(serve.pid)
             files = len(list(data.glob("instances/*/syslog.log")))
             rejects = sum(len(p.read_bytes().splitlines()) for p in data.glob("rejects/*.log"))

@@ -10,3 +10,6 @@ _IndexRow = tuple[int, int, int | None, int, str, int, str, int, str, str, str |
 def parse_record_lines(
     data: ReadableBuffer, pos: int, end: int, /
 ) -> tuple[int, list[_IndexRow]]: ...
+def syslog_lines(
+    buf: ReadableBuffer, pos: int, end: int, max_frame: int, host: bytes, seq: int, now_ns: int, /
+) -> tuple[int, str, int, int]: ...

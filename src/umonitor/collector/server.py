@@ -29,6 +29,8 @@ from umonitor.store.writer import FsyncPolicy, Store
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2333
+# Queued text that makes the collector write at once instead of at the loop's turn.
+COMMIT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,11 @@ class Collector:
             self._to_ack.add(conn)
             if then_close:
                 self._to_close.add(conn)
-        if not self._commit_scheduled:
+        if self.store.queued_bytes >= COMMIT_BYTES:
+            # One loop iteration may bring many reads (libuv reads a readable socket up
+            # to 32 times): write now rather than hold them all in memory.
+            self.commit()
+        elif not self._commit_scheduled:
             self._commit_scheduled = True
             asyncio.get_running_loop().call_soon(self.commit)
 

@@ -25,6 +25,7 @@ from umonitor.protocol.syslog import SyslogMessage, SyslogStreamDecoder, parse_s
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import layout
 from umonitor.store.logfile import escape
+from umonitor.store.writer import InstanceLog
 
 if TYPE_CHECKING:
     from umonitor.collector.server import Collector, Endpoint
@@ -53,6 +54,15 @@ def syslog_fields(msg: SyslogMessage) -> tuple[tuple[str, str], ...]:
     return tuple(fields)
 
 
+@dataclass(frozen=True, slots=True)
+class FastPath:
+    """Where a stream's plain RFC 5424 frames from one hostname go."""
+
+    host: bytes
+    instance: str
+    requested: str
+
+
 @dataclass
 class SyslogIntake:
     """What every syslog listener shares: naming, numbering, storing, rejecting."""
@@ -63,24 +73,21 @@ class SyslogIntake:
     rejected: int = 0
     _boots: dict[tuple[str, str | None], tuple[str, int]] = field(default_factory=dict)
 
-    def take_untrusted(self, frame: bytes, peer_host: str, stream_boot: str | None = None) -> None:
+    def take_untrusted(
+        self, frame: bytes, peer_host: str, stream_boot: str | None = None
+    ) -> FastPath | None:
+        """Store one frame; for a stream, say how the frames after it may take the fast path."""
         try:
             msg = parse_syslog_untrusted(frame, max_frame=self.collector.max_frame)
         except ProtocolError as exc:
             self.reject(frame, peer_host, str(exc))
-            return
+            return None
         self.received += 1
         requested = msg.hostname or msg.app_name or peer_host or "syslog"
         instance = self.collector.name_for(requested, peer_host)
         store = self.collector.store
         log = store.log(instance, layout.SYSLOG_LOG)
-        # Numbering is per (instance, connection); datagrams share one per instance.
-        key = (instance, stream_boot)
-        boot, seq = self._boots.get(key) or (stream_boot or os.urandom(16).hex(), 0)
-        if log.context != boot:
-            store.begin_boot(log, boot, self.name, peer_host, requested)
-        seq += 1
-        self._boots[key] = (boot, seq)
+        boot, seq = self._next(log, instance, stream_boot, peer_host, requested)
         record = Record(
             seq,
             Severity(msg.severity),
@@ -90,6 +97,40 @@ class SyslogIntake:
         )
         store.add_records(log, boot, [record], Origin.SYSLOG, time.time_ns())
         self.collector.want_commit(None)
+        if stream_boot is None or msg.rfc != 5424 or not msg.hostname:
+            return None
+        return FastPath(msg.hostname.encode("utf-8", "surrogateescape"), instance, requested)
+
+    def _next(
+        self, log: InstanceLog, instance: str, stream_boot: str | None, peer: str, requested: str
+    ) -> tuple[str, int]:
+        """The boot and seq of the next record of ``instance`` from this connection.
+
+        Numbering is per (instance, connection); datagrams share one per instance.
+        """
+        key = (instance, stream_boot)
+        boot, seq = self._boots.get(key) or (stream_boot or os.urandom(16).hex(), 0)
+        if log.context != boot:
+            self.collector.store.begin_boot(log, boot, self.name, peer, requested)
+        self._boots[key] = (boot, seq + 1)
+        return boot, seq + 1
+
+    def take_run(
+        self, fast: FastPath, stream_boot: str, peer: str, buf: bytearray, end: int
+    ) -> int:
+        """Store the run of plain frames from ``fast.host`` at the start of ``buf``."""
+        store = self.collector.store
+        log = store.log(fast.instance, layout.SYSLOG_LOG)
+        boot, seq = self._next(log, fast.instance, stream_boot, peer, fast.requested)
+        seq -= 1  # _next counted one record ahead
+        stop, last = store.add_syslog_run(
+            log, boot, buf, end, self.collector.max_frame, fast.host, seq
+        )
+        self._boots[fast.instance, stream_boot] = (boot, last)
+        if last != seq:
+            self.received += last - seq
+            self.collector.want_commit(None)
+        return stop
 
     def forget(self, stream_boot: str) -> None:
         """A connection ended: drop its numbering."""
@@ -128,6 +169,7 @@ class SyslogStream(asyncio.Protocol):
         self.peer_host = ""
         self.boot = os.urandom(16).hex()
         self.transport: asyncio.Transport | None = None
+        self.fast: FastPath | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -138,15 +180,24 @@ class SyslogStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.decoder.receive_data(data)
         try:
-            # Until it returns nothing: a bad length is raised on the call after the
-            # frames that came before it.
-            while frames := self.decoder.next_frames():
-                for frame in frames:
-                    self.intake.take_untrusted(frame, self.peer_host, self.boot)
+            # The fast path takes runs of plain frames from the host of the frame
+            # before; the parser takes one frame wherever it stops. A bad length is
+            # raised on the call after the frames that came before it.
+            while True:
+                if self.fast is not None:
+                    self.decoder.take_run(self._take_fast)
+                frames = self.decoder.next_frames(limit=1)
+                if not frames:
+                    break
+                self.fast = self.intake.take_untrusted(frames[0], self.peer_host, self.boot)
         except ProtocolError as exc:
             self.intake.reject(data[:256], self.peer_host, str(exc))
             if self.transport is not None:
                 self.transport.close()
+
+    def _take_fast(self, buf: bytearray, end: int) -> int:
+        assert self.fast is not None
+        return self.intake.take_run(self.fast, self.boot, self.peer_host, buf, end)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.intake.forget(self.boot)

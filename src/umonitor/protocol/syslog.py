@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from umonitor.errors import ProtocolError
@@ -333,17 +334,18 @@ class SyslogStreamDecoder:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
 
-    def next_frames(self) -> list[bytes]:
+    def next_frames(self, limit: int = 0) -> list[bytes]:
         """Complete frames received so far, without their framing; blank ones skipped.
 
-        A declared length above ``max_frame`` raises ProtocolError: on this call if
-        no frame came before it, else on the next one; and on every call after.
+        At most ``limit`` frames when it is above 0. A declared length above
+        ``max_frame`` raises ProtocolError: on this call if no frame came before it,
+        else on the next one; and on every call after.
         """
         if self._broken is not None:
             raise self._broken
         out: list[bytes] = []
         try:
-            self._drain_untrusted(out)
+            self._drain_untrusted(out, limit)
         except ProtocolError as exc:
             self._broken = exc
             self._buf.clear()
@@ -374,13 +376,25 @@ class SyslogStreamDecoder:
         if piece.strip(_BLANK):
             out.append(bytes(piece))
 
-    def _drain_untrusted(self, out: list[bytes]) -> None:
+    def take_run(self, take: Callable[[bytearray, int], int]) -> None:
+        """Offer the buffered bytes, when they start at a frame, to a fast path.
+
+        ``take(buf, end)`` handles whole frames from the start of ``buf[:end]`` and
+        returns where it stopped; those bytes are dropped from the buffer.
+        """
+        if self._broken is not None or self._in_line or not self._buf:
+            return
+        stop = take(self._buf, len(self._buf))
+        if stop:
+            del self._buf[:stop]
+
+    def _drain_untrusted(self, out: list[bytes], count: int = 0) -> None:
         buf = self._buf
         pos = 0
         end = len(buf)
         limit = self._max
         try:
-            while pos < end:
+            while pos < end and not (count and len(out) >= count):
                 if not self._in_line:
                     if 0x31 <= buf[pos] <= 0x39:
                         at = pos + 1

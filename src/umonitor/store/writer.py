@@ -33,13 +33,15 @@ from umonitor.store.logfile import (
 )
 
 FormatRecords = Callable[[bytearray, int, int, int, int, int], tuple[int, str, int, int]]
+SyslogLines = Callable[[bytearray, int, int, int, bytes, int, int], tuple[int, str, int, int]]
 format_records: FormatRecords | None
+syslog_lines: SyslogLines | None
 try:
-    from umonitor._speedups import format_records
+    from umonitor._speedups import format_records, syslog_lines
 except ImportError:  # the C accelerator is optional; the pure path is the reference
-    format_records = None
+    format_records = syslog_lines = None
 if os.environ.get("UMONITOR_PURE_PYTHON"):
-    format_records = None
+    format_records = syslog_lines = None
 
 STATE_INTERVAL_NS = 1_000_000_000
 
@@ -181,6 +183,8 @@ class Store:
         self._unsaved: set[InstanceLog] = set()
         self._last_sync = time.monotonic()
         self._formatter = LineFormatter()
+        # Text the fast paths queued since the last commit (what bounds a burst's memory).
+        self.queued_bytes = 0
 
     def log(self, name: str, file: str = layout.APP_LOG) -> InstanceLog:
         """The log ``file`` of instance ``name`` (a sanitized name), opened once."""
@@ -230,9 +234,37 @@ class Store:
         )
         if text:
             log.pending.append(text)
+            self.queued_bytes += len(text)
             self._dirty.add(log)
         log.high[boot] = high
         return int(stop)
+
+    def add_syslog_run(
+        self,
+        log: InstanceLog,
+        boot: str,
+        buf: bytearray,
+        end: int,
+        max_frame: int,
+        host: bytes,
+        seq: int,
+    ) -> tuple[int, int]:
+        """Store the run of plain RFC 5424 frames from ``host`` at the start of ``buf``.
+
+        The syslog intake's fast path (``_speedups.syslog_lines``); records are
+        numbered from ``seq + 1``. Returns (where the run stopped, the last seq).
+        """
+        if syslog_lines is None:
+            return 0, seq
+        if log.context != boot:
+            log.switch_to(boot)
+        stop, text, seq, count = syslog_lines(buf, 0, end, max_frame, host, seq, time.time_ns())
+        if count:
+            log.pending.append(text)
+            self.queued_bytes += len(text)
+            log.high[boot] = seq
+            self._dirty.add(log)
+        return stop, seq
 
     def add_dropped(self, log: InstanceLog, boot: str, count: int, through_seq: int) -> int:
         if count > log.dropped.get(boot, 0) or through_seq > log.high.get(boot, 0):
@@ -259,6 +291,7 @@ class Store:
     def commit(self) -> int:
         """Write everything queued; with ``always``, fsync it too. Returns bytes written."""
         written = 0
+        self.queued_bytes = 0
         for log in self._dirty:
             written += log.write_pending()
             self._unsynced.add(log)
