@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from umonitor.records import SEVERITY_NAMES, Severity
 from umonitor.store import index, layout
 from umonitor.store.logfile import escape, format_fields
 from umonitor.timeparse import format_age, format_time, parse_time
+
+if TYPE_CHECKING:
+    from umonitor.export.config import ExportSpec
 
 _COLOURS = {
     0: "red",
@@ -41,6 +44,14 @@ data_option = click.option(
     envvar="UMONITOR_DATA",
     help="Data directory (default: $UMONITOR_DATA, else ~/.local/share/umonitor).",
 )
+
+
+def _unique_exports(specs: list[ExportSpec]) -> list[ExportSpec]:
+    names = [s.name for s in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(f"two --export options are named {name!r}; name them NAME=URL")
+    return specs
 
 
 def _data_dir(data: Path | None) -> Path:
@@ -120,6 +131,15 @@ def main() -> None:
 @click.option("--syslog-tls", multiple=True, metavar="HOST:PORT", help="Syslog over TLS.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--export",
+    "exports",
+    multiple=True,
+    metavar="[NAME=]URL",
+    help="Forward what is stored (repeatable): syslog+tcp://HOST:PORT, syslog+tls://, "
+    "relp://, otlp+http://HOST:PORT[/v1/logs], otlp+https://; options as ?start=beginning"
+    "&level=warning&max_backlog=256MiB&ca=PATH (docs/export.md).",
+)
 @data_option
 def serve(
     listen: tuple[str, ...],
@@ -134,13 +154,15 @@ def serve(
     syslog_tls: tuple[str, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
+    exports: tuple[str, ...],
     data: Path | None,
 ) -> None:
-    """Run the collector: receive guests' records (and syslog) and store them.
+    """Run the collector: receive guests' records (and syslog), store them, forward them.
 
     Stops on SIGTERM or Ctrl-C after storing and acknowledging what arrived.
     """
     from umonitor.collector.server import ServeOptions, parse_dial, parse_endpoint, run
+    from umonitor.export.config import parse_export_option
     from umonitor.store.writer import FsyncPolicy
 
     if max_frame < 4096 or max_frame > 16 << 20:
@@ -167,6 +189,7 @@ def serve(
         fsync=FsyncPolicy(fsync),
         max_frame=max_frame,
         indexer=not no_index,
+        exports=_unique_exports([parse_export_option(x) for x in exports]),
         ready=lambda where: click.echo(
             f"umonitor: collecting into {root}, listening on {', '.join(where)}", err=True
         ),
@@ -206,6 +229,9 @@ def ls_command(output: str, data: Path | None) -> None:
     status = _collector_status(root) or {}
     connected: dict[str, list[str]] = status.get("connected", {})
     instances = index.instances(conn)
+    from umonitor.export.runner import read_statuses
+
+    exporters = read_statuses(root)
     if output == "json":
         for inst in instances:
             peers = connected.get(inst.name, [])
@@ -222,31 +248,64 @@ def ls_command(output: str, data: Path | None) -> None:
                 "boots": inst.boots,
             }
             click.echo(json.dumps(row))
+        for status in exporters:
+            click.echo(json.dumps(status))
         return
     if not instances:
         click.echo("no instances yet", err=True)
-        return
-    header: tuple[str, ...] = ("NAME", "STATE", "ADDRESS", "LAST SEEN", "RECORDS", "CRIT+")
-    header += ("ERR", "WARN", "NOTICE", "INFO", "DEBUG", "DROPPED")
-    table: list[tuple[str, ...]] = [header]
-    for inst in instances:
-        peers = connected.get(inst.name, [])
-        c = inst.counts
-        table.append(
-            (
-                inst.name,
-                "connected" if peers else "-",
-                (peers[0] if peers else inst.peer) or "-",
-                format_age(inst.last_ns),
-                str(sum(c)),
-                str(c[0] + c[1] + c[2]),
-                *(str(n) for n in c[3:]),
-                str(inst.dropped),
+    else:
+        header: tuple[str, ...] = ("NAME", "STATE", "ADDRESS", "LAST SEEN", "RECORDS", "CRIT+")
+        header += ("ERR", "WARN", "NOTICE", "INFO", "DEBUG", "DROPPED")
+        table: list[tuple[str, ...]] = [header]
+        for inst in instances:
+            peers = connected.get(inst.name, [])
+            c = inst.counts
+            table.append(
+                (
+                    inst.name,
+                    "connected" if peers else "-",
+                    (peers[0] if peers else inst.peer) or "-",
+                    format_age(inst.last_ns),
+                    str(sum(c)),
+                    str(c[0] + c[1] + c[2]),
+                    *(str(n) for n in c[3:]),
+                    str(inst.dropped),
+                )
             )
-        )
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        _print_table(table)
+    if exporters:
+        click.echo()
+        table = [("EXPORTER", "TARGET", "STATE", "BACKLOG", "SENT", "DROPPED", "LAST ERROR")]
+        for e in exporters:
+            table.append(
+                (
+                    str(e.get("exporter", "?")),
+                    str(e.get("target", "?")),
+                    str(e.get("state", "?")),
+                    format_bytes(int(str(e.get("backlog_bytes", 0)))),
+                    str(e.get("sent", 0)),
+                    str(e.get("dropped", 0)),
+                    escape(str(e.get("error", "")))[:80] or "-",
+                )
+            )
+        _print_table(table)
+
+
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def format_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 # -- logs ----------------------------------------------------------------------------

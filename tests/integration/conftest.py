@@ -54,6 +54,7 @@ def start_collector(
 ) -> Collector:
     data.mkdir(parents=True, exist_ok=True)
     err_path = data.parent / f"{data.name}-collector.err"
+    seen = err_path.stat().st_size if err_path.exists() else 0  # an earlier run's lines
     with open(err_path, "a") as err:
         proc = subprocess.Popen(
             env={**os.environ, **(env or {})},
@@ -73,7 +74,7 @@ def start_collector(
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        matches = re.findall(r"tcp://127\.0\.0\.1:(\d+)", err_path.read_text())
+        matches = re.findall(r"tcp://127\.0\.0\.1:(\d+)", err_path.read_text()[seen:])
         if matches and (port == 0 or int(matches[-1]) == port):
             return Collector(data, int(matches[-1]), proc, list(extra))
         if proc.poll() is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from umonitor.collector.connection import Connection
 from umonitor.collector.syslog_listeners import SyslogIntake, listen_syslog, tls_context
 from umonitor.errors import ProtocolError, UsageError
+from umonitor.export.config import ExportSpec
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Origin
 from umonitor.store import layout
@@ -335,11 +336,29 @@ class ServeOptions:
     syslog_tls: list[Endpoint] = field(default_factory=list)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    exports: list[ExportSpec] = field(default_factory=list)
 
 
 def start_indexer(data: Path) -> subprocess.Popen[bytes]:
+    return start_helper("umonitor.store.indexer", data)
+
+
+def start_exporters(data: Path, exports: list[ExportSpec]) -> subprocess.Popen[bytes] | None:
+    """The exporter process (umonitor.export.runner), if any exporter is configured."""
+    if not exports:
+        return None
+    from umonitor.export.runner import prepare_exports
+
+    prepare_exports(data, exports)
+    return start_helper(
+        "umonitor.export.runner", data, *(f"{e.name}={e.full_url()}" for e in exports)
+    )
+
+
+def start_helper(module: str, data: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A helper process that follows the store (and exits when this process is gone)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "umonitor.store.indexer", str(data)],
+        [sys.executable, "-m", module, str(data), *args],
         stdin=subprocess.DEVNULL,
     )
 
@@ -354,13 +373,16 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def stop_indexer(indexer: subprocess.Popen[bytes]) -> None:
-    """Let the indexer catch up one last time and exit (it does so on SIGTERM)."""
-    indexer.terminate()
+def stop_helper(helper: subprocess.Popen[bytes] | None) -> None:
+    """Let a helper finish what it does (the indexer catches up once more) and exit."""
+    if helper is None:
+        return
+    helper.terminate()
     try:
-        indexer.wait(timeout=60)
+        helper.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        indexer.kill()
+        helper.kill()
+        helper.wait()
 
 
 async def serve(options: ServeOptions) -> None:
@@ -370,6 +392,8 @@ async def serve(options: ServeOptions) -> None:
     collector = Collector(store, max_frame=options.max_frame)
     collector.status_path = options.data / layout.STATUS
     indexer = None
+    # Before any listener: exporters starting at "end" start before the first record.
+    exporters = start_exporters(options.data, options.exports)
     try:
         for endpoint in options.listen:
             bound = await collector.listen_tcp(endpoint)
@@ -387,6 +411,7 @@ async def serve(options: ServeOptions) -> None:
                 await listen_syslog(collector, "tls", endpoint, context)
     except BaseException:
         await collector.shutdown()
+        stop_helper(exporters)
         raise
     for dial in options.dials:
         collector.dial(dial)
@@ -405,8 +430,8 @@ async def serve(options: ServeOptions) -> None:
     finally:
         ticker.cancel()
         await collector.shutdown()
-        if indexer is not None:
-            stop_indexer(indexer)
+        stop_helper(exporters)
+        stop_helper(indexer)
 
 
 def run(options: ServeOptions) -> None:

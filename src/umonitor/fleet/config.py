@@ -26,6 +26,10 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     backoff_max = 60.0
     count = 1
     accel = "auto"             # auto | kvm | tcg
+    [[export]]                 # optional, repeatable: forward what is stored
+    name = "central"
+    url = "syslog+tcp://10.0.0.9:514"   # syslog+tls relp otlp+http otlp+https too
+    start = "end"              # options as in docs/export.md: level, max_backlog, ca...
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from umonitor.errors import UsageError
+from umonitor.export.config import ExportSpec, parse_export
 from umonitor.fleet.flavors import FLAVORS
 from umonitor.fleet.qemu import parse_memory
 
@@ -80,6 +85,7 @@ class FleetConfig:
     collector_port: int
     instances: tuple[InstanceConfig, ...]
     syslog_port: int = 514  # syslog (UDP and TCP) on the bridge address; 0 = off
+    exports: tuple[ExportSpec, ...] = ()
 
 
 class _Locator:
@@ -133,7 +139,7 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
 
     base = path.parent
     for key in data:
-        if key not in ("network", "collector", "syslog", "instance"):
+        if key not in ("network", "collector", "syslog", "instance", "export"):
             problem(where.line(key, 0), f"unknown section [{key}]")
     network = NetworkConfig()
     net = data.get("network", {})
@@ -271,6 +277,26 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
                     str(accel),
                 )
             )
+    exports: list[ExportSpec] = []
+    raw_exports = data.get("export", [])
+    if not isinstance(raw_exports, list):
+        problem(where.line("export", 0), "exporters are [[export]] tables")
+        raw_exports = []
+    for i, raw in enumerate(raw_exports):
+        if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
+            problem(where.line("export", i), 'each [[export]] needs url = "KIND://HOST:PORT"')
+            continue
+        name = raw.get("name", f"export-{i + 1}")
+        options = {k: v for k, v in raw.items() if k not in ("name", "url")}
+        try:
+            spec = parse_export(str(name), raw["url"], options)
+        except UsageError as exc:
+            problem(where.line("export", i), str(exc))
+            continue
+        if any(e.name == spec.name for e in exports):
+            problem(where.line("export", i, "name"), f"two exporters are named {spec.name!r}")
+            continue
+        exports.append(spec)
     if errors:
         raise UsageError("invalid configuration:\n  " + "\n  ".join(errors))
-    return FleetConfig(path, network, port, tuple(instances), syslog_port)
+    return FleetConfig(path, network, port, tuple(instances), syslog_port, tuple(exports))

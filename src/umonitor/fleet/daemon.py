@@ -22,11 +22,13 @@ from umonitor.collector.server import (
     Collector,
     Endpoint,
     raise_open_file_limit,
+    start_exporters,
     start_indexer,
-    stop_indexer,
+    stop_helper,
 )
 from umonitor.collector.syslog_listeners import listen_syslog
 from umonitor.errors import UmonitorError, UsageError
+from umonitor.export.runner import prepare_exports
 from umonitor.fleet import net
 from umonitor.fleet.config import FleetConfig, InstanceConfig
 from umonitor.fleet.leases import Leases, leases_path
@@ -153,6 +155,7 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
     raise_open_file_limit()
     find_qemu()
     layout.prepare_data_dir(root)
+    prepare_exports(root, list(config.exports))  # before the first record can arrive
     netcfg = net.NetConfig(config.network.bridge, str(config.network.address))
     net.net_up(netcfg)
     leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
@@ -193,6 +196,7 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
         fleet.start(replace(cfg, accel=accel or cfg.accel))
     ticker = loop.create_task(collector.periodic())
     indexer = start_indexer(root)
+    exporters = start_exporters(root, list(config.exports))
     try:
         await done.wait()
     finally:
@@ -200,7 +204,8 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
         await supervisor.stop_all()
         ticker.cancel()
         await collector.shutdown()
-        stop_indexer(indexer)
+        stop_helper(exporters)
+        stop_helper(indexer)
         with contextlib.suppress(FileNotFoundError):
             control_path(root).unlink()
         if fleet.remove_network:

@@ -1,0 +1,482 @@
+"""The exporter process the collector starts: ``python -m umonitor.export.runner DATA SPEC…``.
+
+How this works: exporters follow the store's log files, the way the indexer does,
+rather than taking records from the collector's memory. Each exporter keeps, per log
+file, the offset up to which the downstream has everything (and the boot the line
+there belongs to) in ``DATA/export/NAME.json``; it reads a batch of record lines from
+one file past that offset, hands it to its sink, and moves the offset only past what
+the sink says arrived. So:
+
+* a downstream that is away costs no memory and no extra disk: the backlog is the
+  store's own files, and the exporter resumes from its offsets, also after a restart
+  of the collector or a crash of this process;
+* nothing the collector acknowledged is skipped silently: a record is dropped only
+  when the downstream refuses it for good (say HTTP 400) or when the exporter falls
+  more than ``max_backlog`` bytes behind in one file; both are counted in the state
+  that ``umonitor ls`` shows;
+* a record may be sent twice only where the downstream protocol cannot tell what it
+  got (see the sinks).
+
+The state for ``ls`` is ``DATA/export/NAME.status.json``, rewritten at most every
+half second and when the exporter's state changes. The process exits when its parent
+(the collector) is gone, and on SIGTERM after the batch in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from umonitor.export.base import DeliveryError, ExportItem, Sink
+from umonitor.export.config import ExportSpec, make_sink, parse_export_option
+from umonitor.records import StoredRecord
+from umonitor.store import layout
+from umonitor.store.index import instance_names
+from umonitor.store.logfile import BootLine, LineError, RecordLine, parse_line
+
+EXPORT_DIR = "export"
+CHUNK = 1 << 20
+IDLE_SECONDS = 0.2
+STATUS_SECONDS = 0.5
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
+
+def export_dir(root: Path) -> Path:
+    return root / EXPORT_DIR
+
+
+@dataclass(slots=True)
+class Position:
+    """How far one log file has been delivered."""
+
+    offset: int = 0
+    boot: str = ""
+    inode: int = 0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Record lines read from one file, and where each ends."""
+
+    key: str
+    items: list[ExportItem]
+    ends: list[tuple[int, str]]  # after item i: (offset, boot)
+    done: tuple[int, str]  # after every line read, records or not
+
+
+@dataclass
+class Follower:
+    """Reads what the store's files gained past an exporter's positions."""
+
+    root: Path
+    spec: ExportSpec
+    positions: dict[str, Position] = field(default_factory=dict)
+    dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+    _order: list[str] = field(default_factory=list)
+    _turn: int = 0
+
+    def files(self) -> list[tuple[str, Path]]:
+        out = []
+        for name in instance_names(self.root):
+            directory = layout.instance_dir(self.root, name)
+            for file in layout.LOG_FILES:
+                path = directory / file
+                if path.exists():
+                    out.append((f"{name}/{file}", path))
+        return out
+
+    def start_at_end(self) -> None:
+        """A new exporter with start=end: everything stored so far counts as sent."""
+        for key, path in self.files():
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                offset = self._line_start_before(path, st.st_size)
+                boot = self._boot_before(path, offset)
+                self.positions[key] = Position(offset, boot, st.st_ino)
+
+    def backlog(self) -> int:
+        """Bytes stored but not yet delivered, over all files."""
+        total = 0
+        for key, path in self.files():
+            with contextlib.suppress(OSError):
+                pos = self.positions.get(key)
+                total += max(0, path.stat().st_size - (pos.offset if pos else 0))
+        return total
+
+    def next_batch(self) -> Batch | None:
+        """The next lines of the next file (round robin) that has any; None if none has."""
+        files = self.files()
+        if not files:
+            return None
+        for step in range(len(files)):
+            key, path = files[(self._turn + step) % len(files)]
+            batch = self._read(key, path)
+            if batch is not None:
+                self._turn = (self._turn + step + 1) % len(files)
+                return batch
+        return None
+
+    def commit(self, key: str, offset: int, boot: str) -> None:
+        pos = self.positions.setdefault(key, Position())
+        pos.offset, pos.boot = offset, boot
+
+    def _read(self, key: str, path: Path) -> Batch | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as src:
+            st = os.fstat(fd)
+            pos = self.positions.setdefault(key, Position(inode=st.st_ino))
+            if pos.inode != st.st_ino or st.st_size < pos.offset:
+                # Replaced or cut (rotation, repair): read the new file from its start.
+                self.notes.append(f"{key} was replaced; reading it from the start")
+                pos.offset, pos.boot, pos.inode = 0, "", st.st_ino
+            if st.st_size <= pos.offset:
+                return None
+            if st.st_size - pos.offset > self.spec.max_backlog:
+                self._skip(key, src, pos, st.st_size - self.spec.max_backlog)
+            src.seek(pos.offset)
+            data = src.read(CHUNK)
+        return self._parse(key, path, pos, data)
+
+    def _skip(self, key: str, src: BinaryIO, pos: Position, to: int) -> None:
+        """Fall back to ``max_backlog`` behind: count the record lines skipped."""
+        src.seek(pos.offset)
+        skipped = 0
+        at = pos.offset
+        boot = pos.boot
+        tail = b""
+        while at < to:
+            chunk = src.read(min(CHUNK, to - at))
+            if not chunk:
+                break
+            at += len(chunk)
+            data = tail + chunk
+            lines = data.split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                if line.startswith(b"# boot "):
+                    boot = line.split(b" ", 3)[2].decode("ascii", "replace")
+                elif line and not line.startswith(b"#"):
+                    skipped += 1
+        # Finish the line cut at ``to`` too: resume at a line start.
+        while True:
+            chunk = src.read(4096)
+            if not chunk:
+                at -= len(tail)
+                break
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                tail += chunk[: newline + 1]
+                at += newline + 1
+                if tail.strip() and not tail.startswith(b"#"):
+                    skipped += 1
+                break
+            tail += chunk
+            at += len(chunk)
+        pos.offset, pos.boot = at, boot
+        self.dropped += skipped
+        self.notes.append(
+            f"{key}: fell over max_backlog behind; skipped {skipped} records (counted as dropped)"
+        )
+
+    def _parse(self, key: str, path: Path, pos: Position, data: bytes) -> Batch | None:
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return None
+        instance = path.parent.name
+        file = path.name
+        level = self.spec.level
+        items: list[ExportItem] = []
+        ends: list[tuple[int, str]] = []
+        boot = pos.boot
+        at = 0
+        limit = self.spec.batch
+        while at < end and len(items) < limit:
+            newline = data.index(b"\n", at)
+            raw = data[at:newline]
+            at = newline + 1
+            try:
+                parsed = parse_line(raw.decode("utf-8", "surrogateescape"))
+            except LineError:
+                continue  # a torn or edited line: the indexer counts those
+            if isinstance(parsed, BootLine):
+                boot = parsed.boot
+            elif isinstance(parsed, RecordLine) and parsed.record.severity <= level:
+                stored = StoredRecord(instance, parsed.time_ns, parsed.origin, parsed.record)
+                items.append(ExportItem(stored, boot, file))
+                ends.append((pos.offset + at, boot))
+        return Batch(key, items, ends, (pos.offset + at, boot))
+
+    @staticmethod
+    def _line_start_before(path: Path, size: int) -> int:
+        """The offset just past the last complete line within ``size`` bytes."""
+        with open(path, "rb") as src:
+            back = min(size, 1 << 16)
+            while True:
+                src.seek(size - back)
+                data = src.read(back)
+                newline = data.rfind(b"\n")
+                if newline >= 0:
+                    return size - back + newline + 1
+                if back == size:
+                    return 0
+                back = min(size, back * 4)
+
+    @staticmethod
+    def _boot_before(path: Path, offset: int) -> str:
+        """The boot of the line at ``offset``: the last ``# boot`` line in the MiB before it."""
+        with open(path, "rb") as src:
+            start = max(0, offset - CHUNK)
+            src.seek(start)
+            data = b"\n" + src.read(offset - start)
+        found = data.rfind(b"\n# boot ")
+        if found < 0:
+            return ""
+        return data[found + 8 :].split(b"\n", 1)[0].split(b" ", 1)[0].decode("ascii", "replace")
+
+
+class Exporter:
+    """One exporter: its follower, its sink, its saved positions and its status."""
+
+    def __init__(self, root: Path, spec: ExportSpec, sink: Sink | None = None) -> None:
+        self.root = root
+        self.spec = spec
+        self.sink = sink if sink is not None else make_sink(spec)
+        self.follower = Follower(root, spec)
+        self.sent = 0
+        self.state = "starting"
+        self.error = ""
+        self.error_at = 0.0
+        self.retries = 0
+        self._status_at = 0.0
+        self._state_path = export_dir(root) / f"{spec.name}.json"
+        self._status_path = export_dir(root) / f"{spec.name}.status.json"
+        self._load()
+        self.write_status(force=True)
+
+    # -- saved positions ---------------------------------------------------------
+
+    def _load(self) -> None:
+        export_dir(self.root).mkdir(parents=True, exist_ok=True)
+        try:
+            saved = json.loads(self._state_path.read_text())
+            self.follower.positions = {
+                str(k): Position(int(v[0]), str(v[1]), int(v[2])) for k, v in saved["files"].items()
+            }
+            self.sent = int(saved.get("sent", 0))
+            self.follower.dropped = int(saved.get("dropped", 0))
+        except FileNotFoundError:
+            if self.spec.start == "end":
+                self.follower.start_at_end()
+            self._save()
+            return
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise SystemExit(
+                f"umonitor export: cannot read {self._state_path} ({exc}); "
+                "remove it to start this exporter afresh"
+            ) from None
+
+    def _save(self) -> None:
+        data = {
+            "url": self.spec.full_url(),
+            "sent": self.sent,
+            "dropped": self.follower.dropped,
+            "files": {k: [p.offset, p.boot, p.inode] for k, p in self.follower.positions.items()},
+        }
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self._state_path)
+
+    def write_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_at < STATUS_SECONDS:
+            return
+        self._status_at = now
+        status = {
+            "exporter": self.spec.name,
+            "target": self.sink.target,
+            "state": self.state,
+            "error": self.error,
+            "error_at": self.error_at or None,
+            "sent": self.sent,
+            "dropped": self.follower.dropped,
+            "backlog_bytes": self.follower.backlog(),
+            "retries": self.retries,
+            "notes": self.follower.notes[-5:],
+            "updated": time.time(),
+            "pid": os.getpid(),
+        }
+        tmp = self._status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, self._status_path)
+
+    def _set(self, state: str, error: str | None = None) -> None:
+        """A new state; ``error`` replaces the last error, which stays until then."""
+        changed = state != self.state or (error is not None and error != self.error)
+        self.state = state
+        if error is not None:
+            self.error = error
+            self.error_at = time.time()
+        self.write_status(force=changed)
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def step(self) -> bool:
+        """Deliver one batch; False when there was nothing to deliver."""
+        batch = self.follower.next_batch()
+        if batch is None:
+            return False
+        if not batch.items:
+            self.follower.commit(batch.key, *batch.done)
+            self._save()
+            return True
+        try:
+            await self.sink.send(batch.items)
+        except DeliveryError as exc:
+            delivered = max(0, min(exc.delivered, len(batch.items)))
+            if delivered:
+                self.follower.commit(batch.key, *batch.ends[delivered - 1])
+                self.sent += delivered
+            if exc.permanent:
+                lost = len(batch.items) - delivered
+                self.follower.dropped += lost
+                self.follower.notes.append(f"refused for good, {lost} records dropped: {exc}")
+                self.follower.commit(batch.key, *batch.ends[-1])
+                self._save()
+                self._set("sending", str(exc))
+                return True
+            self._save()
+            raise
+        self.follower.commit(batch.key, *batch.ends[-1])
+        self.sent += len(batch.items)
+        self._save()
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = BACKOFF_FIRST
+        while not stop.is_set():
+            try:
+                busy = await self.step()
+            except DeliveryError as exc:
+                self.retries += 1
+                self._set("retrying", str(exc))
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_FIRST
+            if busy:
+                self._set("sending")
+            else:
+                self._set("idle")
+                await _wait(stop, IDLE_SECONDS)
+        with contextlib.suppress(Exception):
+            await self.sink.close()
+        self._set("stopped")
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def prepare_exports(root: Path, specs: list[ExportSpec]) -> None:
+    """Fix where new exporters start, before the collector takes any record.
+
+    Done by the collector itself, so that ``start=end`` means "from when the collector
+    started with this exporter", not from whenever the exporter process got going.
+    """
+    for spec in specs:
+        state = export_dir(root) / f"{spec.name}.json"
+        if not state.exists():
+            Exporter(root, spec, sink=_NoSink(spec.url))
+
+
+@dataclass(frozen=True, slots=True)
+class _NoSink:
+    """Stands in for the sink while an exporter's first state is written."""
+
+    target: str
+
+    async def send(self, items: Sequence[ExportItem]) -> None:
+        raise DeliveryError("not sending")
+
+    async def close(self) -> None:
+        pass
+
+
+async def run_exporters(root: Path, specs: list[ExportSpec], stop: asyncio.Event) -> None:
+    exporters = [Exporter(root, spec) for spec in specs]
+    await asyncio.gather(*(e.run(stop) for e in exporters))
+
+
+def read_statuses(root: Path) -> list[dict[str, object]]:
+    """What ``umonitor ls`` shows of the exporters; a stale state says "not running"."""
+    out = []
+    for path in sorted(export_dir(root).glob("*.status.json")):
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(status, dict):
+            continue
+        updated = status.get("updated")
+        pid = status.get("pid")
+        alive = isinstance(pid, int) and _alive(pid)
+        if status.get("state") != "stopped" and (
+            not alive or not isinstance(updated, float | int) or time.time() - updated > 30
+        ):
+            status["state"] = "not running"
+        out.append(status)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1])
+    specs = [parse_export_option(arg) for arg in argv[2:]]
+    parent = os.getppid()
+
+    async def body() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def watch_parent() -> None:
+            while not stop.is_set():
+                if os.getppid() != parent:
+                    stop.set()
+                await _wait(stop, 1.0)
+
+        watcher = asyncio.create_task(watch_parent())
+        await run_exporters(root, specs, stop)
+        await watcher
+
+    asyncio.run(body())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
