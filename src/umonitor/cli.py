@@ -129,6 +129,12 @@ def main() -> None:
 @click.option("--syslog-udp", multiple=True, metavar="HOST:PORT", help="Syslog over UDP.")
 @click.option("--syslog-tcp", multiple=True, metavar="HOST:PORT", help="Syslog over TCP.")
 @click.option("--syslog-tls", multiple=True, metavar="HOST:PORT", help="Syslog over TLS.")
+@click.option(
+    "--syslog-relp",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Syslog over RELP (e.g. rsyslog's omrelp): each message answered once written.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -152,6 +158,7 @@ def serve(
     syslog_udp: tuple[str, ...],
     syslog_tcp: tuple[str, ...],
     syslog_tls: tuple[str, ...],
+    syslog_relp: tuple[str, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
     exports: tuple[str, ...],
@@ -182,6 +189,7 @@ def serve(
         syslog_udp=extra_udp,
         syslog_tcp=extra_tcp,
         syslog_tls=[parse_endpoint(x, 6514 if os.geteuid() == 0 else 6515) for x in syslog_tls],
+        syslog_relp=[parse_endpoint(x, 2514) for x in syslog_relp],
         tls_cert=tls_cert,
         tls_key=tls_key,
         udp=udp,

@@ -128,3 +128,38 @@ def test_concurrent_connections_from_one_host_lose_nothing(tmp_path: Path) -> No
         assert got == sorted(f"conn {i} msg {n}" for n in range(200) for i in range(4))
     finally:
         assert c.stop() == 0
+
+
+def relp_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a new RELP connection; everything answered until it is closed."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+def test_relp_sessions_answer_in_order_and_refuse_misuse(tmp_path: Path) -> None:
+    port = free_port()
+    c = start_collector(tmp_path / "data", "--syslog-relp", f"127.0.0.1:{port}")
+    try:
+        msg = b"<13>1 2026-11-26T10:00:00Z relphost app - - - over relp"
+        offers = b"relp_version=0\nrelp_software=test\ncommands=syslog"
+        opening = b"1 open %d %s\n" % (len(offers), offers)
+        answer = relp_exchange(port, opening + b"2 syslog %d %s\n3 close 0\n" % (len(msg), msg))
+        assert answer.startswith(b"1 rsp ") and b"200 OK" in answer.split(b"\n")[0]
+        assert b"\n2 rsp 6 200 OK\n3 rsp 6 200 OK\n" in answer
+        [row] = syslog_records(c, "relphost")
+        assert row["message"] == "over relp"
+        # A message before open is refused, not stored; garbage ends the session.
+        assert relp_exchange(port, b"1 syslog 5 hello\n").startswith(b"1 rsp ")
+        assert b"500" in relp_exchange(port, b"1 syslog 5 hello\n")
+        relp_exchange(port, b"this is not relp at all\n")
+        assert [r["message"] for r in syslog_records(c, "relphost")] == ["over relp"]
+        rejects = list((c.data / "rejects").glob("syslog-relp-*.log"))
+        assert len(rejects) == 1
+    finally:
+        assert c.stop() == 0

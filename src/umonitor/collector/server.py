@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from umonitor.collector.connection import Connection
 from umonitor.collector.syslog_listeners import SyslogIntake, listen_syslog, tls_context
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 2333
 # Queued text that makes the collector write at once instead of at the loop's turn.
 COMMIT_BYTES = 1 << 20
+
+
+class Acknowledger(Protocol):
+    """A connection that acknowledges what the collector has written (native, RELP)."""
+
+    def send_ack(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +127,8 @@ class Collector:
     datagrams: int = 0
     status_path: Path | None = None
     listening: list[str] = field(default_factory=list)
-    _to_ack: set[Connection] = field(default_factory=set)
-    _to_close: set[Connection] = field(default_factory=set)
+    _to_ack: set[Acknowledger] = field(default_factory=set)
+    _to_close: set[Acknowledger] = field(default_factory=set)
     _commit_scheduled: bool = False
     _status_scheduled: bool = False
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
@@ -137,7 +146,7 @@ class Collector:
 
     # -- commit -------------------------------------------------------------------
 
-    def want_commit(self, conn: Connection | None, then_close: bool = False) -> None:
+    def want_commit(self, conn: Acknowledger | None, then_close: bool = False) -> None:
         if conn is not None:
             self._to_ack.add(conn)
             if then_close:
@@ -334,6 +343,7 @@ class ServeOptions:
     syslog_udp: list[Endpoint] = field(default_factory=list)
     syslog_tcp: list[Endpoint] = field(default_factory=list)
     syslog_tls: list[Endpoint] = field(default_factory=list)
+    syslog_relp: list[Endpoint] = field(default_factory=list)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     exports: list[ExportSpec] = field(default_factory=list)
@@ -403,6 +413,8 @@ async def serve(options: ServeOptions) -> None:
             await listen_syslog(collector, "udp", endpoint)
         for endpoint in options.syslog_tcp:
             await listen_syslog(collector, "tcp", endpoint)
+        for endpoint in options.syslog_relp:
+            await listen_syslog(collector, "relp", endpoint)
         if options.syslog_tls:
             if options.tls_cert is None or options.tls_key is None:
                 raise UsageError("--syslog-tls needs --tls-cert and --tls-key")

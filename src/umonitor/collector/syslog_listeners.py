@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from umonitor.errors import ProtocolError, UsageError
+from umonitor.protocol.relp import RELP_OFFERS, RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.syslog import SyslogMessage, SyslogStreamDecoder, parse_syslog_untrusted
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import layout
@@ -71,6 +72,7 @@ class SyslogIntake:
     name: str  # the listener, e.g. "syslog-udp-514"
     received: int = 0
     rejected: int = 0
+    relp: set[RelpStream] = field(default_factory=set)
     _boots: dict[tuple[str, str | None], tuple[str, int]] = field(default_factory=dict)
 
     def take_untrusted(
@@ -131,6 +133,11 @@ class SyslogIntake:
             self.received += last - seq
             self.collector.want_commit(None)
         return stop
+
+    def close_relp(self) -> None:
+        """The collector is stopping: every RELP session answers and says serverclose."""
+        for stream in list(self.relp):
+            stream.close()
 
     def forget(self, stream_boot: str) -> None:
         """A connection ended: drop its numbering."""
@@ -211,6 +218,90 @@ class SyslogStream(asyncio.Protocol):
         return None
 
 
+class RelpStream(asyncio.Protocol):
+    """One RELP connection (rsyslog's omrelp): every message answered once it is written.
+
+    ``open`` is answered with our offers (``commands=syslog``); each ``syslog`` command
+    is stored like a TCP frame and answered ``200 OK`` by the collector's commit, after
+    the write, so a sender that gets no answer sends it again. ``close`` is answered and
+    the connection closed. When the collector stops, it answers what it stored and
+    sends ``serverclose``. A frame that breaks the protocol is answered ``500`` when it
+    has a number, rejected, and the connection closed.
+    """
+
+    def __init__(self, intake: SyslogIntake, max_frame: int) -> None:
+        self.intake = intake
+        self.decoder = RelpDecoder(max_data=max_frame)
+        self.peer_host = ""
+        self.boot = os.urandom(16).hex()
+        self.transport: asyncio.Transport | None = None
+        self.opened = False
+        self.stored: list[int] = []  # txnrs written or about to be, not yet answered
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer_host = str(peer[0])
+        self.intake.relp.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.decoder.receive_data(data)
+        try:
+            frames = self.decoder.next_frames()
+        except ProtocolError as exc:
+            self.intake.reject(data[:256], self.peer_host, str(exc))
+            self._answer_then_close(b"")
+            return
+        for frame in frames:
+            if frame.command == "syslog" and self.opened:
+                self.intake.take_untrusted(frame.data, self.peer_host, self.boot)
+                self.stored.append(frame.txnr)
+            elif frame.command == "open":
+                self.opened = True
+                self._send(RelpFrame(frame.txnr, "rsp", b"200 OK\n" + RELP_OFFERS))
+            elif frame.command == "close":
+                self.intake.collector.want_commit(self)
+                self._answer_then_close(encode_relp(RelpFrame(frame.txnr, "rsp", b"200 OK")))
+                return
+            else:
+                why = "no session: send open first" if not self.opened else "unknown command"
+                self._send(RelpFrame(frame.txnr, "rsp", f"500 {why}".encode()))
+        if self.stored:
+            self.intake.collector.want_commit(self)
+
+    def send_ack(self) -> None:
+        """Called by the collector's commit: what was stored is on disk now."""
+        if self.stored and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(
+                b"".join(encode_relp(RelpFrame(t, "rsp", b"200 OK")) for t in self.stored)
+            )
+        self.stored.clear()
+
+    def close(self) -> None:
+        """The collector is stopping: answer what is stored, say serverclose, close."""
+        self._answer_then_close(encode_relp(RelpFrame(0, "serverclose")))
+
+    def _answer_then_close(self, last: bytes) -> None:
+        self.closing = True
+        self.intake.collector.commit()  # writes, then answers through send_ack
+        if self.transport is not None and not self.transport.is_closing():
+            if last:
+                self.transport.write(last)
+            self.transport.close()
+
+    def _send(self, frame: RelpFrame) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode_relp(frame))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.intake.relp.discard(self)
+        self.intake.forget(self.boot)
+
+
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -227,7 +318,7 @@ async def listen_syslog(
     endpoint: Endpoint,
     tls: ssl.SSLContext | None = None,
 ) -> SyslogIntake:
-    """Start one syslog listener: ``kind`` is ``udp``, ``tcp`` or ``tls``."""
+    """Start one syslog listener: ``kind`` is ``udp``, ``tcp``, ``tls`` or ``relp``."""
     from umonitor.collector.server import _listen_error
 
     loop = asyncio.get_running_loop()
@@ -239,6 +330,16 @@ async def listen_syslog(
             )
             port = transport.get_extra_info("sockname")[1]
             collector.closers.append(transport.close)
+        elif kind == "relp":
+            server = await loop.create_server(
+                lambda: RelpStream(intake, collector.max_frame),
+                endpoint.host,
+                endpoint.port,
+                reuse_address=True,
+            )
+            port = server.sockets[0].getsockname()[1]
+            collector.closers.append(server.close)
+            collector.closers.append(intake.close_relp)
         else:
             server = await loop.create_server(
                 lambda: SyslogStream(intake, collector.max_frame),
