@@ -46,6 +46,12 @@ data_option = click.option(
 )
 
 
+def _is_local(host: str) -> bool:
+    from umonitor.collector.admission import is_loopback
+
+    return host == "localhost" or is_loopback(host)
+
+
 def _unique_exports(specs: list[ExportSpec]) -> list[ExportSpec]:
     names = [s.name for s in specs]
     for name in names:
@@ -146,6 +152,12 @@ def main() -> None:
     "relp://, otlp+http://HOST:PORT[/v1/logs], otlp+https://; options as ?start=beginning"
     "&level=warning&max_backlog=256MiB&ca=PATH (docs/export.md).",
 )
+@click.option(
+    "--open",
+    "open_mode",
+    is_flag=True,
+    help="Allow listening beyond loopback, where any host may log under any name.",
+)
 @data_option
 def serve(
     listen: tuple[str, ...],
@@ -162,6 +174,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     exports: tuple[str, ...],
+    open_mode: bool,
     data: Path | None,
 ) -> None:
     """Run the collector: receive guests' records (and syslog), store them, forward them.
@@ -183,13 +196,25 @@ def serve(
         host = endpoints[0].host
         extra_udp.append(parse_endpoint(f"{host}:{default_port}"))
         extra_tcp.append(parse_endpoint(f"{host}:{default_port}"))
+    syslog_tls_endpoints = [
+        parse_endpoint(x, 6514 if os.geteuid() == 0 else 6515) for x in syslog_tls
+    ]
+    syslog_relp_endpoints = [parse_endpoint(x, 2514) for x in syslog_relp]
+    everywhere = [*endpoints, *extra_udp, *extra_tcp, *syslog_tls_endpoints, *syslog_relp_endpoints]
+    exposed = sorted({e.host for e in everywhere if not _is_local(e.host)})
+    if exposed and not open_mode:
+        raise UsageError(
+            f"listening on {', '.join(exposed)} lets any host there log under any name; "
+            "add --open to mean it (serve has no guest tokens; `umonitor up` authenticates "
+            "its instances)"
+        )
     options = ServeOptions(
         data=root,
         listen=endpoints,
         syslog_udp=extra_udp,
         syslog_tcp=extra_tcp,
-        syslog_tls=[parse_endpoint(x, 6514 if os.geteuid() == 0 else 6515) for x in syslog_tls],
-        syslog_relp=[parse_endpoint(x, 2514) for x in syslog_relp],
+        syslog_tls=syslog_tls_endpoints,
+        syslog_relp=syslog_relp_endpoints,
         tls_cert=tls_cert,
         tls_key=tls_key,
         udp=udp,

@@ -107,3 +107,46 @@ def test_empty_and_missing(tree: Path) -> None:
         load_config(write(tree, "[network]\n"))
     with pytest.raises(UsageError, match="cannot read"):
         load_config(tree / "nope.toml")
+
+
+def test_open_mode_and_exporters(tree: Path) -> None:
+    text = """[collector]
+open = true
+[[instance]]
+name = "web"
+kernel = "img/vmlinuz"
+[[export]]
+name = "central"
+url = "relp://10.0.0.9:2514"
+level = "warning"
+[[export]]
+url = "otlp+http://10.0.0.9:4318?batch=100"
+"""
+    config = load_config(write(tree, text))
+    assert config.open is True
+    central, second = config.exports
+    assert (central.name, central.scheme, central.port, central.level.label) == (
+        "central", "relp", 2514, "warning"
+    )  # fmt: skip
+    assert (second.name, second.path, second.batch) == ("export-2", "/v1/logs", 100)
+    assert load_config(write(tree, text.replace("open = true\n", ""))).open is False
+
+
+def test_open_and_exporter_errors_have_lines(tree: Path) -> None:
+    bad = """[collector]
+open = "yes"
+[[instance]]
+name = "web"
+kernel = "img/vmlinuz"
+[[export]]
+name = "a"
+url = "ftp://x:1"
+[[export]]
+name = "b"
+"""
+    with pytest.raises(UsageError) as info:
+        load_config(write(tree, bad))
+    message = str(info.value)
+    assert "umonitor.toml:2: open must be true or false" in message
+    assert "umonitor.toml:6: exporter a: unknown kind 'ftp'" in message
+    assert "umonitor.toml:9: each [[export]] needs url" in message

@@ -15,6 +15,7 @@ import os
 import time
 from typing import TYPE_CHECKING, cast
 
+from umonitor.collector.admission import Refused
 from umonitor.errors import ProtocolError
 from umonitor.protocol import frame_codec as fc
 from umonitor.protocol.legacy import LegacyDecoder
@@ -107,9 +108,12 @@ class Connection(asyncio.Protocol):
         else:
             self._lines = LineDecoder(max_line=max_frame)
         self.boot = os.urandom(16).hex()
-        name = self.collector.name_for(
-            self.fixed_name or self.peer_host or "unknown", self.peer_host
-        )
+        try:
+            name = self.collector.admit(
+                self.fixed_name or self.peer_host or "unknown", self.peer_host, None
+            )
+        except Refused as exc:
+            raise ProtocolError(str(exc), fc.ErrorCode.NOT_ALLOWED) from None
         self._attach(name, dialect.value, name)
         return True
 
@@ -210,7 +214,11 @@ class Connection(asyncio.Protocol):
             if self.instance is not None:
                 raise ProtocolError("second HELLO on one connection", fc.ErrorCode.UNEXPECTED)
             self.boot = event.boot_id.hex()
-            name = self.collector.name_for(self.fixed_name or event.name, self.peer_host)
+            token = None if self.fixed_name else event.token  # a dialled guest is chosen
+            try:
+                name = self.collector.admit(self.fixed_name or event.name, self.peer_host, token)
+            except Refused as exc:
+                raise ProtocolError(str(exc), fc.ErrorCode.NOT_ALLOWED) from None
             self._attach(name, event.library, event.name)
             self.collector.want_commit(self)
         elif isinstance(event, fc.Dropped):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from umonitor.collector.admission import Admission, OpenAdmission, Refused
 from umonitor.collector.connection import Connection
 from umonitor.collector.syslog_listeners import SyslogIntake, listen_syslog, tls_context
 from umonitor.errors import ProtocolError, UsageError
@@ -25,12 +26,15 @@ from umonitor.export.config import ExportSpec
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Origin
 from umonitor.store import layout
+from umonitor.store.logfile import escape
 from umonitor.store.names import sanitize_instance_name
 from umonitor.store.writer import FsyncPolicy, Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2333
+SECURITY_LOG = "security.log"  # refused guests, one line each, cut at SECURITY_LOG_LIMIT
+SECURITY_LOG_LIMIT = 10 << 20
 # Queued text that makes the collector write at once instead of at the loop's turn.
 COMMIT_BYTES = 1 << 20
 
@@ -100,7 +104,10 @@ class Datagrams(asyncio.DatagramProtocol):
             collector.bad_datagrams += 1
             return
         peer_host = str(addr[0])
-        name = collector.name_for(hello.name, peer_host)
+        try:
+            name = collector.admit(hello.name, peer_host, hello.token)
+        except Refused:
+            return
         store = collector.store
         instance = store.log(name)
         boot = hello.boot_id.hex()
@@ -120,9 +127,10 @@ class Collector:
 
     store: Store
     max_frame: int = fc.DEFAULT_MAX_FRAME
-    name_resolver: Callable[[str, str], str] | None = None
+    admission: Admission = field(default_factory=OpenAdmission)
     connections: set[Connection] = field(default_factory=set)
     protocol_errors: int = 0
+    refused: int = 0
     bad_datagrams: int = 0
     datagrams: int = 0
     status_path: Path | None = None
@@ -138,11 +146,26 @@ class Collector:
     closers: list[Callable[[], None]] = field(default_factory=list)
     syslog: list[SyslogIntake] = field(default_factory=list)
 
-    def name_for(self, requested: str, peer_host: str) -> str:
-        """The instance a guest is filed under: the fleet decides, else its sanitized name."""
-        if self.name_resolver is not None:
-            return sanitize_instance_name(self.name_resolver(requested, peer_host))
-        return sanitize_instance_name(requested)
+    def admit(self, requested: str, peer_host: str, token: bytes | None) -> str:
+        """The instance a guest is filed under (admission.py); Refused is counted and logged."""
+        try:
+            return self.admission.admit(requested, peer_host, token)
+        except Refused as exc:
+            self.refused += 1
+            self.status_changed()
+            log.warning("refused: %s", exc)
+            self._note_refusal(peer_host, requested, str(exc))
+            raise
+
+    def _note_refusal(self, peer_host: str, requested: str, why: str) -> None:
+        path = self.store.root / SECURITY_LOG
+        try:
+            if path.exists() and path.stat().st_size > SECURITY_LOG_LIMIT:
+                path.replace(path.with_suffix(".log.old"))
+            with open(path, "a") as out:
+                out.write(f"{time.time():.6f} {peer_host} name={escape(requested)[:200]} {why}\n")
+        except OSError:
+            pass  # the count still says it happened
 
     # -- commit -------------------------------------------------------------------
 
@@ -213,6 +236,7 @@ class Collector:
                 for d in self.dials
             },
             "protocol_errors": self.protocol_errors,
+            "refused": self.refused,
             "bad_datagrams": self.bad_datagrams,
             "syslog": {
                 s.name: {"received": s.received, "rejected": s.rejected} for s in self.syslog

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from umonitor.collector.admission import Refused
 from umonitor.errors import ProtocolError, UsageError
 from umonitor.protocol.relp import RELP_OFFERS, RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.syslog import SyslogMessage, SyslogStreamDecoder, parse_syslog_untrusted
@@ -84,9 +85,13 @@ class SyslogIntake:
         except ProtocolError as exc:
             self.reject(frame, peer_host, str(exc))
             return None
-        self.received += 1
         requested = msg.hostname or msg.app_name or peer_host or "syslog"
-        instance = self.collector.name_for(requested, peer_host)
+        try:
+            instance = self.collector.admit(requested, peer_host, None)
+        except Refused as exc:
+            self.reject(frame, peer_host, str(exc))
+            return None
+        self.received += 1
         store = self.collector.store
         log = store.log(instance, layout.SYSLOG_LOG)
         boot, seq = self._next(log, instance, stream_boot, peer_host, requested)

@@ -146,7 +146,11 @@ def parse_export(name: str, url: str, options: Mapping[str, object] | None = Non
     ca = Path(one("ca", "")) if one("ca", "") else None
     if ca is not None and not ca.is_file():
         raise UsageError(f"exporter {name}: no CA file at {ca}")
-    path = parts.path if scheme.startswith("otlp") else ""
+    path = (
+        (parts.path if parts.path not in ("", "/") else "/v1/logs")
+        if scheme.startswith("otlp")
+        else ""
+    )
     return ExportSpec(
         name=name,
         scheme=scheme,

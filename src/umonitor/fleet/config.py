@@ -10,6 +10,7 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     address = "10.77.0.1/24"   # the host's address on the bridge; guests lease from .2
     [collector]                # optional
     port = 2333
+    open = false               # true: also accept guests that are not managed instances
     [syslog]                   # optional: syslog UDP + TCP on the bridge address
     port = 514                 # 0 turns it off
     [[instance]]
@@ -86,6 +87,7 @@ class FleetConfig:
     instances: tuple[InstanceConfig, ...]
     syslog_port: int = 514  # syslog (UDP and TCP) on the bridge address; 0 = off
     exports: tuple[ExportSpec, ...] = ()
+    open: bool = False  # accept unmanaged guests from the bridge (loopback always may)
 
 
 class _Locator:
@@ -161,12 +163,17 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
             )
         network = NetworkConfig(bridge, address)
     port = 2333
+    open_mode = False
     collector = data.get("collector", {})
     if isinstance(collector, dict):
         port = collector.get("port", 2333)
         if not isinstance(port, int) or not 1 <= port <= 65535:
             problem(where.line("collector", 0, "port"), "port must be 1-65535")
             port = 2333
+        open_mode = collector.get("open", False)
+        if not isinstance(open_mode, bool):
+            problem(where.line("collector", 0, "open"), "open must be true or false")
+            open_mode = False
     syslog_port = 514
     syslog = data.get("syslog", {})
     if isinstance(syslog, dict):
@@ -299,4 +306,6 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         exports.append(spec)
     if errors:
         raise UsageError("invalid configuration:\n  " + "\n  ".join(errors))
-    return FleetConfig(path, network, port, tuple(instances), syslog_port, tuple(exports))
+    return FleetConfig(
+        path, network, port, tuple(instances), syslog_port, tuple(exports), open_mode
+    )

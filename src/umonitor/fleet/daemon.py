@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from umonitor.collector.admission import FleetAdmission
 from umonitor.collector.server import (
     Collector,
     Endpoint,
@@ -161,10 +162,14 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
     leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
     store = Store(root, FsyncPolicy.BATCH)
 
-    def resolve(requested: str, peer_host: str) -> str:
-        return leases.owner(peer_host) or requested
+    supervisor: Supervisor | None = None
 
-    collector = Collector(store, name_resolver=resolve)
+    def token_of(name: str) -> str | None:
+        inst = supervisor.instances.get(name) if supervisor is not None else None
+        return inst.token if inst is not None else None
+
+    admission = FleetAdmission(leases.owner, token_of, open=config.open)
+    collector = Collector(store, admission=admission)
     collector.status_path = root / layout.STATUS
     for host in (str(netcfg.host_address), "127.0.0.1"):
         endpoint = Endpoint(host, config.collector_port)
