@@ -53,6 +53,12 @@ class GuestSession:
         self._decoder: fc.FrameDecoder | None = None
         self._drop_notice_due = False
         self.connected = False
+        # Records evicted from a full buffer after they went out on a connection: the
+        # host may hold them, so they are not dropped until an ACK says (runs lo..hi).
+        self._limbo: collections.deque[list[int]] = collections.deque()
+        self._wire_seq = 0  # the highest record ever handed to a connection
+        self._limbo_cut = 0  # limbo at or below this went out on connections now lost
+        self._hello_acked = False
 
     def record(
         self,
@@ -87,15 +93,44 @@ class GuestSession:
         )
         if len(self.unacked) >= self.capacity:
             old_seq, _ = self.unacked.popleft()
-            self.dropped += 1
-            self.dropped_through = old_seq
-            self._drop_notice_due = True
+            if old_seq <= self._wire_seq:
+                self._to_limbo(old_seq)
+            else:
+                self._drop(old_seq, 1)
         self.unacked.append((self.seq, frame))
         if self.connected:
             if self._drop_notice_due:
                 self._queue_drop_notice()
             self._outbox += frame
+            self._wire_seq = self.seq
         return self.seq
+
+    def _drop(self, through: int, count: int) -> None:
+        self.dropped += count
+        self.dropped_through = max(self.dropped_through, through)
+        self._drop_notice_due = True
+
+    def _to_limbo(self, seq: int) -> None:
+        if self._limbo and self._limbo[-1][1] + 1 == seq:
+            self._limbo[-1][1] = seq
+        else:
+            self._limbo.append([seq, seq])
+
+    def _settle(self, ack: int, *, lost_through: int = 0) -> None:
+        """Limbo the host holds (<= ack) is delivered; what went out only on lost
+        connections (<= lost_through) and is above the ACK is dropped."""
+        kept: collections.deque[list[int]] = collections.deque()
+        for lo, hi in self._limbo:
+            lo = max(lo, ack + 1)
+            if lo > hi:
+                continue
+            gone_hi = min(hi, lost_through)
+            if gone_hi >= lo:
+                self._drop(gone_hi, gone_hi - lo + 1)
+                lo = gone_hi + 1
+            if lo <= hi:
+                kept.append([lo, hi])
+        self._limbo = kept
 
     def _queue_drop_notice(self) -> None:
         self._drop_notice_due = False
@@ -106,10 +141,13 @@ class GuestSession:
         self.connected = True
         self._decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
         self._outbox = bytearray(fc.PREFACE + fc.encode_hello(self.hello))
+        self._limbo_cut = self._wire_seq
+        self._hello_acked = False
         if self.dropped:
             self._queue_drop_notice()
-        for _, frame in self.unacked:
+        for seq, frame in self.unacked:
             self._outbox += frame
+            self._wire_seq = max(self._wire_seq, seq)
 
     def connection_lost(self) -> None:
         self.connected = False
@@ -134,6 +172,14 @@ class GuestSession:
                 self.acked = max(self.acked, event.seq)
                 while self.unacked and self.unacked[0][0] <= self.acked:
                     self.unacked.popleft()
+                # The first ACK answers HELLO: what it lacks of the lost connections'
+                # records is gone for good.
+                cut = 0 if self._hello_acked else self._limbo_cut
+                self._hello_acked = True
+                if self._limbo:
+                    self._settle(self.acked, lost_through=cut)
+                    if self._drop_notice_due and self.connected:
+                        self._queue_drop_notice()
             elif isinstance(event, fc.SetLevel):
                 self.level = event.level
             elif isinstance(event, fc.Ping):
@@ -143,7 +189,7 @@ class GuestSession:
 
     @property
     def all_acked(self) -> bool:
-        return not self.unacked
+        return not self.unacked and not self._limbo
 
 
 class _ClientBase:

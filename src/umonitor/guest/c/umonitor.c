@@ -375,6 +375,7 @@ static struct {
     unsigned long long ring_frames;
     unsigned long long acked_seq;
     unsigned long long tx_seq; /* next record to copy into tx */
+    unsigned long long wire_seq; /* highest record ever copied to any connection */
     size_t tx_off;             /* its offset from ring_head */
 
     /* records evicted while on the wire, not yet acknowledged */
@@ -589,7 +590,9 @@ static void ring_push(const unsigned char *frame, size_t size)
     while (UMON_RING_BYTES - S.ring_used < size) {
         unsigned long long seq = ring_first_seq();
         ring_pop(&was_sent);
-        if (was_sent)
+        /* A record that went out on this or an earlier connection may be held by the
+         * host: limbo, settled by an ACK (the HELLO's one after a reconnect). */
+        if (was_sent || seq <= S.wire_seq)
             limbo_add(seq);
         else
             note_dropped(seq, 1);
@@ -863,6 +866,8 @@ static int refill_tx(void)
         S.tx_end += size;
         room -= size;
         S.tx_off += size;
+        if (S.tx_seq > S.wire_seq)
+            S.wire_seq = S.tx_seq;
         S.tx_seq++;
         S.stats.sent++;
         added = 1;
