@@ -1318,7 +1318,8 @@ syslog_time_ns(const unsigned char *p, size_t n, long long *out)
             at += 6;
         }
     }
-    if (at != n || seconds < 0 || seconds > MAX_SECOND) {
+    /* Nanoseconds in a long long end in 2262: later times are Python's to store. */
+    if (at != n || seconds < 0 || seconds > LLONG_MAX / (long long)NS_PER_SEC - 1) {
         return -1;
     }
     *out = seconds * (long long)NS_PER_SEC + nanos;
@@ -1617,7 +1618,7 @@ PyDoc_STRVAR(syslog_lines_doc,
 "start) that SyslogStreamDecoder would cut and parse_syslog_untrusted read as\n"
 "plain RFC 5424 from `host`: octet-counted ('LEN SP', LEN <= max_frame) or\n"
 "'<'-led frames ended by LF or NUL; '<PRI>1 ', a '-' or valid RFC 3339 time in\n"
-"1970..9999, HOSTNAME equal to host, APP-NAME, PROCID and MSGID as 1-255 bytes\n"
+"1970..2262, HOSTNAME equal to host, APP-NAME, PROCID and MSGID as 1-255 bytes\n"
 "of 0x21..0x7E without '\"', '=' or '\\\\', STRUCTURED-DATA '-', and a message\n"
 "(after an optional BOM) of printable ASCII without a backslash. Records are\n"
 "numbered from seq + 1; time is the message's, else now_ns. Stops before the\n"

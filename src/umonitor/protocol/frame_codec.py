@@ -207,7 +207,8 @@ class FrameDecoder:
         header_size = _HEADER.size
         max_body = self._max_body
         allowed = self._allowed
-        record_type = FrameType.RECORD
+        # RECORD is the hot case; where it is not allowed it takes the checked branch.
+        record_type = FrameType.RECORD if FrameType.RECORD in allowed else -1
         try:
             while end - pos >= 4 and (limit is None or len(events) < limit):
                 (length,) = _LENGTH.unpack_from(buf, pos)
@@ -237,8 +238,6 @@ class FrameDecoder:
         finally:
             if pos:
                 del buf[:pos]
-        if record_type not in allowed and any(type(e) is Record for e in events):
-            raise ProtocolError("RECORD frame is not expected here", ErrorCode.UNEXPECTED)
         return events
 
 

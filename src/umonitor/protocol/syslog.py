@@ -58,6 +58,8 @@ _BOM = b"\xef\xbb\xbf"
 _SP = 0x20
 _NS = 1_000_000_000
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_FIRST_NS = (datetime.date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86400 * _NS
+_LAST_NS = (datetime.date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86400 * _NS - 1
 
 # <PRI>: one to three digits. RFC 5424 forbids leading zeros and values above 191;
 # both are accepted here (see docs/syslog.md).
@@ -136,7 +138,8 @@ def _iso_ns(match: re.Match[bytes]) -> int | None:
             return None
         seconds = hours * 3600 + minutes * 60
         ns -= (seconds if offset[:1] == b"+" else -seconds) * _NS
-    return ns
+    # An offset can move a valid date out of years 1-9999, which no log line can show.
+    return ns if _FIRST_NS <= ns <= _LAST_NS else None
 
 
 def _bsd_ns(match: re.Match[bytes], now_ns: int | None) -> int | None:

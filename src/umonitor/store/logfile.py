@@ -98,9 +98,15 @@ def _epoch_seconds(prefix: str) -> int:
         raise LineError(f"bad time {prefix!r}") from exc
 
 
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_time(text: str) -> int:
     """Nanoseconds since the epoch from this file's time format."""
-    if len(text) != 27 or text[19] != "." or text[26] != "Z" or not text[20:26].isdigit():
+    micros = text[20:26]
+    if len(text) != 27 or text[19] != "." or text[26] != "Z" or not _is_digits(micros):
         raise LineError(f"bad time {text!r}")
     return _epoch_seconds(text[:19]) * 1_000_000_000 + int(text[20:26]) * 1000
 
@@ -143,7 +149,9 @@ class LineFormatter:
         second, rest = divmod(time_ns, 1_000_000_000)
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            tm = time.gmtime(second)
+            # The year by hand: strftime("%Y") does not pad years below 1000.
+            self._prefix = f"{tm.tm_year:04d}" + time.strftime("-%m-%dT%H:%M:%S", tm)
         return f"{self._prefix}.{rest // 1000:06d}Z"
 
     def line(self, time_ns: int, origin: Origin, record: Record) -> str:
@@ -195,11 +203,16 @@ class RecordLine:
     record: Record
 
 
+def _meta_value(text: str) -> str:
+    """A boot line value: '-' stands for empty, so a real '-' is escaped."""
+    value = _escape_token(text, _KEY_BAD)
+    return "\\x2d" if value == "-" else value or "-"
+
+
 def format_boot_line(boot: BootLine) -> str:
     return (
-        f"# boot {boot.boot} lib={_escape_token(boot.library, _KEY_BAD) or '-'} "
-        f"peer={_escape_token(boot.peer, _KEY_BAD) or '-'} "
-        f"name={_escape_token(boot.name, _KEY_BAD) or '-'}"
+        f"# boot {boot.boot} lib={_meta_value(boot.library)} "
+        f"peer={_meta_value(boot.peer)} name={_meta_value(boot.name)}"
     )
 
 
@@ -255,6 +268,8 @@ def parse_line(line: str) -> BootLine | DroppedLine | RecordLine | None:
         file_text, _, tail = source.partition(":")
         line_text, _, func_text = tail.partition(":")
         file, function = unescape(file_text), unescape(func_text)
+        if line_text.isdigit() and not (_is_digits(line_text) and len(line_text) <= 20):
+            raise LineError(f"bad source line number in {line[:80]!r}")
         line_no = int(line_text) if line_text.isdigit() else 0
     message, tab, field_text = rest.partition("\t")
     fields = parse_fields(field_text) if tab else ()
