@@ -12,9 +12,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from umonitor.collector.syslog_listeners import syslog_fields
+from umonitor.collector.syslog_listeners import syslog_record
 from umonitor.protocol.syslog import SyslogStreamDecoder, parse_syslog_untrusted
-from umonitor.records import Origin, Record, Severity
+from umonitor.records import Origin
 from umonitor.store.logfile import LineFormatter
 
 try:
@@ -40,13 +40,7 @@ def python_lines(frames: list[bytes], host: bytes, seq: int) -> list[str]:
         msg = parse_syslog_untrusted(frame, now_ns=NOW, max_frame=MAX_FRAME)
         assert msg.rfc == 5424 and msg.hostname.encode() == host
         seq += 1
-        record = Record(
-            seq,
-            Severity(msg.severity),
-            msg.message,
-            wall_ns=msg.timestamp_ns,
-            fields=syslog_fields(msg),
-        )
+        record = syslog_record(msg, seq)
         time_ns = NOW if msg.timestamp_ns is None else msg.timestamp_ns
         out.append(formatter.line(time_ns, Origin.SYSLOG, record))
     return out

@@ -56,6 +56,12 @@ def syslog_fields(msg: SyslogMessage) -> tuple[tuple[str, str], ...]:
     return tuple(fields)
 
 
+def syslog_record(msg: SyslogMessage, seq: int) -> Record:
+    """The record one message becomes: its time (if any), severity, text and fields."""
+    fields = syslog_fields(msg)
+    return Record(seq, Severity(msg.severity), msg.message, wall_ns=msg.timestamp_ns, fields=fields)
+
+
 @dataclass(frozen=True, slots=True)
 class FastPath:
     """Where a stream's plain RFC 5424 frames from one hostname go."""
@@ -95,14 +101,7 @@ class SyslogIntake:
         store = self.collector.store
         log = store.log(instance, layout.SYSLOG_LOG)
         boot, seq = self._next(log, instance, stream_boot, peer_host, requested)
-        record = Record(
-            seq,
-            Severity(msg.severity),
-            msg.message,
-            wall_ns=msg.timestamp_ns,
-            fields=syslog_fields(msg),
-        )
-        store.add_records(log, boot, [record], Origin.SYSLOG, time.time_ns())
+        store.add_records(log, boot, [syslog_record(msg, seq)], Origin.SYSLOG, time.time_ns())
         self.collector.want_commit(None)
         if stream_boot is None or msg.rfc != 5424 or not msg.hostname:
             return None
@@ -164,6 +163,11 @@ class SyslogIntake:
             pass  # the count still says it happened
 
 
+def peer_host_of(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
 class SyslogDatagrams(asyncio.DatagramProtocol):
     def __init__(self, intake: SyslogIntake) -> None:
         self.intake = intake
@@ -185,9 +189,7 @@ class SyslogStream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer:
-            self.peer_host = str(peer[0])
+        self.peer_host = peer_host_of(transport)
 
     def data_received(self, data: bytes) -> None:
         self.decoder.receive_data(data)
@@ -246,9 +248,7 @@ class RelpStream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer:
-            self.peer_host = str(peer[0])
+        self.peer_host = peer_host_of(transport)
         self.intake.relp.add(self)
 
     def data_received(self, data: bytes) -> None:
