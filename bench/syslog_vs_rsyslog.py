@@ -234,6 +234,8 @@ def bench_umonitor(loggen: Path, args: argparse.Namespace) -> dict[str, object]:
             "--syslog-tcp",
             f"127.0.0.1:{port}",
             "--no-udp",
+            "--rotate-size",
+            "0",  # one file, as rsyslog writes it: the counter follows one path
         ]
         if args.fsync:
             cmd += ["--fsync", args.fsync]
