@@ -1,5 +1,5 @@
 # umonitor: `make demo` runs the demo, `make test` the test suite; both set up first.
-.PHONY: setup demo test lint unit bench clean
+.PHONY: setup demo test lint unit bench fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,9 @@ unit: setup
 
 bench: setup
 	.venv/bin/python bench/ingest.py --guests 8 --records 250000 --window 262144
+
+fuzz: setup
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) bash scripts/fuzz.sh $(FUZZ_TARGETS)
 
 clean:
 	rm -rf .venv build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

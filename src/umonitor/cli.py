@@ -24,6 +24,7 @@ from umonitor.store.logfile import escape, format_fields
 from umonitor.timeparse import format_age, format_time, parse_time
 
 if TYPE_CHECKING:
+    from umonitor.collector.server import GuestLimits
     from umonitor.export.config import ExportSpec
 
 _COLOURS = {
@@ -158,6 +159,57 @@ def main() -> None:
     is_flag=True,
     help="Allow listening beyond loopback, where any host may log under any name.",
 )
+@click.option(
+    "--rotate-size",
+    default="64MiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Rotate a log file (app.log -> app.log.N) when it reaches SIZE; 0: never.",
+)
+@click.option(
+    "--retain-files",
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Keep N rotated files per log file and instance, delete older ones; 0: all.",
+)
+@click.option(
+    "--retain-days",
+    default=0.0,
+    metavar="DAYS",
+    help="Delete rotated files last written more than DAYS ago; 0 (default): keep.",
+)
+@click.option(
+    "--quota",
+    default="0",
+    metavar="SIZE",
+    help="Most space all log files may take: over it, the oldest rotated files of the "
+    "biggest instances go first, then that instance's new records are refused; 0 "
+    "(default): none.",
+)
+@click.option("--max-connections", default=16384, show_default=True, help="Guest connections.")
+@click.option(
+    "--max-per-source", default=1024, show_default=True, help="Connections from one address."
+)
+@click.option(
+    "--handshake-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds a new connection has to say who it is.",
+)
+@click.option(
+    "--frame-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds a started frame or line has to arrive whole (slow senders).",
+)
+@click.option("--idle-timeout", default=0.0, help="Close connections silent this long; 0: never.")
+@click.option(
+    "--rate-limit",
+    default=0.0,
+    metavar="N",
+    help="Records/s per instance (burst 2N); above it its connections are read slower.",
+)
 @data_option
 def serve(
     listen: tuple[str, ...],
@@ -175,18 +227,35 @@ def serve(
     tls_key: Path | None,
     exports: tuple[str, ...],
     open_mode: bool,
+    rotate_size: str,
+    retain_files: int,
+    retain_days: float,
+    quota: str,
+    max_connections: int,
+    max_per_source: int,
+    handshake_timeout: float,
+    frame_timeout: float,
+    idle_timeout: float,
+    rate_limit: float,
     data: Path | None,
 ) -> None:
     """Run the collector: receive guests' records (and syslog), store them, forward them.
 
     Stops on SIGTERM or Ctrl-C after storing and acknowledging what arrived.
     """
-    from umonitor.collector.server import ServeOptions, parse_dial, parse_endpoint, run
+    from umonitor.collector.server import (
+        GuestLimits,
+        ServeOptions,
+        parse_dial,
+        parse_endpoint,
+        run,
+    )
     from umonitor.export.config import parse_export_option
     from umonitor.store.writer import FsyncPolicy
 
     if max_frame < 4096 or max_frame > 16 << 20:
         raise UsageError("--max-frame must be between 4096 and 16777216")
+    limits = _store_limits(rotate_size, retain_files, retain_days, quota)
     root = layout.prepare_data_dir(_data_dir(data))
     endpoints = [parse_endpoint(x) for x in listen] or [parse_endpoint("127.0.0.1:2333")]
     default_port = 514 if os.geteuid() == 0 else 5514
@@ -223,6 +292,17 @@ def serve(
         max_frame=max_frame,
         indexer=not no_index,
         exports=_unique_exports([parse_export_option(x) for x in exports]),
+        limits=limits,
+        guest_limits=_guest_limits(
+            GuestLimits(
+                max_connections,
+                max_per_source,
+                handshake_timeout,
+                frame_timeout,
+                idle_timeout,
+                rate_limit,
+            )
+        ),
         ready=lambda where: click.echo(
             f"umonitor: collecting into {root}, listening on {', '.join(where)}", err=True
         ),
@@ -230,24 +310,82 @@ def serve(
     run(options)
 
 
+def _guest_limits(limits: GuestLimits) -> GuestLimits:
+    if limits.max_connections < 1 or limits.max_per_source < 1:
+        raise UsageError("--max-connections and --max-per-source must be at least 1")
+    if limits.handshake_seconds <= 0 or limits.frame_seconds <= 0:
+        raise UsageError("--handshake-timeout and --frame-timeout must be above 0")
+    if limits.idle_seconds < 0 or limits.rate < 0:
+        raise UsageError("--idle-timeout and --rate-limit must not be negative")
+    return limits
+
+
+def _store_limits(rotate_size: str, retain_files: int, retain_days: float, quota: str) -> Any:
+    from umonitor.store.retention import Limits, parse_size
+
+    try:
+        limits = Limits(parse_size(rotate_size), retain_files, retain_days, parse_size(quota))
+        limits.check()
+    except ValueError as exc:
+        raise UsageError(f"{exc} (--rotate-size, --retain-files, --retain-days, --quota)") from None
+    return limits
+
+
 # -- ls ------------------------------------------------------------------------------
 
 
 def _collector_status(root: Path) -> dict[str, Any] | None:
-    try:
-        status = json.loads((root / layout.STATUS).read_text())
-        os.kill(int(status["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return status if isinstance(status, dict) else None
+    for _ in range(3):  # on a full disk it is rewritten in place: a read may see a mix
+        try:
+            status = json.loads((root / layout.STATUS).read_text())
+            os.kill(int(status["pid"]), 0)
+        except ValueError:
+            time.sleep(0.05)
+            continue
+        except (OSError, KeyError, TypeError):
+            return None
+        return status if isinstance(status, dict) else None
+    return None
 
 
 def _open_index(root: Path) -> Any:
+    import sqlite3
+
     if not (root / layout.INSTANCES).is_dir():
         raise UsageError(f"no umonitor data in {root}; start 'umonitor serve' or pass --data DIR")
-    conn = index.connect(root)
-    index.catch_up(conn, root)
+    try:
+        conn = index.connect(root)
+    except UsageError as exc:  # a full disk, say: show what the index has
+        conn = index.connect_as_it_is(root)
+        click.echo(f"umonitor: {exc}; the index may not be up to date", err=True)
+        return conn
+    try:
+        index.catch_up(conn, root)
+    except sqlite3.Error as exc:
+        click.echo(f"umonitor: the index is not up to date ({exc})", err=True)
     return conn
+
+
+def _store_state(root: Path, status: dict[str, Any]) -> dict[str, Any]:
+    """The store's state from the running collector, else the counters on disk."""
+    store = status.get("store")
+    if isinstance(store, dict):
+        return store
+    from dataclasses import asdict
+
+    from umonitor.store.retention import DiskUsage, Limits
+
+    usage = DiskUsage(root, Limits())
+    return {
+        "state": "ok",
+        "losses": {n: asdict(v) for n, v in usage.losses.items() if v.any()},
+    }
+
+
+def _losses_and_refused(store: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    losses = store.get("losses")
+    refused = store.get("refused")
+    return losses if isinstance(losses, dict) else {}, refused if isinstance(refused, str) else None
 
 
 @main.command("ls")
@@ -265,9 +403,19 @@ def ls_command(output: str, data: Path | None) -> None:
     from umonitor.export.runner import read_statuses
 
     exporters = read_statuses(root)
+    store = _store_state(root, status)
+    losses, refused = _losses_and_refused(store)
+    disk_full = store.get("state") == "disk"
+    throttled: dict[str, int] = status.get("throttled", {})
+    guard = {
+        k: v
+        for k, v in (("refused", status.get("refused", 0)), *status.get("limits", {}).items())
+        if v
+    }  # refused guests and limits hit (admission.py, GuestLimits), only what happened
     if output == "json":
         for inst in instances:
             peers = connected.get(inst.name, [])
+            lost = losses.get(inst.name, {})
             row = {
                 "name": inst.name,
                 "connected": bool(peers),
@@ -279,33 +427,72 @@ def ls_command(output: str, data: Path | None) -> None:
                 "counts": dict(zip(SEVERITY_NAMES, inst.counts, strict=True)),
                 "dropped": inst.dropped,
                 "boots": inst.boots,
+                "store": "disk" if disk_full else "refused" if inst.name == refused else "ok",
+                "deleted_files": int(lost.get("deleted_files", 0)),
+                "deleted_bytes": int(lost.get("deleted_bytes", 0)),
+                "deleted_records": int(lost.get("deleted_records", 0)),
+                "refused_records": int(lost.get("refused", 0)),
+                "throttled": int(throttled.get(inst.name, 0)),
             }
             click.echo(json.dumps(row))
         for status in exporters:
             click.echo(json.dumps(status))
+        if guard:
+            click.echo(json.dumps({"collector": guard}))
         return
+    if disk_full:
+        since = store.get("since")
+        click.echo(
+            f"collector: cannot write ({store.get('error')})"
+            + (f" since {format_time(int(float(since) * 1e9))}" if since else "")
+            + f"; not acknowledging, {format_bytes(int(store.get('unwritten_bytes') or 0))} "
+            "queued, retrying every second"
+        )
     if not instances:
         click.echo("no instances yet", err=True)
     else:
         header: tuple[str, ...] = ("NAME", "STATE", "ADDRESS", "LAST SEEN", "RECORDS", "CRIT+")
         header += ("ERR", "WARN", "NOTICE", "INFO", "DEBUG", "DROPPED")
+        # Only when retention or the quota took something: DELETED records, REFUSED records.
+        lossy = any(losses.get(i.name) for i in instances)
+        if lossy:
+            header += ("DELETED", "REFUSED")
         table: list[tuple[str, ...]] = [header]
         for inst in instances:
             peers = connected.get(inst.name, [])
             c = inst.counts
+            state = "connected" if peers else "-"
+            if inst.name == refused:
+                state = "refused (quota)"
+            lost = losses.get(inst.name, {})
             table.append(
                 (
                     inst.name,
-                    "connected" if peers else "-",
+                    state,
                     (peers[0] if peers else inst.peer) or "-",
                     format_age(inst.last_ns),
                     str(sum(c)),
                     str(c[0] + c[1] + c[2]),
                     *(str(n) for n in c[3:]),
                     str(inst.dropped),
+                    *(
+                        (str(lost.get("deleted_records", 0)), str(lost.get("refused", 0)))
+                        if lossy
+                        else ()
+                    ),
                 )
             )
         _print_table(table)
+    if guard:
+        click.echo(
+            "collector: "
+            + ", ".join(f"{LIMIT_WORDS.get(k, k)} {v}" for k, v in guard.items())
+            + (
+                " (throttled: " + ", ".join(f"{k} {v}" for k, v in sorted(throttled.items())) + ")"
+                if throttled
+                else ""
+            )
+        )
     if exporters:
         click.echo()
         table = [("EXPORTER", "TARGET", "STATE", "BACKLOG", "SENT", "DROPPED", "LAST ERROR")]
@@ -322,6 +509,17 @@ def ls_command(output: str, data: Path | None) -> None:
                 )
             )
         _print_table(table)
+
+
+LIMIT_WORDS = {
+    "refused": "guests refused",
+    "connections": "connections over --max-connections",
+    "per_source": "over --max-per-source",
+    "handshake": "handshake timeouts",
+    "slow": "slow-sender timeouts",
+    "idle": "idle timeouts",
+    "rate": "rate limit hits",
+}
 
 
 def _print_table(table: list[tuple[str, ...]]) -> None:
@@ -486,6 +684,31 @@ def logs(
             sys.stdout.flush()
     except KeyboardInterrupt:
         return
+
+
+# -- reindex -------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@data_option
+def reindex(names: tuple[str, ...], data: Path | None) -> None:
+    """Rebuild the index of NAMES (default: every instance) from the log files.
+
+    Safe while a collector runs: every instance is rebuilt in a new file that then
+    replaces the index's content in one transaction; named instances are dropped from
+    the index and indexed again (docs/storage.md).
+    """
+    from umonitor.store.reindex import reindex as rebuild
+
+    root = _data_dir(data)
+    done = rebuild(root, names)
+    rate = done.records / done.seconds if done.seconds > 0 else 0.0
+    click.echo(
+        f"reindexed {done.instances} instance{'s' if done.instances != 1 else ''}: "
+        f"{done.records} records from {done.files} file{'s' if done.files != 1 else ''} "
+        f"in {done.seconds:.2f} s ({rate:.0f} records/s)"
+    )
 
 
 # -- send ----------------------------------------------------------------------------

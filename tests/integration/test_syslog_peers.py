@@ -31,7 +31,7 @@ from tests.peers import (
 def stored_syslog_lines(data: Path) -> int:
     """Record lines (not ``#`` context lines) in every instance's syslog.log."""
     total = 0
-    for path in data.glob("instances/*/syslog.log"):
+    for path in data.glob("instances/*/syslog.log*"):
         raw = path.read_bytes()
         cut = raw.rfind(b"\n") + 1
         total += raw.count(b"\n", 0, cut) - raw.startswith(b"#") - raw.count(b"\n#", 0, cut)

@@ -69,14 +69,15 @@ def test_new_boot_keeps_history_and_restarts_numbering(tmp_path: Path, line_pars
     assert summary.boots == 2 and sum(summary.counts) == 5
 
 
-def test_torn_last_line_is_ended_and_skipped(tmp_path: Path, line_parser: str) -> None:
+def test_torn_last_line_is_cut_and_written_again(tmp_path: Path, line_parser: str) -> None:
     store = Store(tmp_path)
     log = store.log("web-1")
     store.begin_boot(log, "aa", "", "", "web-1")
     store.add_records(log, "aa", recs(1, 3), Origin.APP, NOW)
     store.close()
+    # A crash mid-write: record 4 torn inside its message (the line would parse).
     with open(log.path, "ab") as out:
-        out.write(b"2025-11-26T13:44:35.000000Z info app 4 +0.0000")
+        out.write(b"2025-11-26T13:44:35.000000Z info app 4 +0.000000004 - reco")
     again = Store(tmp_path)
     log2 = again.log("web-1")
     again.begin_boot(log2, "aa", "", "", "web-1")
@@ -86,8 +87,10 @@ def test_torn_last_line_is_ended_and_skipped(tmp_path: Path, line_parser: str) -
     index.catch_up(conn, tmp_path)
     rows = list(index.select(conn, index.Query(names=["web-1"])))
     assert [r.stored.record.seq for r in rows] == [1, 2, 3, 4, 5]
+    assert [r.stored.record.message for r in rows][3] == "record 4"
     bad = conn.execute("SELECT sum(bad_lines) FROM positions").fetchone()[0]
-    assert bad == 1
+    assert bad == 0
+    assert b"reco\n" not in log2.path.read_bytes()
 
 
 def test_dropped_notice_counts_and_settles(tmp_path: Path) -> None:

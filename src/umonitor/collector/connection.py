@@ -24,7 +24,7 @@ from umonitor.protocol.text_lines import LineDecoder
 from umonitor.records import Origin, Record
 
 if TYPE_CHECKING:
-    from umonitor.collector.server import Collector
+    from umonitor.collector.server import Collector, GuestLimits
     from umonitor.store.writer import InstanceLog
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ class Connection(asyncio.Protocol):
         self.high = 0
         self._quiet: asyncio.TimerHandle | None = None
         self._closing = False
+        self.opened_at = time.monotonic()
+        self.last_data = self.opened_at
+        self.partial_since: float | None = None  # when the frame now buffered began
+        self._resume: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks --------------------------------------------------------
 
@@ -62,21 +66,68 @@ class Connection(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer_host = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
-        self.collector.connection_opened(self)
+        if not self.collector.connection_opened(self):
+            self._closing = True
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        self.last_data = now = time.monotonic()
+        high = self.high
         try:
             if self.dialect is None:
                 self._head += data
                 if not self._choose(final=False):
                     self._arm_quiet()
+                    self.partial_since = self.partial_since or now
                     return
                 data, self._head = bytes(self._head), bytearray()
             self._feed(data)
         except ProtocolError as exc:
             self._fail(exc)
+            return
+        decoder = self._native or self._lines
+        if decoder is not None and decoder.buffered:
+            self.partial_since = self.partial_since or now
+        else:
+            self.partial_since = None
+        if self.instance is not None and self.high > high:
+            self._throttle(self.collector.charge(self.instance.name, self.high - high))
+
+    def _throttle(self, seconds: float) -> None:
+        """Stop reading for ``seconds`` (the instance is over its rate)."""
+        if seconds <= 0 or self.transport is None or self._resume is not None:
+            return
+        self.transport.pause_reading()
+        self._resume = asyncio.get_running_loop().call_later(seconds, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self._resume = None
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+            self.last_data = time.monotonic()  # a throttled guest is not idle
+
+    def over_time(self, now: float, limits: GuestLimits) -> str | None:
+        """Which time limit this connection is over, if any."""
+        if self._closing or self._resume is not None:
+            return None
+        if self.instance is None and now - self.opened_at > limits.handshake_seconds:
+            return "handshake"
+        if self.partial_since is not None and now - self.partial_since > limits.frame_seconds:
+            return "slow"
+        if limits.idle_seconds and now - self.last_data > limits.idle_seconds:
+            return "idle"
+        return None
+
+    def close_for(self, limit: str) -> None:
+        why = {
+            "handshake": "no HELLO in time",
+            "slow": "a frame took too long to arrive",
+            "idle": "idle for too long",
+        }.get(limit, limit)
+        log.info("closing %s: %s", self.peer, why)
+        self.close(fc.ErrorFrame(fc.ErrorCode.NOT_ALLOWED, why))
 
     def eof_received(self) -> bool | None:
         self._finish_stream()
@@ -85,6 +136,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._quiet is not None:
             self._quiet.cancel()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         if not self._closing:
             self._finish_stream()
         self._closing = True

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from umonitor.collector.admission import Admission, OpenAdmission, Refused
 from umonitor.collector.connection import Connection
@@ -28,6 +28,7 @@ from umonitor.records import Origin
 from umonitor.store import layout
 from umonitor.store.logfile import escape
 from umonitor.store.names import sanitize_instance_name
+from umonitor.store.retention import Limits
 from umonitor.store.writer import FsyncPolicy, Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,37 @@ SECURITY_LOG = "security.log"  # refused guests, one line each, cut at SECURITY_
 SECURITY_LOG_LIMIT = 10 << 20
 # Queued text that makes the collector write at once instead of at the loop's turn.
 COMMIT_BYTES = 1 << 20
+# While the disk refuses writes: retry this often, say so on stderr at most this often,
+# and take UDP datagrams (which cannot be paused) only while less than this is queued.
+DISK_RETRY = 1.0
+DISK_SAY_EVERY = 10.0
+DISK_BACKLOG = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class GuestLimits:
+    """What one guest (or a crowd) may take of the collector; each hit is counted.
+
+    ``max_connections`` in total and ``max_per_source`` per peer address: a connection
+    beyond them is closed at once. ``handshake_seconds``: from accept until the guest
+    has said who it is (HELLO, or a text/legacy line). ``frame_seconds``: a frame or
+    line that has started must be complete within this (a slow sender, slowloris).
+    ``idle_seconds``: no bytes at all for this long (0: never). ``rate``: records per
+    second per instance (0: unlimited), with a burst of ``2 * rate`` (at least 100);
+    above it the instance's TCP connections stop being read until it is back under
+    (its guests keep the records, back-pressured, nothing is dropped here) and its
+    UDP datagrams are dropped.
+    """
+
+    max_connections: int = 16384
+    max_per_source: int = 1024
+    handshake_seconds: float = 10.0
+    frame_seconds: float = 30.0
+    idle_seconds: float = 0.0
+    rate: float = 0.0
+
+
+LIMIT_NAMES = ("connections", "per_source", "handshake", "slow", "idle", "rate")
 
 
 class Acknowledger(Protocol):
@@ -108,7 +140,12 @@ class Datagrams(asyncio.DatagramProtocol):
             name = collector.admit(hello.name, peer_host, hello.token)
         except Refused:
             return
+        if collector.charge(name, 1) > 0:
+            return  # over its rate: a datagram cannot be held back, only dropped (counted)
         store = collector.store
+        if store.failure is not None and store.unwritten_bytes + store.queued_bytes > DISK_BACKLOG:
+            collector.shed_datagrams += 1  # the disk refuses and memory is not infinite
+            return
         instance = store.log(name)
         boot = hello.boot_id.hex()
         if instance.context != boot:
@@ -128,6 +165,11 @@ class Collector:
     store: Store
     max_frame: int = fc.DEFAULT_MAX_FRAME
     admission: Admission = field(default_factory=OpenAdmission)
+    guest_limits: GuestLimits = field(default_factory=GuestLimits)
+    limit_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMIT_NAMES, 0))
+    throttled: dict[str, int] = field(default_factory=dict)  # instance -> rate limit hits
+    _per_source: dict[str, int] = field(default_factory=dict)
+    _buckets: dict[str, list[float]] = field(default_factory=dict)  # instance -> [tokens, t]
     connections: set[Connection] = field(default_factory=set)
     protocol_errors: int = 0
     refused: int = 0
@@ -145,6 +187,11 @@ class Collector:
     dials: list[Dial] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
     syslog: list[SyslogIntake] = field(default_factory=list)
+    shed_datagrams: int = 0
+    _paused: set[Any] = field(default_factory=set)  # transports (uvloop's too)
+    _disk_retry: asyncio.TimerHandle | None = None
+    _disk_said: float = 0.0
+    _store_version: int = 0
 
     def admit(self, requested: str, peer_host: str, token: bytes | None) -> str:
         """The instance a guest is filed under (admission.py); Refused is counted and logged."""
@@ -174,6 +221,11 @@ class Collector:
             self._to_ack.add(conn)
             if then_close:
                 self._to_close.add(conn)
+        if self.store.failure is not None:
+            # The disk refuses writes: hold the ACKs, read no more; the retry commits.
+            if conn is not None:
+                self._pause(conn)
+            return
         if self.store.queued_bytes >= COMMIT_BYTES:
             # One loop iteration may bring many reads (libuv reads a readable socket up
             # to 32 times): write now rather than hold them all in memory.
@@ -185,6 +237,16 @@ class Collector:
     def commit(self) -> None:
         self._commit_scheduled = False
         self.store.commit()
+        if self.store.status_version != self._store_version:
+            self._store_version = self.store.status_version
+            self.status_changed()
+            for note in self.store.disk.take_notes():  # the quota refusing someone, say
+                sys.stderr.write(f"umonitor: {note}\n")
+        if self.store.failure is not None:
+            self._disk_failed()
+            return
+        if self._paused or self._disk_retry is not None:
+            self._disk_recovered()
         to_ack, self._to_ack = self._to_ack, set()
         for conn in to_ack:
             conn.send_ack()
@@ -192,15 +254,122 @@ class Collector:
         for conn in to_close:
             conn.close()
 
+    # -- disk: when the store cannot write ------------------------------------------
+
+    def _disk_failed(self) -> None:
+        """Nothing more is acknowledged or read until the disk takes what is queued.
+
+        Guests keep what was not acknowledged and send it again; reading no more keeps
+        this process's memory bounded meanwhile. A retry runs every second.
+        """
+        self._pause_all()
+        now = time.monotonic()
+        if not self._disk_said or now - self._disk_said >= DISK_SAY_EVERY:
+            self._disk_said = now
+            sys.stderr.write(
+                f"umonitor: cannot write to {self.store.root}: {self.store.failure}; "
+                f"not acknowledging, reading paused, {self.store.unwritten_bytes} bytes "
+                "queued; retrying every second\n"
+            )
+            sys.stderr.flush()
+        if self._disk_retry is None:
+            self._disk_retry = asyncio.get_running_loop().call_later(DISK_RETRY, self._retry)
+
+    def _retry(self) -> None:
+        self._disk_retry = None
+        self.commit()
+
+    def _disk_recovered(self) -> None:
+        if self._disk_retry is not None:
+            self._disk_retry.cancel()
+            self._disk_retry = None
+        for transport in self._paused:
+            if not transport.is_closing():
+                with contextlib.suppress(RuntimeError):
+                    transport.resume_reading()
+        self._paused.clear()
+        if self._disk_said:
+            self._disk_said = 0.0
+            sys.stderr.write(f"umonitor: writing to {self.store.root} again\n")
+            sys.stderr.flush()
+
+    def _pause(self, conn: object) -> None:
+        transport = getattr(conn, "transport", None)
+        if transport is not None:
+            self._pause_transport(transport)
+
+    def _pause_transport(self, transport: Any) -> None:
+        # Again even when it is in _paused: a rate limit's timer may have resumed it.
+        if transport.is_closing() or not hasattr(transport, "pause_reading"):
+            return  # uvloop's UDP transports cannot pause
+        with contextlib.suppress(RuntimeError):
+            transport.pause_reading()
+            self._paused.add(transport)
+
+    def _pause_all(self) -> None:
+        for conn in self.connections:
+            self._pause(conn)
+        for intake in self.syslog:
+            for stream in intake.relp:
+                self._pause(stream)
+        for transport in self._udp:
+            self._pause_transport(transport)
+
     # -- connections --------------------------------------------------------------
 
-    def connection_opened(self, conn: Connection) -> None:
+    def connection_opened(self, conn: Connection) -> bool:
+        """Count a new connection in; False (and counted) when a limit says no."""
+        host = conn.peer_host
+        if len(self.connections) >= self.guest_limits.max_connections:
+            self.hit("connections")
+            return False
+        if self._per_source.get(host, 0) >= self.guest_limits.max_per_source:
+            self.hit("per_source")
+            return False
+        self._per_source[host] = self._per_source.get(host, 0) + 1
         self.connections.add(conn)
+        return True
+
+    def hit(self, limit: str, instance: str | None = None) -> None:
+        self.limit_hits[limit] += 1
+        if instance is not None:
+            self.throttled[instance] = self.throttled.get(instance, 0) + 1
+        self.status_changed()
+
+    def charge(self, instance: str, records: int) -> float:
+        """Take ``records`` from ``instance``'s rate; seconds to wait before reading more."""
+        rate = self.guest_limits.rate
+        if rate <= 0 or records <= 0:
+            return 0.0
+        burst = max(2 * rate, 100.0)
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(instance, [burst, now])
+        bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate) - records
+        bucket[1] = now
+        if bucket[0] >= 0:
+            return 0.0
+        self.hit("rate", instance)
+        return -bucket[0] / rate
+
+    def sweep(self) -> None:
+        """Close connections over a time limit (called once a second)."""
+        now = time.monotonic()
+        for conn in list(self.connections):
+            over = conn.over_time(now, self.guest_limits)
+            if over is not None:
+                self.hit(over)
+                conn.close_for(over)
 
     def instance_attached(self, conn: Connection) -> None:
         self.status_changed()
 
     def connection_closed(self, conn: Connection) -> None:
+        if conn in self.connections:
+            left = self._per_source.get(conn.peer_host, 1) - 1
+            if left > 0:
+                self._per_source[conn.peer_host] = left
+            else:
+                self._per_source.pop(conn.peer_host, None)
         self.connections.discard(conn)
         self._to_ack.discard(conn)
         self._to_close.discard(conn)
@@ -237,15 +406,16 @@ class Collector:
             },
             "protocol_errors": self.protocol_errors,
             "refused": self.refused,
+            "limits": self.limit_hits,
+            "throttled": self.throttled,
             "bad_datagrams": self.bad_datagrams,
             "syslog": {
                 s.name: {"received": s.received, "rejected": s.rejected} for s in self.syslog
             },
+            "store": {**self.store.status(), "shed_datagrams": self.shed_datagrams},
             "updated_ns": time.time_ns(),
         }
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status, indent=1))
-        os.replace(tmp, self.status_path)
+        write_status_file(self.status_path, json.dumps(status, indent=1))
 
     # -- listeners ----------------------------------------------------------------
 
@@ -310,10 +480,11 @@ class Collector:
             await asyncio.sleep(delay)
 
     async def periodic(self) -> None:
-        """Once a second: fsync (batch policy) and state files."""
+        """Once a second: fsync (batch policy), state files, retention."""
         while True:
             await asyncio.sleep(1.0)
-            self.store.commit()
+            self.commit()
+            self.sweep()
 
     async def shutdown(self) -> None:
         """Stop accepting, store and acknowledge what arrived, say goodbye, close."""
@@ -331,10 +502,33 @@ class Collector:
             conn.close(goodbye)
         await asyncio.sleep(0)
         self.commit()
+        if self._disk_retry is not None:
+            self._disk_retry.cancel()
+            self._disk_retry = None
         self.store.close()
         if self.status_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.status_path.unlink()
+
+
+def write_status_file(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, padded to whole 4 KiB blocks.
+
+    When the disk is full a new file cannot be written; then the text goes over the
+    old file in place (its blocks are already there), which is why it is padded.
+    """
+    text += " " * (-(len(text) + 1) % 4096) + "\n"
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+            with open(path, "r+") as out:
+                size = os.fstat(out.fileno()).st_size
+                if len(text) <= size:
+                    out.write(text[:-1].ljust(size - 1) + "\n")
 
 
 def _listen_error(exc: OSError, endpoint: Endpoint, what: str) -> UsageError:
@@ -371,6 +565,8 @@ class ServeOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     exports: list[ExportSpec] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    guest_limits: GuestLimits = field(default_factory=GuestLimits)
 
 
 def start_indexer(data: Path) -> subprocess.Popen[bytes]:
@@ -422,8 +618,8 @@ def stop_helper(helper: subprocess.Popen[bytes] | None) -> None:
 async def serve(options: ServeOptions) -> None:
     """Run the collector until SIGTERM or SIGINT."""
     raise_open_file_limit()
-    store = Store(options.data, options.fsync)
-    collector = Collector(store, max_frame=options.max_frame)
+    store = Store(options.data, options.fsync, options.limits)
+    collector = Collector(store, max_frame=options.max_frame, guest_limits=options.guest_limits)
     collector.status_path = options.data / layout.STATUS
     indexer = None
     # Before any listener: exporters starting at "end" start before the first record.

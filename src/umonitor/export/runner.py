@@ -42,6 +42,7 @@ from umonitor.records import StoredRecord
 from umonitor.store import layout
 from umonitor.store.index import instance_names
 from umonitor.store.logfile import BootLine, LineError, RecordLine, parse_line
+from umonitor.store.segments import Segment, list_segments, open_segment
 
 EXPORT_DIR = "export"
 CHUNK = 1 << 20
@@ -76,7 +77,13 @@ class Batch:
 
 @dataclass
 class Follower:
-    """Reads what the store's files gained past an exporter's positions."""
+    """Reads what the store's files gained past an exporter's positions.
+
+    Positions are kept per segment key (``NAME/app.log.8``, see store/segments.py),
+    which a file keeps when it is rotated: a rotated file is finished under its new
+    name before the new live file of that log is read from its start. A key whose
+    file is gone (deleted by retention) is forgotten.
+    """
 
     root: Path
     spec: ExportSpec
@@ -85,62 +92,80 @@ class Follower:
     notes: list[str] = field(default_factory=list)
     _order: list[str] = field(default_factory=list)
     _turn: int = 0
+    _sizes: dict[str, int] = field(default_factory=dict)
 
-    def files(self) -> list[tuple[str, Path]]:
-        out = []
+    def streams(self) -> list[list[tuple[str, Segment]]]:
+        """Per instance and log file, its segments oldest first, with their keys."""
+        out: list[list[tuple[str, Segment]]] = []
         for name in instance_names(self.root):
-            directory = layout.instance_dir(self.root, name)
-            for file in layout.LOG_FILES:
-                path = directory / file
-                if path.exists():
-                    out.append((f"{name}/{file}", path))
+            groups: dict[str, list[tuple[str, Segment]]] = {}
+            for seg in list_segments(layout.instance_dir(self.root, name)):
+                groups.setdefault(seg.family, []).append((f"{name}/{seg.key}", seg))
+            out.extend(groups.values())
         return out
+
+    def files(self) -> list[tuple[str, Segment]]:
+        return [item for stream in self.streams() for item in stream]
 
     def start_at_end(self) -> None:
         """A new exporter with start=end: everything stored so far counts as sent."""
-        for key, path in self.files():
+        for key, seg in self.files():
             with contextlib.suppress(OSError):
-                st = path.stat()
-                offset = self._line_start_before(path, st.st_size)
-                boot = self._boot_before(path, offset)
+                st = seg.path.stat()
+                offset = self._line_start_before(seg.path, st.st_size)
+                boot = self._boot_before(seg.path, offset)
                 self.positions[key] = Position(offset, boot, st.st_ino)
 
     def backlog(self) -> int:
         """Bytes stored but not yet delivered, over all files."""
         total = 0
-        for key, path in self.files():
+        for key, seg in self.files():
             with contextlib.suppress(OSError):
                 pos = self.positions.get(key)
-                total += max(0, path.stat().st_size - (pos.offset if pos else 0))
+                total += max(0, seg.path.stat().st_size - (pos.offset if pos else 0))
         return total
 
     def next_batch(self) -> Batch | None:
-        """The next lines of the next file (round robin) that has any; None if none has."""
-        files = self.files()
-        if not files:
+        """The next lines of the next log (round robin) that has any; None if none has.
+
+        Within one log, the oldest segment with lines left goes first.
+        """
+        streams = self.streams()
+        self._forget_deleted({key for stream in streams for key, _ in stream})
+        if not streams:
             return None
-        for step in range(len(files)):
-            key, path = files[(self._turn + step) % len(files)]
-            batch = self._read(key, path)
-            if batch is not None:
-                self._turn = (self._turn + step + 1) % len(files)
-                return batch
+        for step in range(len(streams)):
+            stream = streams[(self._turn + step) % len(streams)]
+            for key, seg in stream:
+                batch = self._read(key, seg)
+                if batch is not None:
+                    self._turn = (self._turn + step + 1) % len(streams)
+                    return batch
         return None
+
+    def _forget_deleted(self, present: set[str]) -> None:
+        for key in [k for k in self.positions if k not in present]:
+            pos = self.positions.pop(key)
+            size = self._sizes.pop(key, 0)
+            if pos.offset < size:
+                self.notes.append(
+                    f"{key} was deleted (retention) with {size - pos.offset} bytes not sent"
+                )
 
     def commit(self, key: str, offset: int, boot: str) -> None:
         pos = self.positions.setdefault(key, Position())
         pos.offset, pos.boot = offset, boot
 
-    def _read(self, key: str, path: Path) -> Batch | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+    def _read(self, key: str, seg: Segment) -> Batch | None:
+        src = open_segment(seg)
+        if src is None:
             return None
-        with os.fdopen(fd, "rb") as src:
-            st = os.fstat(fd)
+        with src:
+            st = os.fstat(src.fileno())
+            self._sizes[key] = st.st_size
             pos = self.positions.setdefault(key, Position(inode=st.st_ino))
             if pos.inode != st.st_ino or st.st_size < pos.offset:
-                # Replaced or cut (rotation, repair): read the new file from its start.
+                # Replaced or cut (a copy, a repair): read the new file from its start.
                 self.notes.append(f"{key} was replaced; reading it from the start")
                 pos.offset, pos.boot, pos.inode = 0, "", st.st_ino
             if st.st_size <= pos.offset:
@@ -149,7 +174,7 @@ class Follower:
                 self._skip(key, src, pos, st.st_size - self.spec.max_backlog)
             src.seek(pos.offset)
             data = src.read(CHUNK)
-        return self._parse(key, path, pos, data)
+        return self._parse(key, seg, pos, data)
 
     def _skip(self, key: str, src: BinaryIO, pos: Position, to: int) -> None:
         """Fall back to ``max_backlog`` behind: count the record lines skipped."""
@@ -192,12 +217,12 @@ class Follower:
             f"{key}: fell over max_backlog behind; skipped {skipped} records (counted as dropped)"
         )
 
-    def _parse(self, key: str, path: Path, pos: Position, data: bytes) -> Batch | None:
+    def _parse(self, key: str, seg: Segment, pos: Position, data: bytes) -> Batch | None:
         end = data.rfind(b"\n") + 1
         if end == 0:
             return None
-        instance = path.parent.name
-        file = path.name
+        instance = seg.path.parent.name
+        file = seg.family
         level = self.spec.level
         items: list[ExportItem] = []
         ends: list[tuple[int, str]] = []

@@ -31,6 +31,11 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     name = "central"
     url = "syslog+tcp://10.0.0.9:514"   # syslog+tls relp otlp+http otlp+https too
     start = "end"              # options as in docs/export.md: level, max_backlog, ca...
+    [store]                    # optional: rotation, retention, quota (docs/storage.md)
+    rotate_size = "64MiB"      # or a number of bytes; 0 = never rotate
+    retain_files = 5           # rotated files kept per log file; 0 = all
+    retain_days = 14           # 0 (default) = keep whatever its age
+    quota = "10GiB"            # all log files together; 0 (default) = no quota
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,7 @@ from umonitor.errors import UsageError
 from umonitor.export.config import ExportSpec, parse_export
 from umonitor.fleet.flavors import FLAVORS
 from umonitor.fleet.qemu import parse_memory
+from umonitor.store.retention import Limits, parse_size
 
 RESTART_POLICIES = ("no", "on-failure", "always")
 DEFAULT_HOST = ipaddress.IPv4Interface("10.77.0.1/24")
@@ -88,6 +95,7 @@ class FleetConfig:
     syslog_port: int = 514  # syslog (UDP and TCP) on the bridge address; 0 = off
     exports: tuple[ExportSpec, ...] = ()
     open: bool = False  # accept unmanaged guests from the bridge (loopback always may)
+    store: Limits = field(default_factory=Limits)  # rotation, retention, quota
 
 
 class _Locator:
@@ -141,7 +149,7 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
 
     base = path.parent
     for key in data:
-        if key not in ("network", "collector", "syslog", "instance", "export"):
+        if key not in ("network", "collector", "syslog", "instance", "export", "store"):
             problem(where.line(key, 0), f"unknown section [{key}]")
     network = NetworkConfig()
     net = data.get("network", {})
@@ -304,8 +312,49 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
             problem(where.line("export", i, "name"), f"two exporters are named {spec.name!r}")
             continue
         exports.append(spec)
+    store = _store_limits(data.get("store", {}), where, problem)
     if errors:
         raise UsageError("invalid configuration:\n  " + "\n  ".join(errors))
     return FleetConfig(
-        path, network, port, tuple(instances), syslog_port, tuple(exports), open_mode
+        path, network, port, tuple(instances), syslog_port, tuple(exports), open_mode, store
     )
+
+
+def _store_limits(raw: object, where: _Locator, problem: Callable[[int, str], None]) -> Limits:
+    """The ``[store]`` table: sizes as "64MiB" or a number of bytes."""
+    default = Limits()
+    if not isinstance(raw, dict):
+        problem(where.line("store", 0), "[store] must be a table")
+        return default
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        line = where.line("store", 0, key)
+        if key in ("rotate_size", "quota"):
+            try:
+                if isinstance(value, bool) or not isinstance(value, int | str):
+                    raise ValueError(f'{key} must be a size like "64MiB" or a number of bytes')
+                values[key] = value if isinstance(value, int) else parse_size(value)
+                if values[key] < 0:
+                    raise ValueError(f"{key} cannot be negative")
+            except ValueError as exc:
+                problem(line, str(exc))
+        elif key == "retain_files":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                problem(line, "retain_files must be a number of files, 0 or more")
+            else:
+                values[key] = value
+        elif key == "retain_days":
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                problem(line, "retain_days must be a number of days, 0 or more")
+            else:
+                values[key] = float(value)
+        else:
+            problem(line, f"unknown key {key!r} in [store]: use rotate_size, retain_files, "
+                    "retain_days or quota")  # fmt: skip
+    limits = Limits(**{**asdict(default), **values})
+    try:
+        limits.check()
+    except ValueError as exc:
+        problem(where.line("store", 0), str(exc))
+        return default
+    return limits

@@ -160,7 +160,7 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
     netcfg = net.NetConfig(config.network.bridge, str(config.network.address))
     net.net_up(netcfg)
     leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
-    store = Store(root, FsyncPolicy.BATCH)
+    store = Store(root, FsyncPolicy.BATCH, config.store)
 
     supervisor: Supervisor | None = None
 

@@ -5,6 +5,10 @@ the collector's event loop; it catches up every 200 ms and once more on SIGTERM,
 exits when its collector is gone (even one killed with SIGKILL). It runs at a lower
 CPU priority (nice 10): under load, storing and acknowledging records comes first and
 the index catches up when the CPUs have time.
+
+It outlives what it cannot help: a full disk or an index locked for long (``umonitor
+reindex``) make it try again a second later; an index file deleted or replaced under
+it makes it open the one now at that path.
 """
 
 from __future__ import annotations
@@ -12,14 +16,27 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
 
+from umonitor.errors import UsageError
+from umonitor.store import layout
 from umonitor.store.index import catch_up, connect
 
 INTERVAL = 0.2
 NICE = 10
+
+
+RETRY = 1.0
+
+
+def _inode(path: Path) -> int:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return 0
 
 
 def main(argv: list[str]) -> int:
@@ -29,13 +46,28 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    conn = connect(root)
+    path = root / layout.INDEX
+    conn: sqlite3.Connection | None = None
+    inode = 0
     parent = os.getppid()
     while not stop.is_set() and os.getppid() == parent:  # ends with its collector, however
-        if not catch_up(conn, root):
-            stop.wait(INTERVAL)
-    catch_up(conn, root)
-    conn.close()
+        try:
+            if conn is None or _inode(path) != inode:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                conn = connect(root)
+                inode = _inode(path)
+            if not catch_up(conn, root):
+                stop.wait(INTERVAL)
+        except (sqlite3.Error, UsageError, OSError):
+            stop.wait(RETRY)  # disk full, locked for long: later
+    with contextlib.suppress(sqlite3.Error, UsageError, OSError):
+        if conn is None:
+            conn = connect(root)
+        catch_up(conn, root)
+    if conn is not None:
+        conn.close()
     return 0
 
 

@@ -1,0 +1,127 @@
+"""Limits: connections per source, handshake and slow-sender timeouts, rate per instance.
+
+Each test runs a real collector with one limit set low, provokes it with real
+sockets, and checks that the offender is cut off, that the hit is counted where
+``umonitor ls`` shows it, and that a well-behaved guest next to it loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from tests.integration.conftest import Collector, start_collector, wait_for
+from umonitor.client import Client
+from umonitor.protocol import frame_codec as fc
+from umonitor.records import Record, Severity
+
+
+def guard(collector: Collector) -> dict[str, int]:
+    out = collector.cli("ls", "-o", "json")
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    found = [r["collector"] for r in rows if "collector" in r]
+    return found[0] if found else {}
+
+
+def closed(sock: socket.socket, timeout: float = 20) -> bool:
+    """Whether the collector closed ``sock`` (reading past any ERROR frame)."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def well_behaved(collector: Collector, name: str, count: int) -> None:
+    client = Client("127.0.0.1", collector.port, name)
+    try:
+        for n in range(count):
+            client.log(Severity.INFO, f"{name} {n}")
+        assert client.flush(30)
+    finally:
+        client.close()
+
+
+def test_connections_per_source(tmp_path: Path) -> None:
+    collector = start_collector(tmp_path / "data", "--max-per-source", "3")
+    socks = [socket.create_connection(("127.0.0.1", collector.port)) for _ in range(5)]
+    try:
+        wait_for(lambda: guard(collector).get("per_source") == 2, what="two over the limit")
+        # Two of them were closed at once; three stay open.
+        open_ones = 0
+        for s in socks:
+            s.settimeout(0.5)
+            try:
+                open_ones += s.recv(1) != b""
+            except TimeoutError:
+                open_ones += 1
+            except ConnectionResetError:
+                pass
+        assert open_ones == 3
+    finally:
+        for s in socks:
+            s.close()
+    well_behaved(collector, "after", 10)  # the slots came back
+    assert collector.stop() == 0
+
+
+def test_silent_and_slow_senders_are_cut(tmp_path: Path) -> None:
+    collector = start_collector(
+        tmp_path / "data", "--handshake-timeout", "1", "--frame-timeout", "1"
+    )
+    silent = socket.create_connection(("127.0.0.1", collector.port))
+    slow = socket.create_connection(("127.0.0.1", collector.port))
+    try:
+        frame = fc.encode(Record(1, Severity.INFO, "x" * 1000))
+        slow.sendall(fc.PREFACE + fc.encode_hello(fc.Hello("slowpoke", os.urandom(16))))
+        slow.sendall(frame[:10])
+        started = time.monotonic()
+        well_behaved(collector, "steady", 200)
+        # Trickle one byte at a time: a frame that never completes in time.
+        slow.settimeout(0.2)
+        cut = False
+        for byte in frame[10:60]:
+            try:
+                slow.sendall(bytes([byte]))
+                if slow.recv(4096) == b"":
+                    cut = True
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                cut = True
+                break
+        assert cut or closed(slow)
+        assert closed(silent)
+        assert time.monotonic() - started > 0.5  # not closed before a limit could apply
+        wait_for(
+            lambda: guard(collector).get("handshake") == 1 and guard(collector).get("slow") == 1,
+            what="one handshake and one slow-sender timeout counted",
+        )
+        assert len(collector.records("steady")) == 200
+        text = collector.cli("ls").stdout
+        assert "handshake timeouts 1" in text and "slow-sender timeouts 1" in text
+    finally:
+        silent.close()
+        slow.close()
+        assert collector.stop() == 0
+
+
+def test_rate_limit_slows_a_flood_without_losing_it(tmp_path: Path) -> None:
+    collector = start_collector(tmp_path / "data", "--rate-limit", "500")
+    try:
+        well_behaved(collector, "flood", 3000)  # six times the rate: throttled, not dropped
+        well_behaved(collector, "calm", 50)
+        records = collector.records("flood")
+        assert [r["message"] for r in records] == [f"flood {n}" for n in range(3000)]
+        wait_for(lambda: guard(collector).get("rate", 0) > 0, what="rate limit hits")
+        out = collector.cli("ls", "-o", "json")
+        rows = {r["name"]: r for r in map(json.loads, out.stdout.splitlines()) if "name" in r}
+        assert rows["flood"]["throttled"] > 0 and rows["calm"]["throttled"] == 0
+    finally:
+        assert collector.stop() == 0
