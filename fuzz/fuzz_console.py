@@ -23,7 +23,7 @@ with atheris.instrument_imports(include=["umonitor"]):
     from umonitor.records import Kind, Origin, Record
     from umonitor.store.logfile import LineFormatter, RecordLine, parse_line
 
-MAX_LINES = (2, 7, 16, 64, 1500, 65536)
+MAX_LINES = (16, 64, 1500, 65536)
 UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 NOW = 1_767_225_600_123_456_000
 
@@ -97,7 +97,7 @@ def seeds() -> list[bytes]:
         b"unended last line",
     ]
     return [bytes([config]) + b"".join(lines) for config in range(len(MAX_LINES))] + [
-        b"\x05" + line for line in lines
+        b"\x03" + line for line in lines
     ]
 
 
