@@ -66,6 +66,7 @@ class FleetAdmission:
     owner_of: Callable[[str], str | None]  # address -> the managed instance leased it
     token_of: Callable[[str], str | None]  # instance -> its token, None if not managed
     open: bool = False
+    local: frozenset[str] = LOCAL_TOOLS  # the host's own addresses (add its bridge address)
 
     def admit(self, requested: str, peer_host: str, token: bytes | None) -> str:
         owner = self.owner_of(peer_host)
@@ -85,7 +86,7 @@ class FleetAdmission:
                 f"{name} is a managed instance; {peer_host} is not its address, so it may not "
                 "log as it"
             )
-        if self.open or peer_host in LOCAL_TOOLS:
+        if self.open or peer_host in self.local:
             return name
         raise Refused(
             f"{peer_host} is not a managed instance's address; set open = true under "

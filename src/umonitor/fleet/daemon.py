@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from umonitor.collector.admission import FleetAdmission
+from umonitor.collector.admission import LOCAL_TOOLS, FleetAdmission
 from umonitor.collector.server import (
     Collector,
     Endpoint,
@@ -168,7 +168,8 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
         inst = supervisor.instances.get(name) if supervisor is not None else None
         return inst.token if inst is not None else None
 
-    admission = FleetAdmission(leases.owner, token_of, open=config.open)
+    local = LOCAL_TOOLS | {str(netcfg.host_address)}  # the host's own tools, e.g. logger
+    admission = FleetAdmission(leases.owner, token_of, open=config.open, local=local)
     collector = Collector(store, admission=admission)
     collector.status_path = root / layout.STATUS
     for host in (str(netcfg.host_address), "127.0.0.1"):
