@@ -859,7 +859,7 @@ def _fleet_answers(root: Path) -> bool:
 def down(data: Path | None) -> None:
     """Stop every instance, the collector and the network devices of the running fleet."""
     from umonitor.fleet.daemon import request
-    from umonitor.fleet.supervisor import process_running
+    from umonitor.procs import process_running
 
     root = _data_dir(data)
     pid = int(request(root, {"op": "down"})["pid"])

@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.integration.conftest import free_port, wait_for
 from umonitor.fleet.image import Image
-from umonitor.fleet.supervisor import process_running
+from umonitor.procs import process_running
 
 
 def umon(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -38,6 +38,7 @@ from typing import BinaryIO
 
 from umonitor.export.base import DeliveryError, ExportItem, Sink
 from umonitor.export.config import ExportSpec, make_sink, parse_export_option
+from umonitor.procs import process_running
 from umonitor.records import StoredRecord
 from umonitor.store import layout
 from umonitor.store.index import instance_names
@@ -459,23 +460,13 @@ def read_statuses(root: Path) -> list[dict[str, object]]:
             continue
         updated = status.get("updated")
         pid = status.get("pid")
-        alive = isinstance(pid, int) and _alive(pid)
+        alive = isinstance(pid, int) and process_running(pid)
         if status.get("state") != "stopped" and (
             not alive or not isinstance(updated, float | int) or time.time() - updated > 30
         ):
             status["state"] = "not running"
         out.append(status)
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str]) -> int:

@@ -45,6 +45,7 @@ from umonitor.fleet import qemu
 from umonitor.fleet.config import InstanceConfig
 from umonitor.fleet.flavors import GuestNet, boot_spec
 from umonitor.fleet.qmp import QmpClient, QmpError
+from umonitor.procs import process_running
 from umonitor.protocol.console_lines import ConsoleDecoder, crash_reason
 from umonitor.records import Kind, Origin, Record, Severity
 from umonitor.store import layout
@@ -145,15 +146,6 @@ def load_saved(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return saved if isinstance(saved, dict) else None
-
-
-def process_running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie (an exited process not yet reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def qemu_alive(pid: int | None, name: str) -> bool:

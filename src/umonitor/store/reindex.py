@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from umonitor.errors import UsageError
+from umonitor.procs import process_running
 from umonitor.store import index, layout
 
 REBUILD = f"{layout.INDEX}.rebuild-"
@@ -63,18 +64,8 @@ def _remove_leftovers(root: Path) -> None:
     """Delete the scratch files of rebuilds that died (their process is gone)."""
     for path in root.glob(f"{REBUILD}*"):
         pid = path.name[len(REBUILD) :]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reindex_all(root: Path) -> tuple[int, int, int]:
