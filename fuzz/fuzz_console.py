@@ -28,23 +28,8 @@ UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 NOW = 1_767_225_600_123_456_000
 
 
-def feed(chunks: list[bytes], max_line: int) -> list[Record]:
-    decoder = ConsoleDecoder(max_line=max_line)
-    records: list[Record] = []
-    for chunk in chunks:
-        decoder.receive_data(chunk)
-        records += decoder.next_events()
-        fuzzlib.check(decoder.buffered < max_line, f"holds {decoder.buffered} of {max_line}")
-    records += decoder.end_of_stream()
-    fuzzlib.check(decoder.buffered == 0, "end_of_stream left bytes behind")
-    return records
-
-
 def check_records(records: list[Record]) -> None:
-    fuzzlib.check(
-        [r.seq for r in records] == list(range(1, len(records) + 1)),
-        "records are not numbered from 1",
-    )
+    fuzzlib.check_numbered(records)
     formatter = LineFormatter()
     for record in records:
         fuzzlib.check(not UNPRINTABLE.search(record.message), f"control in {record.message!r}")
@@ -63,19 +48,9 @@ def check_records(records: list[Record]) -> None:
 
 
 def test_one_input(data: bytes) -> None:
-    if not data:
-        return
-    max_line = MAX_LINES[data[0] % len(MAX_LINES)]
-    stream = data[1:]
-    rng = fuzzlib.rng_for(data)
-    whole = None
-    for chunks in fuzzlib.chunkings(stream, rng, bytewise_max=128):
-        records = feed(chunks, max_line)
-        if whole is None:
-            whole = records
-            check_records(records)
-        else:
-            fuzzlib.check(records == whole, "chunking changed the records")
+    fuzzlib.check_line_stream(
+        data, MAX_LINES, lambda n: ConsoleDecoder(max_line=n), check_records, bytewise_max=128
+    )
 
 
 def seeds() -> list[bytes]:

@@ -22,39 +22,16 @@ MAX_LINES = (1, 2, 7, 64, 65536)
 LEVELS = {*LEVEL_BYTES.values(), (Severity.INFO, Kind.LOG)}
 
 
-def feed(chunks: list[bytes], max_line: int) -> list[Record]:
-    decoder = LegacyDecoder(max_line=max_line)
-    records: list[Record] = []
-    for chunk in chunks:
-        decoder.receive_data(chunk)
-        records += decoder.next_events()
-        fuzzlib.check(decoder.buffered < max_line, f"holds {decoder.buffered} of {max_line}")
-    records += decoder.end_of_stream()
-    fuzzlib.check(decoder.buffered == 0, "end_of_stream left bytes behind")
-    return records
+def check_records(records: list[Record]) -> None:
+    fuzzlib.check_numbered(records)
+    for record in records:
+        fuzzlib.check("\n" not in record.message, "a message holds LF")
+        fuzzlib.check("\0" not in record.message, "a message holds NUL")
+        fuzzlib.check((record.severity, record.kind) in LEVELS, "unknown level")
 
 
 def test_one_input(data: bytes) -> None:
-    if not data:
-        return
-    max_line = MAX_LINES[data[0] % len(MAX_LINES)]
-    stream = data[1:]
-    rng = fuzzlib.rng_for(data)
-    whole = None
-    for chunks in fuzzlib.chunkings(stream, rng):
-        records = feed(chunks, max_line)
-        if whole is None:
-            whole = records
-            fuzzlib.check(
-                [r.seq for r in records] == list(range(1, len(records) + 1)),
-                "records are not numbered from 1",
-            )
-            for record in records:
-                fuzzlib.check("\n" not in record.message, "a message holds LF")
-                fuzzlib.check("\0" not in record.message, "a message holds NUL")
-                fuzzlib.check((record.severity, record.kind) in LEVELS, "unknown level")
-        else:
-            fuzzlib.check(records == whole, "chunking changed the records")
+    fuzzlib.check_line_stream(data, MAX_LINES, lambda n: LegacyDecoder(max_line=n), check_records)
 
 
 def seeds() -> list[bytes]:

@@ -21,40 +21,18 @@ with atheris.instrument_imports(include=["umonitor"]):
 MAX_LINES = (1, 2, 7, 12, 64, 65536)
 
 
-def feed(chunks: list[bytes], max_line: int) -> list[Record]:
-    decoder = LineDecoder(max_line=max_line)
-    records: list[Record] = []
-    for chunk in chunks:
-        decoder.receive_data(chunk)
-        records += decoder.next_events()
-        fuzzlib.check(decoder.buffered < max_line, f"holds {decoder.buffered} of {max_line}")
-    records += decoder.end_of_stream()
-    fuzzlib.check(decoder.buffered == 0, "end_of_stream left bytes behind")
-    return records
+def check_records(records: list[Record]) -> None:
+    fuzzlib.check_numbered(records)
+    for record in records:
+        fuzzlib.check("\n" not in record.message, "a message holds a newline")
 
 
 def test_one_input(data: bytes) -> None:
-    if not data:
-        return
-    max_line = MAX_LINES[data[0] % len(MAX_LINES)]
     stream = data[1:]
     found = level_prefix_untrusted(stream)
     if found is not None:
         fuzzlib.check(0 < found[1] <= len(stream), "level prefix ends outside the line")
-    rng = fuzzlib.rng_for(data)
-    whole = None
-    for chunks in fuzzlib.chunkings(stream, rng):
-        records = feed(chunks, max_line)
-        if whole is None:
-            whole = records
-            fuzzlib.check(
-                [r.seq for r in records] == list(range(1, len(records) + 1)),
-                "records are not numbered from 1",
-            )
-            for record in records:
-                fuzzlib.check("\n" not in record.message, "a message holds a newline")
-        else:
-            fuzzlib.check(records == whole, "chunking changed the records")
+    fuzzlib.check_line_stream(data, MAX_LINES, lambda n: LineDecoder(max_line=n), check_records)
 
 
 def seeds() -> list[bytes]:

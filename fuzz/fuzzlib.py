@@ -16,8 +16,9 @@ import hashlib
 import mmap
 import random
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 # Byte-by-byte feeding costs a call per byte; past this size the random chunkings
 # (which include many one-byte chunks) cover the same ground faster.
@@ -59,6 +60,60 @@ def chunkings(
     yield random_chunks(data, rng, small=True)
     if len(data) <= bytewise_max:
         yield [data[i : i + 1] for i in range(len(data))]
+
+
+class LineStreamDecoder(Protocol):
+    """What the line-oriented decoders (text, legacy, console) have in common."""
+
+    @property
+    def buffered(self) -> int: ...
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def next_events(self) -> list[Any]: ...
+
+    def end_of_stream(self) -> list[Any]: ...
+
+
+def check_numbered(records: Sequence[Any]) -> None:
+    check(
+        [r.seq for r in records] == list(range(1, len(records) + 1)),
+        "records are not numbered from 1",
+    )
+
+
+def check_line_stream(
+    data: bytes,
+    max_lines: Sequence[int],
+    make: Callable[[int], LineStreamDecoder],
+    check_records: Callable[[list[Any]], None],
+    *,
+    bytewise_max: int = BYTEWISE_MAX,
+) -> None:
+    """A line decoder's invariants: first byte picks ``max_line``, the rest is the stream.
+
+    Whole and every chunking give the same records; after ``next_events`` it holds
+    less than ``max_line`` bytes, after ``end_of_stream`` none; ``check_records`` is
+    applied to the records of the whole stream.
+    """
+    if not data:
+        return
+    max_line = max_lines[data[0] % len(max_lines)]
+    whole = None
+    for chunks in chunkings(data[1:], rng_for(data), bytewise_max=bytewise_max):
+        decoder = make(max_line)
+        records: list[Any] = []
+        for chunk in chunks:
+            decoder.receive_data(chunk)
+            records += decoder.next_events()
+            check(decoder.buffered < max_line, f"holds {decoder.buffered} of {max_line}")
+        records += decoder.end_of_stream()
+        check(decoder.buffered == 0, "end_of_stream left bytes behind")
+        if whole is None:
+            whole = records
+            check_records(records)
+        else:
+            check(records == whole, "chunking changed the records")
 
 
 class Fenced:
