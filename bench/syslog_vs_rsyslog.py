@@ -46,6 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from procstat import status_kib
 
@@ -118,6 +119,16 @@ class LineCounter:
             del whole
             self.count += lines
         return self.count
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, and SIGKILL if the sink has not exited within ``timeout`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_loggen(
@@ -200,12 +211,7 @@ def bench_rsyslog(loggen: Path, rsyslogd: str, args: argparse.Namespace) -> dict
             rss = status_kib(proc.pid)
             files = len(list(out.glob("*.log")))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 30)
     return {
         "sink": version.strip(),
         "sent": sent,
@@ -256,12 +262,7 @@ def bench_umonitor(loggen: Path, args: argparse.Namespace) -> dict[str, object]:
             files = len(list(data.glob("instances/*/syslog.log")))
             rejects = sum(len(p.read_bytes().splitlines()) for p in data.glob("rejects/*.log"))
         finally:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                serve.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait()
+            stop(serve, 120)
         # Whatever the collector still held and stored on its orderly stop.
         after_stop = counter.update()
     return {
