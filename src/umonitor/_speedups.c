@@ -2,13 +2,14 @@
  * umonitor._speedups: an optional accelerator for the collector's ingest path.
  *
  * format_records(buf, pos, end, max_body, high, now_ns)
- *     -> (new_pos, text, new_high, consumed)
+ *     -> (new_pos, text, new_high, written)
  *
  * Reads consecutive complete RECORD frames (docs/protocol.md §2.2) from
  * buf[pos:end] and formats each as the line LineFormatter.line() in
  * umonitor/store/logfile.py would produce for origin "app", byte for byte.
  * Records whose seq is <= the running high mark are consumed but not written
  * (replay dedup); every written record raises the high mark to its seq.
+ * written counts the lines in text (what retention counts per file).
  *
  * Only the common case is handled here. Before the first frame that is
  * incomplete, malformed, not a RECORD, or needs any escaping or quoting rule
@@ -413,7 +414,7 @@ format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     const unsigned char *base = (const unsigned char *)view.buf;
     Py_ssize_t at = pos;
-    Py_ssize_t consumed = 0;
+    Py_ssize_t lines = 0;
     int written = 0;
     unsigned char quote[256];
 
@@ -530,7 +531,6 @@ format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
         if (high_above_all || seq <= high) {
             at = stop - base;
-            consumed++;
             continue;
         }
 
@@ -606,7 +606,7 @@ format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         written = 1;
         high = seq;
         at = stop - base;
-        consumed++;
+        lines++;
     }
 
     {
@@ -622,7 +622,7 @@ format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(text);
             goto done;
         }
-        result = Py_BuildValue("(nNNn)", at, text, new_high, consumed);
+        result = Py_BuildValue("(nNNn)", at, text, new_high, lines);
     }
 
 done:
@@ -633,13 +633,13 @@ done:
 
 PyDoc_STRVAR(format_records_doc,
 "format_records(buf, pos, end, max_body, high, now_ns)\n"
-"    -> (new_pos, text, new_high, consumed)\n"
+"    -> (new_pos, text, new_high, written)\n"
 "\n"
 "Format the run of complete, common-case RECORD frames at buf[pos:end] as log\n"
 "lines (origin \"app\"), exactly as LineFormatter.line() would. Records with\n"
 "seq <= the running high mark are consumed but not written. Stops before the\n"
 "first frame it does not handle; new_pos is that frame's offset. text holds the\n"
-"written lines joined by newlines, without a trailing one.");
+"written lines joined by newlines, without a trailing one; written counts them.");
 
 /* ---------------------------------------------------------------------------
  * parse_record_lines(data, pos, end) -> (new_pos, rows)
@@ -798,31 +798,27 @@ parse_time_token(span token, line_cache *cache, long long *seconds, long *micros
     return 0;
 }
 
-/* seconds * 10**9 + micros * 1000 as a Python int (beyond 64 bits for
- * years after 2262 and before 1678). */
+/* seconds * 10**9 + micros * 1000 as a Python int, saturated to what SQLite's
+ * signed 64-bit INTEGER holds (years before 1678 and after 2262; the file keeps
+ * the exact time): index.py's record_row does the same. */
 static PyObject *
 time_ns_object(long long seconds, long micros)
 {
-    const long long limit = (LLONG_MAX - 999999999LL) / 1000000000LL;
-    if (seconds >= -limit && seconds <= limit) {
-        return PyLong_FromLongLong(seconds * 1000000000LL + (long long)micros * 1000);
+    long long rest = (long long)micros * 1000;
+    long long scaled;
+    long long ns;
+    int negative = seconds < 0;
+    if (negative) {
+        /* (seconds + 1) * 10**9 + (rest - 10**9): the same value, and the product
+         * stays representable one second further down. */
+        seconds += 1;
+        rest -= 1000000000LL;
     }
-    PyObject *sec = PyLong_FromLongLong(seconds);
-    PyObject *scale = PyLong_FromLong(1000000000L);
-    PyObject *rest = PyLong_FromLong(micros * 1000L);
-    PyObject *scaled = NULL;
-    PyObject *result = NULL;
-    if (sec != NULL && scale != NULL && rest != NULL) {
-        scaled = PyNumber_Multiply(sec, scale);
-        if (scaled != NULL) {
-            result = PyNumber_Add(scaled, rest);
-        }
+    if (__builtin_mul_overflow(seconds, 1000000000LL, &scaled) ||
+        __builtin_add_overflow(scaled, rest, &ns)) {
+        ns = negative ? LLONG_MIN : LLONG_MAX;
     }
-    Py_XDECREF(sec);
-    Py_XDECREF(scale);
-    Py_XDECREF(rest);
-    Py_XDECREF(scaled);
-    return result;
+    return PyLong_FromLongLong(ns);
 }
 
 static int
@@ -1121,9 +1117,10 @@ parse_record_line(const unsigned char *line, size_t len, line_cache *cache, PyOb
         return -1;
     }
     PyObject *items[ROW_SIZE];
-    items[0] = PyLong_FromUnsignedLongLong(seq);
+    /* seq and mono as SQLite's signed INTEGER holds them (index.py's sql_u64). */
+    items[0] = PyLong_FromLongLong((long long)seq);
     items[1] = time_ns_object(seconds, micros);
-    items[2] = has_mono ? PyLong_FromUnsignedLongLong(mono) : Py_NewRef(Py_None);
+    items[2] = has_mono ? PyLong_FromLongLong((long long)mono) : Py_NewRef(Py_None);
     items[3] = PyLong_FromLong(severity);
     items[4] = Py_NewRef(origin_strs[origin]);
     items[5] = PyLong_FromLong(kind);

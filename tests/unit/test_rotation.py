@@ -208,6 +208,7 @@ def test_quota_takes_from_the_biggest_first_then_refuses_it(tmp_path: Path) -> N
     write(store, "quiet", "q", 1, 80)  # about two files
     quiet_before = on_disk(tmp_path, "quiet")
     write(store, "chatty", "c", 1, 2000)
+    store.disk.settle()  # deletions are finished (and counted) by a worker thread
     # The chatty guest lost its oldest files; the quiet one kept all its history.
     assert on_disk(tmp_path, "quiet") == quiet_before
     chatty = [s for _, s, _ in on_disk(tmp_path, "chatty")]

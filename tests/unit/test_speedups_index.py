@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from umonitor.records import Kind, Origin, Record, Severity
-from umonitor.store.index import record_row
+from umonitor.store.index import from_sql_u64, record_row
 from umonitor.store.logfile import (
     BootLine,
     DroppedLine,
@@ -344,8 +344,28 @@ def test_common_case_lines_are_taken_in_one_call(items: list[tuple[Record, int, 
     assert stop == len(data)
     assert rows == python_rows(data, 0, len(data))
     for row, (record, time_ns, origin) in zip(rows, items, strict=True):
-        assert row[0] == record.seq and row[4] == origin.value
-        assert row[1] == time_ns // 1000 * 1000
+        assert from_sql_u64(row[0]) == record.seq and row[4] == origin.value  # type: ignore[arg-type]
+        assert row[1] == min(max(time_ns // 1000 * 1000, -(2**63)), 2**63 - 1)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "time_ns"),
+    [
+        ("1677-09-21T00:12:43.145225Z", -9_223_372_036_854_775_000),  # the first in range
+        ("1677-09-21T00:12:43.145224Z", -(2**63)),  # 192 ns too early: saturated
+        ("1677-09-21T00:12:43.000000Z", -(2**63)),
+        ("1677-09-21T00:12:44.000000Z", -9_223_372_036_000_000_000),
+        ("0001-01-01T00:00:00.000000Z", -(2**63)),
+        ("2262-04-11T23:47:16.854775Z", 9_223_372_036_854_775_000),  # the last in range
+        ("2262-04-11T23:47:16.854776Z", 2**63 - 1),
+        ("9999-12-31T23:59:59.999999Z", 2**63 - 1),
+    ],
+)
+def test_index_times_saturate_at_sqlite_integer(stamp: str, time_ns: int) -> None:
+    """Times outside what SQLite's INTEGER holds are clamped, by C and Python alike."""
+    line = f"{stamp} info app 1 - f.c:1:f hi\n".encode()
+    stop, rows = check_call(line, 0, len(line))
+    assert stop == len(line) and rows[0][1] == time_ns
 
 
 # -- (b) arbitrary bytes ---------------------------------------------------------------------
@@ -639,13 +659,15 @@ def test_row_values() -> None:
 def test_times(time_text: str, seconds: int) -> None:
     data = f"{line_with(time=time_text + '.000007Z')}\n".encode()
     _stop, rows = check_call(data, 0, len(data))
-    assert rows[0][1] == seconds * 1_000_000_000 + 7000
+    # Years 1-1677 and 2262-9999 are saturated to SQLite's INTEGER range.
+    assert rows[0][1] == min(max(seconds * 1_000_000_000 + 7000, -(2**63)), 2**63 - 1)
 
 
 def test_large_values() -> None:
     data = f"{line_with(seq=str(U64), uptime='+18446744073.709551615')}\n".encode()
     (row,) = check_call(data, 0, len(data))[1]
-    assert row[0] == U64 and row[2] == U64
+    assert row[0] == -1 and row[2] == -1  # as SQLite's signed INTEGER holds them
+    assert from_sql_u64(-1) == U64
 
 
 def test_stops_at_a_line_without_newline() -> None:

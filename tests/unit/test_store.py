@@ -10,7 +10,7 @@ import pytest
 
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import index
-from umonitor.store.writer import FsyncPolicy, Store
+from umonitor.store.writer import MAX_BOOTS, FsyncPolicy, Store
 
 NOW = 1_764_164_675_000_000_000
 
@@ -210,3 +210,26 @@ def test_files_never_hold_control_characters(tmp_path: Path) -> None:
     data = log.path.read_bytes()
     assert all(b >= 0x20 or b in (0x09, 0x0A) for b in data)
     assert os.path.getsize(log.path) == len(data)
+
+
+def test_high_marks_are_kept_for_the_boots_seen_last(tmp_path: Path) -> None:
+    """A guest saying HELLO with ever new boot ids cannot grow the high marks forever."""
+    store = Store(tmp_path, FsyncPolicy.NEVER)
+    log = store.log("churn")
+    store.begin_boot(log, "long-lived", "", "", "churn")
+    store.add_records(log, "long-lived", recs(1, 3), Origin.APP, NOW)
+    for i in range(MAX_BOOTS + 50):
+        boot = f"boot-{i}"
+        store.begin_boot(log, boot, "", "", "churn")
+        store.add_records(log, boot, recs(1, 1), Origin.APP, NOW)
+        if i % 10 == 0:  # the long-lived guest reconnects now and then: it stays known
+            assert store.begin_boot(log, "long-lived", "", "", "churn") == 3
+        store.commit()
+    assert len(log.high) <= MAX_BOOTS + 1
+    assert "boot-0" not in log.high and f"boot-{MAX_BOOTS + 49}" in log.high
+    # A replay of the long-lived boot is still written once.
+    assert store.begin_boot(log, "long-lived", "", "", "churn") == 3
+    store.add_records(log, "long-lived", recs(1, 4), Origin.APP, NOW)
+    store.close()
+    assert seqs_in_file(log.path).count(4) == 1
+    assert len(seqs_in_file(log.path)) == 3 + MAX_BOOTS + 50 + 1

@@ -183,6 +183,24 @@ def _boot_id(conn: sqlite3.Connection, instance_id: int, boot: str, cache: dict[
     return cache[boot]
 
 
+def sql_u64(value: int) -> int:
+    """An unsigned 64-bit value (seq, mono_ns) as SQLite's signed INTEGER holds it.
+
+    Two's complement, so nothing a guest sends is refused or changed; ``from_sql_u64``
+    turns it back. Values past 2**63 (only a hostile guest gets there) sort as
+    negative in SQL.
+    """
+    return value - _U64_SPAN if value >= _I64_END else value
+
+
+def from_sql_u64(value: int) -> int:
+    return value + _U64_SPAN if value < 0 else value
+
+
+_I64_END = 1 << 63
+_U64_SPAN = 1 << 64
+
+
 def record_row(parsed: RecordLine) -> tuple[Any, ...]:
     """The ``records`` columns after ``instance_id, boot_id`` for one record line.
 
@@ -190,9 +208,9 @@ def record_row(parsed: RecordLine) -> tuple[Any, ...]:
     """
     rec = parsed.record
     return (
-        rec.seq,
-        parsed.time_ns,
-        rec.mono_ns,
+        sql_u64(rec.seq),
+        min(max(parsed.time_ns, -_I64_END), _I64_END - 1),  # the file keeps the exact time
+        None if rec.mono_ns is None else sql_u64(rec.mono_ns),
         int(rec.severity),
         parsed.origin.value,
         int(rec.kind),
@@ -302,7 +320,7 @@ def _catch_up_file(
             boot_id = _boot_id(conn, instance_id, parsed.boot, boots)
             conn.execute(
                 "UPDATE boots SET dropped = max(dropped, ?) WHERE id = ?",
-                (parsed.count, boot_id),
+                (min(parsed.count, _I64_END - 1), boot_id),  # a count no guest can reach
             )
     if rows:
         first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM records").fetchone()[0]
@@ -501,7 +519,7 @@ def instances(conn: sqlite3.Connection) -> list[InstanceSummary]:
     out = []
     for row in conn.execute(
         "SELECT id, name, first_ns, last_ns, peer, library, "
-        "(SELECT coalesce(sum(dropped), 0) FROM boots b WHERE b.instance_id = i.id), "
+        "(SELECT CAST(total(dropped) AS INTEGER) FROM boots b WHERE b.instance_id = i.id), "
         "(SELECT count(*) FROM boots b WHERE b.instance_id = i.id) "
         "FROM instances i ORDER BY name"
     ).fetchall():
@@ -576,11 +594,11 @@ def _row(raw: tuple[object, ...]) -> Row:
     if fields:
         parsed_fields = tuple((str(k), str(v)) for k, v in json.loads(str(fields)).items())
     record = Record(
-        int(str(seq)),
+        from_sql_u64(int(str(seq))),
         Severity(int(str(sev))),
         str(msg),
         Kind(int(str(kind))),
-        None if mono is None else int(str(mono)),
+        None if mono is None else from_sql_u64(int(str(mono))),
         None,
         str(file),
         int(str(line)),

@@ -15,6 +15,12 @@ so checking the limits costs nothing per record. Only rotated files are ever del
 
 Everything deleted (files, bytes, records) and refused (records) is counted per
 instance in ``instances/<name>/retention.json`` and shown by ``umonitor ls``.
+
+A deletion leaves the accounting at once but the disk through the store's worker
+(store/worker.py): unlinking a 64 MiB file whose pages may still be under writeback,
+or counting the records of one the writer did not count, can take hundreds of
+milliseconds. What the worker deleted is counted by the next ``collect`` (every
+commit); ``settle`` waits for it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +37,7 @@ from pathlib import Path
 from umonitor.store import layout
 from umonitor.store.names import is_instance_name
 from umonitor.store.segments import rotated_name
+from umonitor.store.worker import DiskWorker
 
 LOSSES = "retention.json"
 DAY = 86_400.0
@@ -86,6 +94,7 @@ class Rotated:
     number: int
     size: int
     mtime: float
+    records: int | None = None  # record lines, when the writer counted them
 
 
 def count_records(path: Path) -> int:
@@ -107,6 +116,7 @@ class DiskUsage:
 
     root: Path
     limits: Limits
+    worker: DiskWorker | None = None  # None: deletions happen in the caller
     usage: dict[str, int] = field(default_factory=dict)
     rotated: dict[str, list[Rotated]] = field(default_factory=dict)
     losses: dict[str, Losses] = field(default_factory=dict)
@@ -117,6 +127,10 @@ class DiskUsage:
     _unsaved: set[str] = field(default_factory=set)
     _expired_at: float = 0.0
     _saved_at: float = 0.0
+    _gone: queue.SimpleQueue[tuple[str, Rotated, int | OSError]] = field(
+        default_factory=queue.SimpleQueue
+    )
+    _in_flight: int = 0
 
     def __post_init__(self) -> None:
         self._scan()
@@ -160,11 +174,13 @@ class DiskUsage:
         self.usage[name] = self.usage.get(name, 0) + size
         self.total += size
 
-    def rotated_file(self, name: str, family: str, path: Path, size: int) -> None:
+    def rotated_file(
+        self, name: str, family: str, path: Path, size: int, records: int | None = None
+    ) -> None:
         """``family`` of ``name`` was rotated to ``path``: apply ``retain_files``."""
         number = (rotated_name(path.name) or (family, 0))[1]
         files = self.rotated.setdefault(name, [])
-        files.append(Rotated(path, family, number, size, time.time()))
+        files.append(Rotated(path, family, number, size, time.time(), records))
         keep = self.limits.retain_files
         if keep:
             same = [r for r in files if r.family == family]
@@ -219,28 +235,53 @@ class DiskUsage:
         self.version += 1
 
     def delete(self, name: str, old: Rotated) -> None:
-        """Delete one rotated file and count what went."""
+        """Delete one rotated file: out of the accounting now, off the disk in the worker."""
+        files = self.rotated.get(name, [])
+        if old in files:
+            files.remove(old)
+        self.usage[name] = max(0, self.usage.get(name, 0) - old.size)
+        self.total = max(0, self.total - old.size)
+        self._in_flight += 1
+        if self.worker is None:
+            self._delete_file(name, old)
+            self.collect()
+        else:
+            self.worker.submit(lambda: self._delete_file(name, old))
+
+    def _delete_file(self, name: str, old: Rotated) -> None:
         try:
-            records = count_records(old.path)
+            records = old.records if old.records is not None else count_records(old.path)
             old.path.unlink()
         except FileNotFoundError:
             records = 0
         except OSError as exc:
-            self.notes.append(f"cannot delete {old.path}: {exc.strerror}")
-            self.version += 1
+            self._gone.put((name, old, exc))
             return
-        finally:
-            files = self.rotated.get(name, [])
-            if old in files:
-                files.remove(old)
-        self.usage[name] = max(0, self.usage.get(name, 0) - old.size)
-        self.total = max(0, self.total - old.size)
-        losses = self.losses.setdefault(name, Losses())
-        losses.deleted_files += 1
-        losses.deleted_bytes += old.size
-        losses.deleted_records += records
-        self.version += 1
-        self.save(name)
+        self._gone.put((name, old, records))
+
+    def collect(self, block: bool = False) -> None:
+        """Count what the worker deleted (with ``block``, everything handed to it)."""
+        while self._in_flight:
+            try:
+                name, old, result = self._gone.get(block=block)
+            except queue.Empty:
+                return
+            self._in_flight -= 1
+            self.version += 1
+            if isinstance(result, OSError):  # still on disk: back in the accounting
+                self.notes.append(f"cannot delete {old.path}: {result.strerror}")
+                self.rotated.setdefault(name, []).insert(0, old)
+                self.wrote(name, old.size)
+                continue
+            losses = self.losses.setdefault(name, Losses())
+            losses.deleted_files += 1
+            losses.deleted_bytes += old.size
+            losses.deleted_records += result
+            self.save(name)
+
+    def settle(self) -> None:
+        """Wait until every deletion handed to the worker is done and counted."""
+        self.collect(block=True)
 
     # -- the counters on disk ---------------------------------------------------------
 

@@ -38,6 +38,7 @@ from umonitor.store.logfile import (
     parse_line,
 )
 from umonitor.store.retention import DiskUsage, Limits
+from umonitor.store.worker import DiskWorker
 
 FormatRecords = Callable[[bytearray, int, int, int, int, int], tuple[int, str, int, int]]
 SyslogLines = Callable[[bytearray, int, int, int, bytes, int, int], tuple[int, str, int, int]]
@@ -51,6 +52,7 @@ if os.environ.get("UMONITOR_PURE_PYTHON"):
     format_records = syslog_lines = None
 
 STATE_INTERVAL_NS = 1_000_000_000
+MAX_BOOTS = 256  # boots per log file whose high marks are kept
 
 
 class FsyncPolicy(enum.Enum):
@@ -105,6 +107,9 @@ class InstanceLog:
         with contextlib.suppress(OSError):  # a full disk: made when the write is retried
             self.dir.mkdir(parents=True, exist_ok=True)
         self.offset = self._recover()
+        # Record lines in the live file, so that retention need not read it to count
+        # them; None for a file this process did not start (counted when deleted).
+        self.file_records: int | None = 0 if self.offset == 0 else None
         with contextlib.suppress(OSError):
             self._open()
 
@@ -255,6 +260,14 @@ class InstanceLog:
         self.boot_line = format_boot_line(BootLine(boot, library, peer, name))
         self.pending.append(self.boot_line)
         self.context = boot
+        # High marks are kept for the MAX_BOOTS boots seen last (a guest replays only
+        # its own boot): a guest that says HELLO with a new boot id again and again
+        # cannot grow this, or state.json, without bound.
+        for marks in (self.high, self.dropped):
+            if boot in marks:
+                marks[boot] = marks.pop(boot)
+            while len(marks) > MAX_BOOTS:
+                del marks[next(iter(marks))]
 
     @property
     def unwritten(self) -> bool:
@@ -299,12 +312,18 @@ class InstanceLog:
             else:
                 dropped += text.count("\n") + 1
         self.pending = kept
+        self.queued(-dropped)
         return dropped
 
-    def rotate(self) -> tuple[Path, int]:
+    def queued(self, records: int) -> None:
+        if self.file_records is not None:
+            self.file_records += records
+
+    def rotate(self) -> tuple[Path, int, int | None]:
         """Rename the live file to its generation's name and start the next one.
 
-        Only when everything queued is written. Returns (the rotated file, its size).
+        Only when everything queued is written. Returns the rotated file, its size and
+        its record lines (None: not known).
         """
         if self.unwritten:
             raise RuntimeError("rotate with lines not written")
@@ -314,7 +333,7 @@ class InstanceLog:
             number = self._next_generation()
             target = self.dir / f"{self.file}.{number}"
         os.rename(self.path, target)
-        size = self.offset
+        size, records, self.file_records = self.offset, self.file_records, 0
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)
@@ -326,10 +345,12 @@ class InstanceLog:
         self._state_force = True
         with contextlib.suppress(OSError):
             self._open()
-        return target, size
+        return target, size, records
 
-    def save_state(self, now_ns: int, force: bool = False) -> bool:
-        """Write ``state.json`` if due; True when nothing is left unsaved.
+    def save_state(
+        self, now_ns: int, force: bool = False, worker: DiskWorker | None = None
+    ) -> bool:
+        """Write ``state.json`` if due (through ``worker``, if given); True when saved.
 
         Never while lines are unwritten: the high marks count queued records, and the
         state must not claim records that a crash could still lose.
@@ -349,15 +370,23 @@ class InstanceLog:
             "context": self.context,
             "boot_line": self.boot_line,
         }
-        tmp = self._state_path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self._state_path)
-        except OSError:
-            return False  # a full disk: the next turn tries again
+        text = json.dumps(state)
         self._state_written = now_ns
         self._state_dirty = False
         self._state_force = False
+        if worker is not None:
+            worker.submit(lambda: self._write_state(text))
+            return True
+        return self._write_state(text)
+
+    def _write_state(self, text: str) -> bool:
+        tmp = self._state_path.with_suffix(".tmp")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, self._state_path)
+        except OSError:
+            self._state_dirty = True  # a full disk: a later turn tries again
+            return False
         return True
 
     def close(self) -> None:
@@ -383,6 +412,7 @@ class Store:
         self._unsynced: set[InstanceLog] = set()
         self._unsaved: set[InstanceLog] = set()
         self._last_sync = time.monotonic()
+        self.worker = DiskWorker()
         self._formatter = LineFormatter()
         # Text queued since the last commit (what bounds a burst's memory).
         self.queued_bytes = 0
@@ -390,9 +420,10 @@ class Store:
         self.failure: str | None = None
         self.failed_since: float | None = None  # time.time() of the first failed commit
         self.unwritten_bytes = 0  # queued but not written, as of the last failed commit
-        self.disk = DiskUsage(self.root, self.limits)
+        self.disk = DiskUsage(self.root, self.limits, self.worker)
         self.disk.expire()
         self.disk.enforce_quota()
+        self.disk.settle()
 
     def log(self, name: str, file: str = layout.APP_LOG) -> InstanceLog:
         """The log ``file`` of instance ``name`` (a sanitized name), opened once."""
@@ -418,7 +449,7 @@ class Store:
             log.switch_to(boot)
         append = log.pending.append
         line = self._formatter.line
-        size = 0
+        size = count = 0
         for record in records:
             if record.seq <= high:
                 continue
@@ -427,6 +458,8 @@ class Store:
             text = line(now_ns if wall is None else wall, origin, record)
             size += len(text)
             append(text)
+            count += 1
+        log.queued(count)
         self.queued_bytes += size
         log.high[boot] = high
         self._dirty.add(log)
@@ -443,11 +476,12 @@ class Store:
             return pos
         if log.context != boot:
             log.switch_to(boot)
-        stop, text, high, _count = format_records(
+        stop, text, high, written = format_records(
             buf, pos, end, max_body, log.high.get(boot, 0), time.time_ns()
         )
         if text:
             log.pending.append(text)
+            log.queued(written)
             self.queued_bytes += len(text)
             self._dirty.add(log)
         log.high[boot] = high
@@ -475,6 +509,7 @@ class Store:
         stop, text, seq, count = syslog_lines(buf, 0, end, max_frame, host, seq, time.time_ns())
         if count:
             log.pending.append(text)
+            log.queued(count)
             self.queued_bytes += len(text)
             log.high[boot] = seq
             self._dirty.add(log)
@@ -531,20 +566,27 @@ class Store:
                         written += self._rotate(log)
                     except OSError as exc:
                         failure = exc
+        failure = failure or self.worker.take_error()
         now = time.monotonic()
-        if failure is None and (
-            self.fsync is FsyncPolicy.ALWAYS
-            or (self.fsync is FsyncPolicy.BATCH and now - self._last_sync >= 1.0)
-        ):
-            try:
+        try:
+            if failure is None and self.fsync is FsyncPolicy.ALWAYS:
                 self.sync()
-            except OSError as exc:
-                failure = exc
+            elif (
+                failure is None
+                and self.fsync is FsyncPolicy.BATCH
+                and now - self._last_sync >= 1.0
+                and not self.worker.busy
+            ):
+                self.worker.fsync(self._take_unsynced())
+                self._last_sync = now
+        except OSError as exc:
+            failure = exc
         self._set_failure(failure)
         now_ns = time.time_ns()
         for log in list(self._unsaved):
-            if log.save_state(now_ns):
+            if log.save_state(now_ns, worker=self.worker):
                 self._unsaved.discard(log)
+        self.disk.collect()
         self.disk.expire()
         self.disk.enforce_quota()
         self.disk.save()
@@ -560,10 +602,13 @@ class Store:
     def _rotate(self, log: InstanceLog) -> int:
         """Rotate ``log`` and write the new file's first lines; returns bytes written."""
         if self.fsync is not FsyncPolicy.NEVER and not log.synced and log.fd is not None:
-            os.fsync(log.fd)  # the rotated file is complete on disk before it is renamed
+            if self.fsync is FsyncPolicy.BATCH:
+                self.worker.fsync([log.fd])  # within the policy's second, as ever
+            else:
+                os.fsync(log.fd)
         log.synced = True
-        path, size = log.rotate()
-        self.disk.rotated_file(log.name, log.file, path, size)
+        path, size, records = log.rotate()
+        self.disk.rotated_file(log.name, log.file, path, size, records)
         self._dirty.add(log)
         self._unsaved.add(log)
         try:
@@ -603,7 +648,19 @@ class Store:
             **self.disk.status(),
         }
 
+    def _take_unsynced(self) -> list[int]:
+        """The descriptors of files written since their last fsync, now counted as synced."""
+        fds = []
+        for log in self._unsynced:
+            if not log.synced and log.fd is not None:
+                fds.append(log.fd)
+                log.synced = True
+        self._unsynced.clear()
+        return fds
+
     def sync(self) -> None:
+        """fsync every file written since its last fsync, here and now."""
+        self.worker.wait()
         for log in list(self._unsynced):
             if not log.synced and log.fd is not None:
                 os.fsync(log.fd)
@@ -617,9 +674,11 @@ class Store:
         if self.fsync is not FsyncPolicy.NEVER:
             with contextlib.suppress(OSError):
                 self.sync()
+        self.worker.wait()  # the states it is saving are older than these
         now_ns = time.time_ns()
         for log in self._logs.values():
             log.save_state(now_ns, force=True)
             log.close()
         self._logs.clear()
+        self.disk.settle()
         self.disk.save(force=True)
