@@ -201,7 +201,8 @@ def main() -> None:
     "--frame-timeout",
     default=30.0,
     show_default=True,
-    help="Seconds a started frame or line has to arrive whole (slow senders).",
+    help="Seconds a started frame or line has to arrive whole (slow senders), and a "
+    "guest that stopped reading its ACKs has before it is cut.",
 )
 @click.option("--idle-timeout", default=0.0, help="Close connections silent this long; 0: never.")
 @click.option(
@@ -409,9 +410,13 @@ def ls_command(output: str, data: Path | None) -> None:
     throttled: dict[str, int] = status.get("throttled", {})
     guard = {
         k: v
-        for k, v in (("refused", status.get("refused", 0)), *status.get("limits", {}).items())
+        for k, v in (
+            ("refused", status.get("refused", 0)),
+            ("protocol_errors", status.get("protocol_errors", 0)),
+            *status.get("limits", {}).items(),
+        )
         if v
-    }  # refused guests and limits hit (admission.py, GuestLimits), only what happened
+    }  # refused guests, broken protocols, limits hit (admission.py, GuestLimits): what happened
     if output == "json":
         for inst in instances:
             peers = connected.get(inst.name, [])
@@ -513,10 +518,12 @@ def ls_command(output: str, data: Path | None) -> None:
 
 LIMIT_WORDS = {
     "refused": "guests refused",
+    "protocol_errors": "connections closed for protocol errors",
     "connections": "connections over --max-connections",
     "per_source": "over --max-per-source",
     "handshake": "handshake timeouts",
     "slow": "slow-sender timeouts",
+    "unread": "guests cut for not reading",
     "idle": "idle timeouts",
     "rate": "rate limit hits",
 }
@@ -583,7 +590,12 @@ def _format_json(row: index.Row) -> str:
             "boot": row.boot,
         },
         ensure_ascii=False,
-    )
+    ).translate(_LINE_BREAKS_ESCAPED)
+
+
+# JSON allows these raw in strings, but many line readers (Python's splitlines, older
+# JavaScript) break lines there: escaped, one record stays one line.
+_LINE_BREAKS_ESCAPED = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def _emit(rows: Iterable[index.Row], output: str, with_name: bool, colour: bool) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from umonitor.collector.server import GuestLimits
 from umonitor.errors import UsageError
 from umonitor.fleet.config import load_config
 
@@ -150,3 +151,46 @@ name = "b"
     assert "umonitor.toml:2: open must be true or false" in message
     assert "umonitor.toml:6: exporter a: unknown kind 'ftp'" in message
     assert "umonitor.toml:9: each [[export]] needs url" in message
+
+
+def test_collector_limits(tree: Path) -> None:
+    text = """[collector]
+max_connections = 4096
+max_per_source = 64
+handshake_timeout = 5
+frame_timeout = 12.5
+idle_timeout = 600
+rate_limit = 5000
+[[instance]]
+name = "web"
+kernel = "img/vmlinuz"
+"""
+    limits = load_config(write(tree, text)).guest_limits
+    assert (limits.max_connections, limits.max_per_source) == (4096, 64)
+    assert (limits.handshake_seconds, limits.frame_seconds) == (5, 12.5)
+    assert (limits.idle_seconds, limits.rate) == (600, 5000)
+    without = "[collector]\n[[instance]]" + text.split("[[instance]]")[1]
+    assert load_config(write(tree, without)).guest_limits == GuestLimits()
+
+
+def test_collector_limit_errors_have_lines(tree: Path) -> None:
+    bad = """[collector]
+max_connections = 0
+max_per_source = 2.5
+frame_timeout = 0
+idle_timeout = -1
+rate_limit = true
+burst = 3
+[[instance]]
+name = "web"
+kernel = "img/vmlinuz"
+"""
+    with pytest.raises(UsageError) as info:
+        load_config(write(tree, bad))
+    message = str(info.value)
+    assert "umonitor.toml:2: max_connections must be a whole number of at least 1" in message
+    assert "umonitor.toml:3: max_per_source must be a whole number of at least 1" in message
+    assert "umonitor.toml:4: frame_timeout must be seconds above 0" in message
+    assert "umonitor.toml:5: idle_timeout must be a number of at least 0" in message
+    assert "umonitor.toml:6: rate_limit must be a number of at least 0" in message
+    assert "umonitor.toml:7: unknown key 'burst' in [collector]" in message

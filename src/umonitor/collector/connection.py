@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from umonitor.collector.admission import Refused
+from umonitor.collector.flow import PEER, RATE, ReadGate
 from umonitor.errors import ProtocolError
 from umonitor.protocol import frame_codec as fc
 from umonitor.protocol.legacy import LegacyDecoder
@@ -41,6 +42,7 @@ class Connection(asyncio.Protocol):
         # preface, speaks the original format (it is the original Umonitor guest).
         self.fixed_name = fixed_name
         self.transport: asyncio.Transport | None = None
+        self.gate: ReadGate | None = None
         self.peer = ""
         self.peer_host = ""
         self.dialect: Dialect | None = None
@@ -62,6 +64,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.gate = ReadGate(transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer_host = str(peer[0])
@@ -74,6 +77,8 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self.last_data = now = time.monotonic()
+        if self.gate is not None:
+            self.gate.took(len(data))
         high = self.high
         try:
             if self.dialect is None:
@@ -97,26 +102,45 @@ class Connection(asyncio.Protocol):
 
     def _throttle(self, seconds: float) -> None:
         """Stop reading for ``seconds`` (the instance is over its rate)."""
-        if seconds <= 0 or self.transport is None or self._resume is not None:
+        if seconds <= 0 or self.gate is None or self._resume is not None:
             return
-        self.transport.pause_reading()
+        self.gate.hold(RATE)
         self._resume = asyncio.get_running_loop().call_later(seconds, self._unthrottle)
 
     def _unthrottle(self) -> None:
         self._resume = None
-        if self.transport is not None and not self._closing:
-            self.transport.resume_reading()
-            self.last_data = time.monotonic()  # a throttled guest is not idle
+        if self.gate is not None and not self._closing:
+            self.gate.release(RATE)
+
+    def pause_writing(self) -> None:
+        """The guest does not read what it is sent: read nothing more from it either.
+
+        Everything the collector writes answers something the guest sent (ACK, PONG,
+        ERROR), so this bounds what one guest can make the collector hold for it.
+        """
+        if self.gate is not None:
+            self.gate.hold(PEER)
+
+    def resume_writing(self) -> None:
+        if self.gate is not None:
+            self.gate.release(PEER)
 
     def over_time(self, now: float, limits: GuestLimits) -> str | None:
         """Which time limit this connection is over, if any."""
-        if self._closing or self._resume is not None:
+        if self._closing or self.gate is None:
             return None
-        if self.instance is None and now - self.opened_at > limits.handshake_seconds:
+        unread = self.gate.peer_since
+        if unread is not None and now - unread > limits.frame_seconds:
+            return "unread"
+        if self.gate.reasons:
+            return None  # not read now: whatever is late is not the guest's doing
+        resumed = self.gate.resumed_at
+        if self.instance is None and now - max(self.opened_at, resumed) > limits.handshake_seconds:
             return "handshake"
-        if self.partial_since is not None and now - self.partial_since > limits.frame_seconds:
+        partial = self.partial_since
+        if partial is not None and now - max(partial, resumed) > limits.frame_seconds:
             return "slow"
-        if limits.idle_seconds and now - self.last_data > limits.idle_seconds:
+        if limits.idle_seconds and now - max(self.last_data, resumed) > limits.idle_seconds:
             return "idle"
         return None
 
@@ -124,9 +148,15 @@ class Connection(asyncio.Protocol):
         why = {
             "handshake": "no HELLO in time",
             "slow": "a frame took too long to arrive",
+            "unread": "did not read what it was sent",
             "idle": "idle for too long",
         }.get(limit, limit)
         log.info("closing %s: %s", self.peer, why)
+        if limit == "unread" and self.transport is not None:
+            # What it has not read would never drain: drop it with the connection.
+            self._closing = True
+            self.transport.abort()
+            return
         self.close(fc.ErrorFrame(fc.ErrorCode.NOT_ALLOWED, why))
 
     def eof_received(self) -> bool | None:

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from umonitor.collector.admission import Admission, OpenAdmission, Refused
 from umonitor.collector.connection import Connection
+from umonitor.collector.flow import DISK, ReadGate
 from umonitor.collector.syslog_listeners import SyslogIntake, listen_syslog, tls_context
 from umonitor.errors import ProtocolError, UsageError
 from umonitor.export.config import ExportSpec
@@ -52,7 +53,9 @@ class GuestLimits:
     ``max_connections`` in total and ``max_per_source`` per peer address: a connection
     beyond them is closed at once. ``handshake_seconds``: from accept until the guest
     has said who it is (HELLO, or a text/legacy line). ``frame_seconds``: a frame or
-    line that has started must be complete within this (a slow sender, slowloris).
+    line that has started must be complete within this (a slow sender, slowloris), and a
+    guest that stops reading what the collector sends it (its ACKs) while more than a
+    socket buffer of it waits is cut after as long; until then it is not read either.
     ``idle_seconds``: no bytes at all for this long (0: never). ``rate``: records per
     second per instance (0: unlimited), with a burst of ``2 * rate`` (at least 100);
     above it the instance's TCP connections stop being read until it is back under
@@ -68,7 +71,7 @@ class GuestLimits:
     rate: float = 0.0
 
 
-LIMIT_NAMES = ("connections", "per_source", "handshake", "slow", "idle", "rate")
+LIMIT_NAMES = ("connections", "per_source", "handshake", "slow", "unread", "idle", "rate")
 
 
 class Acknowledger(Protocol):
@@ -182,13 +185,13 @@ class Collector:
     _commit_scheduled: bool = False
     _status_scheduled: bool = False
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
-    _udp: list[asyncio.DatagramTransport] = field(default_factory=list)
+    _udp: list[ReadGate] = field(default_factory=list)  # the UDP transports' gates
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     dials: list[Dial] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
     syslog: list[SyslogIntake] = field(default_factory=list)
     shed_datagrams: int = 0
-    _paused: set[Any] = field(default_factory=set)  # transports (uvloop's too)
+    _paused: set[ReadGate] = field(default_factory=set)  # held for the disk
     _disk_retry: asyncio.TimerHandle | None = None
     _disk_said: float = 0.0
     _store_version: int = 0
@@ -224,7 +227,7 @@ class Collector:
         if self.store.failure is not None:
             # The disk refuses writes: hold the ACKs, read no more; the retry commits.
             if conn is not None:
-                self._pause(conn)
+                self._pause(getattr(conn, "gate", None))
             return
         if self.store.queued_bytes >= COMMIT_BYTES:
             # One loop iteration may bring many reads (libuv reads a readable socket up
@@ -283,37 +286,27 @@ class Collector:
         if self._disk_retry is not None:
             self._disk_retry.cancel()
             self._disk_retry = None
-        for transport in self._paused:
-            if not transport.is_closing():
-                with contextlib.suppress(RuntimeError):
-                    transport.resume_reading()
+        for gate in self._paused:
+            gate.release(DISK)
         self._paused.clear()
         if self._disk_said:
             self._disk_said = 0.0
             sys.stderr.write(f"umonitor: writing to {self.store.root} again\n")
             sys.stderr.flush()
 
-    def _pause(self, conn: object) -> None:
-        transport = getattr(conn, "transport", None)
-        if transport is not None:
-            self._pause_transport(transport)
-
-    def _pause_transport(self, transport: Any) -> None:
-        # Again even when it is in _paused: a rate limit's timer may have resumed it.
-        if transport.is_closing() or not hasattr(transport, "pause_reading"):
-            return  # uvloop's UDP transports cannot pause
-        with contextlib.suppress(RuntimeError):
-            transport.pause_reading()
-            self._paused.add(transport)
+    def _pause(self, gate: ReadGate | None) -> None:
+        if gate is not None:
+            gate.hold(DISK)
+            self._paused.add(gate)
 
     def _pause_all(self) -> None:
         for conn in self.connections:
-            self._pause(conn)
+            self._pause(conn.gate)
         for intake in self.syslog:
             for stream in intake.relp:
-                self._pause(stream)
-        for transport in self._udp:
-            self._pause_transport(transport)
+                self._pause(stream.gate)
+        for gate in self._udp:
+            self._pause(gate)
 
     # -- connections --------------------------------------------------------------
 
@@ -445,7 +438,7 @@ class Collector:
             )
         except OSError as exc:
             raise _listen_error(exc, endpoint, "UDP") from exc
-        self._udp.append(transport)
+        self._udp.append(ReadGate(transport))
         port = transport.get_extra_info("sockname")[1]
         bound = Endpoint(endpoint.host, port)
         self.listening.append(f"udp://{bound}")
@@ -490,8 +483,8 @@ class Collector:
         """Stop accepting, store and acknowledge what arrived, say goodbye, close."""
         for server in self._servers:
             server.close()
-        for transport in self._udp:
-            transport.close()
+        for gate in self._udp:
+            gate.transport.close()
         for task in self._tasks:
             task.cancel()
         for close in self.closers:

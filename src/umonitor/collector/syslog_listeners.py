@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from umonitor.collector.admission import Refused
+from umonitor.collector.flow import PEER, ReadGate
 from umonitor.errors import ProtocolError, UsageError
 from umonitor.protocol.relp import RELP_OFFERS, RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.syslog import SyslogMessage, SyslogStreamDecoder, parse_syslog_untrusted
@@ -242,14 +243,25 @@ class RelpStream(asyncio.Protocol):
         self.peer_host = ""
         self.boot = os.urandom(16).hex()
         self.transport: asyncio.Transport | None = None
+        self.gate: ReadGate | None = None
         self.opened = False
         self.stored: list[int] = []  # txnrs written or about to be, not yet answered
         self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.gate = ReadGate(transport)
         self.peer_host = peer_host_of(transport)
         self.intake.relp.add(self)
+
+    def pause_writing(self) -> None:
+        """The sender does not read its answers: read nothing more from it either."""
+        if self.gate is not None:
+            self.gate.hold(PEER)
+
+    def resume_writing(self) -> None:
+        if self.gate is not None:
+            self.gate.release(PEER)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:

@@ -11,6 +11,12 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     [collector]                # optional
     port = 2333
     open = false               # true: also accept guests that are not managed instances
+    max_connections = 16384    # limits, as serve's options (docs/reliability.md):
+    max_per_source = 1024      #   connections in all and per address,
+    handshake_timeout = 10.0   #   seconds to say who it is,
+    frame_timeout = 30.0       #   for a started frame / to read its ACKs,
+    idle_timeout = 0.0         #   silent this long: closed (0: never),
+    rate_limit = 0.0           #   records/s per instance (0: unlimited)
     [syslog]                   # optional: syslog UDP + TCP on the bridge address
     port = 514                 # 0 turns it off
     [[instance]]
@@ -48,6 +54,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from umonitor.collector.server import GuestLimits
 from umonitor.errors import UsageError
 from umonitor.export.config import ExportSpec, parse_export
 from umonitor.fleet.flavors import FLAVORS
@@ -58,6 +65,15 @@ RESTART_POLICIES = ("no", "on-failure", "always")
 DEFAULT_HOST = ipaddress.IPv4Interface("10.77.0.1/24")
 ACCELS = ("auto", "kvm", "tcg")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
+# [collector] key: (GuestLimits field, least value, kind)
+_LIMIT_KEYS = {
+    "max_connections": ("max_connections", 1, "count"),
+    "max_per_source": ("max_per_source", 1, "count"),
+    "handshake_timeout": ("handshake_seconds", 0.001, "seconds"),
+    "frame_timeout": ("frame_seconds", 0.001, "seconds"),
+    "idle_timeout": ("idle_seconds", 0.0, "number"),
+    "rate_limit": ("rate", 0.0, "number"),
+}
 _INSTANCE_KEYS = {
     "name", "kernel", "initrd", "flavor", "template", "memory", "cpus", "args", "restart",
     "backoff", "backoff_max", "count", "accel",
@@ -95,6 +111,7 @@ class FleetConfig:
     syslog_port: int = 514  # syslog (UDP and TCP) on the bridge address; 0 = off
     exports: tuple[ExportSpec, ...] = ()
     open: bool = False  # accept unmanaged guests from the bridge (loopback always may)
+    guest_limits: GuestLimits = field(default_factory=GuestLimits)
     store: Limits = field(default_factory=Limits)  # rotation, retention, quota
 
 
@@ -172,6 +189,7 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         network = NetworkConfig(bridge, address)
     port = 2333
     open_mode = False
+    guest_limits = GuestLimits()
     collector = data.get("collector", {})
     if isinstance(collector, dict):
         port = collector.get("port", 2333)
@@ -182,6 +200,25 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         if not isinstance(open_mode, bool):
             problem(where.line("collector", 0, "open"), "open must be true or false")
             open_mode = False
+        limits: dict[str, float] = {}
+        for key, value in collector.items():
+            if key in ("port", "open"):
+                continue
+            field_name, least, kind = _LIMIT_KEYS.get(key, ("", 0.0, ""))
+            if not field_name:
+                problem(where.line("collector", 0, key), f"unknown key {key!r} in [collector]")
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or (kind == "count" and not isinstance(value, int))
+                or value < least
+            ):
+                need = {"count": "a whole number of at least 1", "seconds": "seconds above 0"}
+                problem(where.line("collector", 0, key),
+                        f"{key} must be {need.get(kind, 'a number of at least 0')}")  # fmt: skip
+            else:
+                limits[field_name] = value
+        guest_limits = GuestLimits(**limits)  # type: ignore[arg-type]
     syslog_port = 514
     syslog = data.get("syslog", {})
     if isinstance(syslog, dict):
@@ -316,8 +353,9 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
     if errors:
         raise UsageError("invalid configuration:\n  " + "\n  ".join(errors))
     return FleetConfig(
-        path, network, port, tuple(instances), syslog_port, tuple(exports), open_mode, store
-    )
+        path, network, port, tuple(instances), syslog_port, tuple(exports), open_mode,
+        guest_limits, store,
+    )  # fmt: skip
 
 
 def _store_limits(raw: object, where: _Locator, problem: Callable[[int, str], None]) -> Limits:

@@ -170,7 +170,7 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
 
     local = LOCAL_TOOLS | {str(netcfg.host_address)}  # the host's own tools, e.g. logger
     admission = FleetAdmission(leases.owner, token_of, open=config.open, local=local)
-    collector = Collector(store, admission=admission)
+    collector = Collector(store, admission=admission, guest_limits=config.guest_limits)
     collector.status_path = root / layout.STATUS
     for host in (str(netcfg.host_address), "127.0.0.1"):
         endpoint = Endpoint(host, config.collector_port)
