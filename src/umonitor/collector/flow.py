@@ -51,12 +51,8 @@ class ReadGate:
     def hold(self, reason: str) -> None:
         if reason == PEER and self.peer_since is None:
             self.peer_since = time.monotonic()
-        if not self.reasons and not self.transport.is_closing():
-            # uvloop's UDP transports cannot pause: they are bounded elsewhere.
-            pause = getattr(self.transport, "pause_reading", None)
-            if pause is not None:
-                with contextlib.suppress(RuntimeError):
-                    pause()
+        if not self.reasons:
+            self._tell("pause_reading")
         self.reasons.add(reason)
 
     def release(self, reason: str) -> None:
@@ -67,11 +63,16 @@ class ReadGate:
         self.reasons.discard(reason)
         if not self.reasons:
             self.resumed_at = time.monotonic()
-        if not self.reasons and not self.transport.is_closing():
-            resume = getattr(self.transport, "resume_reading", None)
-            if resume is not None:
-                with contextlib.suppress(RuntimeError):
-                    resume()
+            self._tell("resume_reading")
+
+    def _tell(self, method: str) -> None:
+        if self.transport.is_closing():
+            return
+        # uvloop's UDP transports cannot pause: they are bounded elsewhere.
+        call = getattr(self.transport, method, None)
+        if call is not None:
+            with contextlib.suppress(RuntimeError):
+                call()
 
     def held(self, reason: str) -> bool:
         return reason in self.reasons
