@@ -112,6 +112,43 @@ def test_silent_and_slow_senders_are_cut(tmp_path: Path) -> None:
         assert collector.stop() == 0
 
 
+def test_a_guest_streaming_across_frame_boundaries_is_not_a_slow_sender(
+    tmp_path: Path,
+) -> None:
+    """Every write ends inside a frame for longer than the frame timeout: data flows,
+    so the guest is not cut (only a frame that itself takes too long is)."""
+    collector = start_collector(tmp_path / "data", "--frame-timeout", "1")
+    frames = [fc.encode(Record(n, Severity.INFO, f"piece {n}")) for n in range(1, 201)]
+    # The second half of one frame and the first half of the next: every write, and so
+    # every read, ends inside a frame.
+    halves = [len(f) // 2 for f in frames]
+    pieces = [frames[0][: halves[0]]] + [
+        frames[i][halves[i] :] + frames[i + 1][: halves[i + 1]] for i in range(len(frames) - 1)
+    ]
+    pieces.append(frames[-1][halves[-1] :])
+    try:
+        with socket.create_connection(("127.0.0.1", collector.port)) as s:
+            s.sendall(fc.PREFACE + fc.encode_hello(fc.Hello("streamer", os.urandom(16))))
+            for piece in pieces:  # ~4 s of pieces 20 ms apart
+                s.sendall(piece)
+                time.sleep(0.02)
+            decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
+            s.settimeout(20)
+            acked = 0
+            while acked < 200:
+                data = s.recv(4096)
+                assert data, "the collector closed the connection"
+                decoder.receive_data(data)
+                for event in decoder.next_events():
+                    assert not isinstance(event, fc.ErrorFrame), event
+                    if isinstance(event, fc.Ack):
+                        acked = event.seq
+        assert [r["seq"] for r in collector.records("streamer")] == list(range(1, 201))
+        assert "slow" not in guard(collector)
+    finally:
+        assert collector.stop() == 0
+
+
 def test_rate_limit_slows_a_flood_without_losing_it(tmp_path: Path) -> None:
     collector = start_collector(tmp_path / "data", "--rate-limit", "500")
     try:

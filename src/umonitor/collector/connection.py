@@ -88,17 +88,24 @@ class Connection(asyncio.Protocol):
                     self.partial_since = self.partial_since or now
                     return
                 data, self._head = bytes(self._head), bytearray()
+            before = self._buffered()
             self._feed(data)
         except ProtocolError as exc:
             self._fail(exc)
             return
-        decoder = self._native or self._lines
-        if decoder is not None and decoder.buffered:
-            self.partial_since = self.partial_since or now
-        else:
+        after = self._buffered()
+        if not after:
             self.partial_since = None
+        elif self.partial_since is None or after < before + len(data):
+            # Something was taken, so the incomplete frame (or line) began in this read:
+            # a guest streaming without pause is never a slow sender.
+            self.partial_since = now
         if self.instance is not None and self.high > high:
             self._throttle(self.collector.charge(self.instance.name, self.high - high))
+
+    def _buffered(self) -> int:
+        decoder = self._native or self._lines
+        return decoder.buffered if decoder is not None else 0
 
     def _throttle(self, seconds: float) -> None:
         """Stop reading for ``seconds`` (the instance is over its rate)."""
