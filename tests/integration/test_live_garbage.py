@@ -239,7 +239,10 @@ def check(
 
     # The unread flooder was no longer read, then cut; the half frames held were cut.
     assert flood_sent < PING_FLOOD, flood_sent
-    wait_for(lambda: counters(collector).get("unread", 0) == 1, what="the cut to be counted")
+    try:
+        wait_for(lambda: counters(collector).get("unread", 0) == 1, what="the cut to be counted")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {counters(collector)}, {flood_sent} bytes sent") from None
     wait_for(
         lambda: (
             counters(collector).get("slow", 0) + counters(collector).get("handshake", 0) >= held
