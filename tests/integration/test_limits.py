@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -144,6 +145,42 @@ def test_a_guest_streaming_across_frame_boundaries_is_not_a_slow_sender(
                     if isinstance(event, fc.Ack):
                         acked = event.seq
         assert [r["seq"] for r in collector.records("streamer")] == list(range(1, 201))
+        assert "slow" not in guard(collector)
+    finally:
+        assert collector.stop() == 0
+
+
+def test_a_stalled_collector_does_not_blame_its_guests(tmp_path: Path) -> None:
+    """The collector stops (SIGSTOP) while a guest is mid-frame; the guest sends the rest
+    meanwhile. When the collector goes on, its bytes are waiting to be read: not slow.
+
+    Both event loops poll sockets before they run timers after a stall, and the sweep
+    also asks the kernel (FIONREAD) whether bytes are waiting before it blames a guest.
+    """
+    collector = start_collector(tmp_path / "data", "--frame-timeout", "1")
+    frames = b"".join(fc.encode(Record(n, Severity.INFO, f"stalled {n}")) for n in range(1, 11))
+    try:
+        with socket.create_connection(("127.0.0.1", collector.port)) as s:
+            s.sendall(fc.PREFACE + fc.encode_hello(fc.Hello("patient", os.urandom(16))))
+            s.sendall(frames[:7])  # half a frame, read before the stop
+            time.sleep(0.5)
+            collector.proc.send_signal(signal.SIGSTOP)
+            try:
+                s.sendall(frames[7:])
+                time.sleep(2.5)  # longer than the frame timeout
+            finally:
+                collector.proc.send_signal(signal.SIGCONT)
+            decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
+            s.settimeout(20)
+            acked = 0
+            while acked < 10:
+                data = s.recv(4096)
+                assert data, "the collector closed the connection"
+                decoder.receive_data(data)
+                for event in decoder.next_events():
+                    assert not isinstance(event, fc.ErrorFrame), event
+                    if isinstance(event, fc.Ack):
+                        acked = event.seq
         assert "slow" not in guard(collector)
     finally:
         assert collector.stop() == 0

@@ -240,7 +240,11 @@ def check(
     # The unread flooder was no longer read, then cut; the half frames held were cut.
     assert flood_sent < PING_FLOOD, flood_sent
     try:
-        wait_for(lambda: counters(collector).get("unread", 0) == 1, what="the cut to be counted")
+        wait_for(
+            lambda: counters(collector).get("unread", 0) == 1,
+            timeout=60,
+            what="the cut to be counted",
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {counters(collector)}, {flood_sent} bytes sent") from None
     wait_for(

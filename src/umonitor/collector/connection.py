@@ -10,8 +10,11 @@ write it confirms. A protocol error ends this connection only.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
+import sys
+import termios
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -142,14 +145,27 @@ class Connection(asyncio.Protocol):
         if self.gate.reasons:
             return None  # not read now: whatever is late is not the guest's doing
         resumed = self.gate.resumed_at
+        over = None
         if self.instance is None and now - max(self.opened_at, resumed) > limits.handshake_seconds:
-            return "handshake"
-        partial = self.partial_since
-        if partial is not None and now - max(partial, resumed) > limits.frame_seconds:
-            return "slow"
-        if limits.idle_seconds and now - max(self.last_data, resumed) > limits.idle_seconds:
-            return "idle"
-        return None
+            over = "handshake"
+        elif self.partial_since is not None and (
+            now - max(self.partial_since, resumed) > limits.frame_seconds
+        ):
+            over = "slow"
+        elif limits.idle_seconds and now - max(self.last_data, resumed) > limits.idle_seconds:
+            over = "idle"
+        if over is not None and self._waiting() > 0:
+            return None  # its bytes are here, not yet read: the collector is late, not it
+        return over
+
+    def _waiting(self) -> int:
+        """Bytes the kernel holds for this connection that the loop has not read yet."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        try:
+            buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):
+            return 0
+        return int.from_bytes(buf, sys.byteorder, signed=True)
 
     def close_for(self, limit: str) -> None:
         why = {
