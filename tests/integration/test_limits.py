@@ -48,6 +48,21 @@ def well_behaved(collector: Collector, name: str, count: int) -> None:
         client.close()
 
 
+def acked_through(sock: socket.socket, seq: int) -> None:
+    """Read ACKs until one covers ``seq``; an ERROR or a close fails the test."""
+    decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
+    sock.settimeout(20)
+    acked = 0
+    while acked < seq:
+        data = sock.recv(4096)
+        assert data, "the collector closed the connection"
+        decoder.receive_data(data)
+        for event in decoder.next_events():
+            assert not isinstance(event, fc.ErrorFrame), event
+            if isinstance(event, fc.Ack):
+                acked = event.seq
+
+
 def test_connections_per_source(tmp_path: Path) -> None:
     collector = start_collector(tmp_path / "data", "--max-per-source", "3")
     socks = [socket.create_connection(("127.0.0.1", collector.port)) for _ in range(5)]
@@ -133,17 +148,7 @@ def test_a_guest_streaming_across_frame_boundaries_is_not_a_slow_sender(
             for piece in pieces:  # ~4 s of pieces 20 ms apart
                 s.sendall(piece)
                 time.sleep(0.02)
-            decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
-            s.settimeout(20)
-            acked = 0
-            while acked < 200:
-                data = s.recv(4096)
-                assert data, "the collector closed the connection"
-                decoder.receive_data(data)
-                for event in decoder.next_events():
-                    assert not isinstance(event, fc.ErrorFrame), event
-                    if isinstance(event, fc.Ack):
-                        acked = event.seq
+            acked_through(s, 200)
         assert [r["seq"] for r in collector.records("streamer")] == list(range(1, 201))
         assert "slow" not in guard(collector)
     finally:
@@ -170,17 +175,7 @@ def test_a_stalled_collector_does_not_blame_its_guests(tmp_path: Path) -> None:
                 time.sleep(2.5)  # longer than the frame timeout
             finally:
                 collector.proc.send_signal(signal.SIGCONT)
-            decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
-            s.settimeout(20)
-            acked = 0
-            while acked < 10:
-                data = s.recv(4096)
-                assert data, "the collector closed the connection"
-                decoder.receive_data(data)
-                for event in decoder.next_events():
-                    assert not isinstance(event, fc.ErrorFrame), event
-                    if isinstance(event, fc.Ack):
-                        acked = event.seq
+            acked_through(s, 10)
         assert "slow" not in guard(collector)
     finally:
         assert collector.stop() == 0
