@@ -17,10 +17,14 @@ Checks:
 
 from __future__ import annotations
 
-import datetime
+import sys
+from pathlib import Path
 
 import atheris
 import fuzzlib
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.syslog_frames
+from tests.syslog_frames import write_5424
 
 with atheris.instrument_imports(include=["umonitor"]):
     from umonitor.collector.syslog_listeners import syslog_fields
@@ -37,54 +41,8 @@ NOWS = (
     951_782_400 * NS,  # 2000-02-29T00:00:00Z
     0,
 )
-BOM = b"\xef\xbb\xbf"
 YEAR_1 = -62_135_596_800 * NS  # 0001-01-01T00:00:00Z
 YEAR_10000 = 253_402_300_800 * NS  # 10000-01-01T00:00:00Z
-
-
-def stamp_5424(ns: int) -> bytes:
-    seconds, nanos = divmod(ns, NS)
-    days, rest = divmod(seconds, 86400)
-    day = datetime.date.fromordinal(datetime.date(1970, 1, 1).toordinal() + days)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return b"%04d-%02d-%02dT%02d:%02d:%02d.%09dZ" % (
-        day.year,
-        day.month,
-        day.day,
-        hours,
-        minutes,
-        secs,
-        nanos,
-    )
-
-
-def write_5424(message: SyslogMessage) -> bytes:
-    """The RFC 5424 frame for ``message`` (for messages with a 4-digit-year time)."""
-
-    def header(value: str) -> bytes:
-        return value.encode() if value else b"-"
-
-    stamp = b"-" if message.timestamp_ns is None else stamp_5424(message.timestamp_ns)
-    sd = b""
-    for sd_id, params in message.structured_data:
-        sd += b"[" + sd_id.encode()
-        for name, value in params:
-            text = value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
-            sd += b" " + name.encode() + b'="' + text.encode() + b'"'
-        sd += b"]"
-    head = b"<%d>1 %s %s %s %s %s %s" % (
-        message.facility * 8 + message.severity,
-        stamp,
-        header(message.hostname),
-        header(message.app_name),
-        header(message.procid),
-        header(message.msgid),
-        sd or b"-",
-    )
-    if not message.message:
-        return head
-    return head + b" " + BOM + message.message.encode()
 
 
 def stored_line_reads_back(message: SyslogMessage, now_ns: int) -> None:

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.syslog_frames import write_5424
 from umonitor._speedups import syslog_lines
 from umonitor.collector.syslog_listeners import syslog_fields
 from umonitor.errors import ProtocolError
@@ -35,7 +36,7 @@ from umonitor.protocol.console_lines import ConsoleDecoder
 from umonitor.protocol.legacy import LegacyDecoder
 from umonitor.protocol.relp import RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.sniff import sniff_untrusted
-from umonitor.protocol.syslog import SyslogMessage, SyslogStreamDecoder, parse_syslog_untrusted
+from umonitor.protocol.syslog import SyslogStreamDecoder, parse_syslog_untrusted
 from umonitor.protocol.text_lines import LineDecoder
 from umonitor.records import Kind, Origin, Record, Severity
 from umonitor.store.logfile import (
@@ -343,40 +344,6 @@ def test_syslog_raises_only_for_the_documented_cases(frame: bytes, max_frame: in
     assert len(frame) <= max_frame and frame.strip(BLANK)
     assert 0 <= message.facility <= 23 and 0 <= message.severity <= 7
     assert message.rfc == 5424 or (not message.msgid and not message.structured_data)
-
-
-def write_5424(message: SyslogMessage) -> bytes:
-    """An RFC 5424 frame for ``message`` (a time in years 1-9999, or none)."""
-
-    def header(value: str) -> bytes:
-        return value.encode() if value else b"-"
-
-    if message.timestamp_ns is None:
-        stamp = b"-"
-    else:
-        seconds, nanos = divmod(message.timestamp_ns, NS)
-        moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
-        stamp = b"%04d-%s.%09dZ" % (moment.year, moment.strftime("%m-%dT%H:%M:%S").encode(), nanos)
-    sd = b"".join(
-        b"["
-        + sd_id.encode()
-        + b"".join(
-            b' %s="%s"' % (name.encode(), value.replace("\\", "\\\\").replace('"', '\\"').encode())
-            for name, value in params
-        )
-        + b"]"
-        for sd_id, params in message.structured_data
-    )
-    head = b"<%d>1 %s %s %s %s %s %s" % (
-        message.facility * 8 + message.severity,
-        stamp,
-        header(message.hostname),
-        header(message.app_name),
-        header(message.procid),
-        header(message.msgid),
-        sd or b"-",
-    )
-    return head + b" \xef\xbb\xbf" + message.message.encode() if message.message else head
 
 
 TIMES = (

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.syslog_frames import write_5424
 from umonitor.errors import ProtocolError
 from umonitor.protocol.frame_codec import ErrorCode
 from umonitor.protocol.syslog import (
@@ -651,38 +652,6 @@ message_text = st.text(st.characters(codec="utf-8"), max_size=40).map(lambda s: 
 timestamps = st.none() | st.integers(-62_135_596_800 * NS, 253_402_300_800 * NS - 1)
 
 
-def encode_5424(m: SyslogMessage) -> bytes:
-    def field(value: str) -> bytes:
-        return value.encode() if value else b"-"
-
-    if m.timestamp_ns is None:
-        stamp = b"-"
-    else:
-        seconds, nanos = divmod(m.timestamp_ns, NS)
-        moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
-        stamp = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{nanos:09d}Z".encode()
-    if m.structured_data:
-        sd = b""
-        for sd_id, params in m.structured_data:
-            sd += b"[" + sd_id.encode()
-            for name, value in params:
-                escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
-                sd += b' %b="%b"' % (name.encode(), escaped.encode())
-            sd += b"]"
-    else:
-        sd = b"-"
-    head = b"<%d>1 %b %b %b %b %b %b" % (
-        m.facility * 8 + m.severity,
-        stamp,
-        field(m.hostname),
-        field(m.app_name),
-        field(m.procid),
-        field(m.msgid),
-        sd,
-    )
-    return head + b" " + BOM + m.message.encode() if m.message else head
-
-
 @settings(max_examples=300)
 @given(
     st.builds(
@@ -700,4 +669,4 @@ def encode_5424(m: SyslogMessage) -> bytes:
     )
 )
 def test_5424_round_trip(message: SyslogMessage) -> None:
-    assert parse_syslog_untrusted(encode_5424(message)) == message
+    assert parse_syslog_untrusted(write_5424(message)) == message
