@@ -567,23 +567,42 @@ def start_indexer(data: Path) -> subprocess.Popen[bytes]:
 
 
 def start_exporters(data: Path, exports: list[ExportSpec]) -> subprocess.Popen[bytes] | None:
-    """The exporter process (umonitor.export.runner), if any exporter is configured."""
+    """The exporter process (umonitor.export.runner), if any exporter is configured.
+
+    Its argv holds the data directory and the exporters' names only; the specs, which
+    may carry credentials (OTLP headers), go to it on its standard input.
+    """
     if not exports:
         return None
+    from umonitor.export.config import spec_lines
     from umonitor.export.runner import prepare_exports
 
     prepare_exports(data, exports)
     return start_helper(
-        "umonitor.export.runner", data, *(f"{e.name}={e.full_url()}" for e in exports)
+        "umonitor.export.runner", data, *(e.name for e in exports), stdin=spec_lines(exports)
     )
 
 
-def start_helper(module: str, data: Path, *args: str) -> subprocess.Popen[bytes]:
-    """A helper process that follows the store (and exits when this process is gone)."""
-    return subprocess.Popen(
+def start_helper(
+    module: str, data: Path, *args: str, stdin: bytes | None = None
+) -> subprocess.Popen[bytes]:
+    """A helper process that follows the store (and exits when this process is gone).
+
+    ``stdin``: bytes for the helper to read on its standard input, which is closed
+    after them (else it reads nothing). Use it for anything secret: unlike argv, a
+    pipe cannot be read by other users of the host.
+    """
+    helper = subprocess.Popen(
         [sys.executable, "-m", module, str(data), *args],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
     )
+    if helper.stdin is not None:
+        # A helper that died at once shows in its exit status, not as an error here.
+        with contextlib.suppress(BrokenPipeError):
+            helper.stdin.write(stdin or b"")
+        with contextlib.suppress(BrokenPipeError):
+            helper.stdin.close()
+    return helper
 
 
 def raise_open_file_limit() -> None:

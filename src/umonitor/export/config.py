@@ -16,14 +16,23 @@ or above), ``max_backlog=256MiB`` (how far behind, per log file, it may fall bef
 the oldest records are skipped and counted as dropped), ``batch=500``, ``ca=PATH``
 (TLS trust; default: the system's), ``header=NAME:VALUE`` (OTLP, repeatable) and
 ``compression=gzip`` (OTLP).
+
+A header value ``env:VAR`` is read from the environment variable ``VAR`` when the
+URL is parsed, so a credential need not be on any command line or in any file
+(``header=Authorization:env:OTEL_AUTH``). Header values are credentials: the
+collector hands exporter specs to its exporter process on a pipe (``spec_lines``,
+``read_spec_lines``), never in argv, and ``full_url`` shows them as ``<redacted>``
+unless asked for them.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -37,6 +46,9 @@ DEFAULT_BATCH = 500
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
 _SIZE = re.compile(r"([0-9]+)\s*([KMG]i?B?|B)?", re.I)
 _OPTIONS = ("start", "level", "max_backlog", "batch", "ca", "header", "compression")
+_ENV = "env:"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+REDACTED = "<redacted>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +74,13 @@ class ExportSpec:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}{self.path}"
 
-    def full_url(self) -> str:
-        """The URL with every option that differs from its default: parses back to self."""
+    def full_url(self, *, header_values: bool = False) -> str:
+        """The URL with every option that differs from its default.
+
+        Header values are shown as ``<redacted>`` (they are credentials, and this text
+        goes to state files and messages) unless ``header_values``; with them, the
+        URL parses back to self.
+        """
         query: list[tuple[str, str]] = []
         if self.start != "end":
             query.append(("start", self.start))
@@ -75,7 +92,7 @@ class ExportSpec:
             query.append(("batch", str(self.batch)))
         if self.ca is not None:
             query.append(("ca", str(self.ca)))
-        query.extend(("header", f"{k}:{v}") for k, v in self.headers)
+        query.extend(("header", f"{k}:{v if header_values else REDACTED}") for k, v in self.headers)
         if self.compression != "none":
             query.append(("compression", self.compression))
         return self.url + (f"?{urlencode(query)}" if query else "")
@@ -90,8 +107,17 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) << {"B": 0, "K": 10, "M": 20, "G": 30}[unit]
 
 
-def parse_export(name: str, url: str, options: Mapping[str, object] | None = None) -> ExportSpec:
-    """An ExportSpec from a URL and options; UsageError with one sentence otherwise."""
+def parse_export(
+    name: str,
+    url: str,
+    options: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ExportSpec:
+    """An ExportSpec from a URL and options; UsageError with one sentence otherwise.
+
+    A header value ``env:VAR`` is replaced by ``environ[VAR]`` (default: this
+    process's environment); an unset variable is a UsageError.
+    """
     if not _NAME.fullmatch(name):
         raise UsageError(
             f"bad exporter name {name!r}: use lower-case letters, digits, '.', '_' or '-'"
@@ -140,7 +166,7 @@ def parse_export(name: str, url: str, options: Mapping[str, object] | None = Non
             key, colon, value = header.partition(":")
             if not colon or not key.strip():
                 raise ValueError(f"header {header!r} is not NAME:VALUE")
-            headers.append((key.strip(), value.strip()))
+            headers.append((key.strip(), _header_value(key.strip(), value.strip(), environ)))
     except ValueError as exc:
         raise UsageError(f"exporter {name}: {exc}") from None
     ca = Path(one("ca", "")) if one("ca", "") else None
@@ -165,6 +191,52 @@ def parse_export(name: str, url: str, options: Mapping[str, object] | None = Non
         headers=tuple(headers),
         compression=compression,
     )
+
+
+def _header_value(key: str, value: str, environ: Mapping[str, str] | None) -> str:
+    """``value``, or for ``env:VAR`` the value of environment variable ``VAR``."""
+    if not value.startswith(_ENV):
+        return value
+    var = value[len(_ENV) :]
+    if not _ENV_NAME.fullmatch(var):
+        raise ValueError(f"header {key}: {var!r} is not an environment variable name")
+    found = (os.environ if environ is None else environ).get(var)
+    if found is None:
+        raise ValueError(f"header {key} comes from environment variable {var}, which is not set")
+    if "\r" in found or "\n" in found:
+        raise ValueError(f"header {key}: environment variable {var} holds a line break")
+    return found.strip()
+
+
+def spec_lines(specs: Iterable[ExportSpec]) -> bytes:
+    """Specs as JSON Lines, header values included: for a pipe, never for argv or a file."""
+    lines = []
+    for spec in specs:
+        document = {
+            "name": spec.name,
+            "url": replace(spec, headers=()).full_url(),
+            "headers": [[k, v] for k, v in spec.headers],
+        }
+        lines.append(json.dumps(document) + "\n")
+    return "".join(lines).encode()
+
+
+def read_spec_lines(data: bytes) -> list[ExportSpec]:
+    """What ``spec_lines`` wrote, checked again; UsageError for anything else."""
+    specs = []
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            document = json.loads(line)
+            name, url, headers = document["name"], document["url"], document["headers"]
+            if not isinstance(name, str) or not isinstance(url, str):
+                raise TypeError("name and url must be strings")
+            pairs = tuple((str(k), str(v)) for k, v in headers)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"exporter spec line {number} is not valid: {exc}") from None
+        specs.append(replace(parse_export(name, url, environ={}), headers=pairs))
+    return specs
 
 
 def parse_export_option(text: str) -> ExportSpec:

@@ -1,4 +1,9 @@
-"""The exporter process the collector starts: ``python -m umonitor.export.runner DATA SPEC…``.
+"""The exporter process the collector starts: ``python -m umonitor.export.runner DATA [NAME…]``.
+
+The exporters' specs come on standard input, one JSON object per line
+(``export.config.spec_lines``), because they may carry credentials (OTLP headers)
+and a command line is readable by every user of the host (``/proc/PID/cmdline``);
+the names in argv are only there for ``ps`` and are checked against the specs.
 
 How this works: exporters follow the store's log files, the way the indexer does,
 rather than taking records from the collector's memory. Each exporter keeps, per log
@@ -18,8 +23,9 @@ the sink says arrived. So:
   got (see the sinks).
 
 The state for ``ls`` is ``DATA/export/NAME.status.json``, rewritten at most every
-half second and when the exporter's state changes. The process exits when its parent
-(the collector) is gone, and on SIGTERM after the batch in flight.
+half second and when the exporter's state changes. Both files are written 0600
+(``layout.write_private``), and neither holds a header value. The process exits
+when its parent (the collector) is gone, and on SIGTERM after the batch in flight.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from umonitor.errors import UmonitorError
 from umonitor.export.base import DeliveryError, ExportItem, Sink
-from umonitor.export.config import ExportSpec, make_sink, parse_export_option
+from umonitor.export.config import ExportSpec, make_sink, read_spec_lines
 from umonitor.procs import process_running
 from umonitor.records import StoredRecord
 from umonitor.store import layout
@@ -296,7 +303,7 @@ class Exporter:
     # -- saved positions ---------------------------------------------------------
 
     def _load(self) -> None:
-        export_dir(self.root).mkdir(parents=True, exist_ok=True)
+        export_dir(self.root).mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             saved = json.loads(self._state_path.read_text())
             self.follower.positions = {
@@ -317,14 +324,12 @@ class Exporter:
 
     def _save(self) -> None:
         data = {
-            "url": self.spec.full_url(),
+            "url": self.spec.full_url(),  # header values redacted
             "sent": self.sent,
             "dropped": self.follower.dropped,
             "files": {k: [p.offset, p.boot, p.inode] for k, p in self.follower.positions.items()},
         }
-        tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self._state_path)
+        layout.write_private(self._state_path, json.dumps(data))
 
     def write_status(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -345,9 +350,7 @@ class Exporter:
             "updated": time.time(),
             "pid": os.getpid(),
         }
-        tmp = self._status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status))
-        os.replace(tmp, self._status_path)
+        layout.write_private(self._status_path, json.dumps(status))
 
     def _set(self, state: str, error: str | None = None) -> None:
         """A new state; ``error`` replaces the last error, which stays until then."""
@@ -469,9 +472,28 @@ def read_statuses(root: Path) -> list[dict[str, object]]:
     return out
 
 
+def read_specs(stdin: BinaryIO, names: Sequence[str] = ()) -> list[ExportSpec]:
+    """The specs the collector wrote to our standard input, up to its end.
+
+    ``names`` (from argv) must be the specs' names in order when given; SystemExit
+    with one line otherwise, or when the specs do not parse.
+    """
+    try:
+        specs = read_spec_lines(stdin.read())
+    except UmonitorError as exc:
+        raise SystemExit(f"umonitor export: {exc}") from None
+    if names and list(names) != [s.name for s in specs]:
+        raise SystemExit(
+            f"umonitor export: argv names {', '.join(names)} but standard input "
+            f"specifies {', '.join(s.name for s in specs) or 'no exporter'}"
+        )
+    return specs
+
+
 def main(argv: list[str]) -> int:
+    """``DATA [NAME…]`` in argv, the specs on standard input (see the module docstring)."""
     root = Path(argv[1])
-    specs = [parse_export_option(arg) for arg in argv[2:]]
+    specs = read_specs(sys.stdin.buffer, argv[2:])
     parent = os.getppid()
 
     async def body() -> None:
