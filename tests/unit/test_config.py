@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from umonitor.collector.server import GuestLimits
 from umonitor.errors import UsageError
-from umonitor.fleet.config import load_config
+from umonitor.fleet.config import _INSTANCE_KEYS, load_config, parse_config
+from umonitor.fleet.flavors import GuestNet, boot_spec
 
 GOOD = """
 [network]
@@ -194,3 +198,97 @@ kernel = "img/vmlinuz"
     assert "umonitor.toml:5: idle_timeout must be a number of at least 0" in message
     assert "umonitor.toml:6: rate_limit must be a number of at least 0" in message
     assert "umonitor.toml:7: unknown key 'burst' in [collector]" in message
+
+
+def test_every_problem_of_one_instance_with_its_line(tree: Path) -> None:
+    bad = """[[instance]]
+name = "Web!"
+kernel = "img/nope"
+initrd = "img/gone.img"
+flavor = "generic"
+template = "ip={ip} log={colector}"
+args = 'app.msg="unclosed'
+memory = "lots"
+restart = "sometimes"
+accel = "warp"
+[[instance]]
+flavor = "linux"
+args = "app.msg='say \\"hi\\"'"
+"""
+    with pytest.raises(UsageError) as info:
+        load_config(write(tree, bad))
+    problems = str(info.value).splitlines()[1:]
+    expected = [
+        "umonitor.toml:2: instance 'Web!': name must be",
+        "umonitor.toml:3: instance 'Web!': kernel 'img/nope' does not exist",
+        "umonitor.toml:4: instance 'Web!': initrd 'img/gone.img' does not exist",
+        "umonitor.toml:6: instance 'Web!': bad template 'ip={ip} log={colector}': unknown "
+        "placeholder {colector}; placeholders are {ip}, {cidr}",
+        "umonitor.toml:7: instance 'Web!': args 'app.msg=\"unclosed': no closing quotation",
+        "umonitor.toml:8: instance 'Web!': bad memory size 'lots'",
+        "umonitor.toml:9: instance 'Web!': restart must be one of no, on-failure, always",
+        "umonitor.toml:10: instance 'Web!': accel must be one of auto, kvm, tcg",
+        # the second instance: no name, no kernel, and a word no command line can carry
+        "umonitor.toml:11: instance 2: name must be",
+        "umonitor.toml:11: instance 2: kernel (the image to boot) is required",
+        "umonitor.toml:13: instance 2: args word 'app.msg=say \"hi\"' has a double quote",
+    ]
+    assert len(problems) == len(expected), problems
+    for start in expected:
+        assert [p for p in problems if p.strip().startswith(start)], (start, problems)
+
+
+def test_quoted_args_load_and_boot(tree: Path) -> None:
+    text = """[[instance]]
+name = "web"
+kernel = "img/vmlinuz"
+args = 'app.msg="a b" c'
+"""
+    (web,) = load_config(write(tree, text)).instances
+    net = GuestNet(web.name, ipaddress.IPv4Interface("10.77.0.5/24"),
+                   ipaddress.IPv4Address("10.77.0.1"))  # fmt: skip
+    append = boot_spec(web.flavor, net, web.args, web.template).append
+    assert append is not None and append.endswith(' app.msg="a b" c')
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        ('kernel = "img"', "umonitor.toml:3: instance 'web': kernel 'img' is not a file"),
+        ('kernel = "loop"', "umonitor.toml:3: instance 'web': kernel 'loop' cannot be looked at"),
+        ('kernel = "' + "k" * 300 + '"', "cannot be looked at: File name too long"),
+        ('kernel = "img/\\u0000"', "(it has a NUL character)"),
+        ('kernel = "img/vmlinuz"\nflavor = ["linux"]', "4: instance 'web': unknown flavor"),
+        ('kernel = "img/vmlinuz"\nmemory = 1.5', "4: instance 'web': bad memory size 1.5"),
+        ('kernel = "img/vmlinuz"\nmemory = "²M"', "4: instance 'web': bad memory size '²M'"),
+        ('kernel = "img/vmlinuz"\nflavor = "generic"', "1: instance 'web': the generic flavor"),
+        ('kernel = "img/vmlinuz"\nflavor = "nanos"\nargs = "a \'b"', "5: instance 'web': args"),
+    ],
+)
+def test_odd_values_are_reported_not_raised(tree: Path, lines: str, problem: str) -> None:
+    (tree / "loop").symlink_to("loop")
+    with pytest.raises(UsageError, match="invalid configuration") as info:
+        load_config(write(tree, f'[[instance]]\nname = "web"\n{lines}\n'))
+    assert problem in str(info.value)
+
+
+TOML_VALUES = st.recursive(
+    st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    | st.sampled_from(["img/vmlinuz", "generic", "{ip}", "{nope}", "256M", "a 'b", "tcg"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+INSTANCE_KEYS = st.sampled_from(sorted(_INSTANCE_KEYS)) | st.text(max_size=6)
+
+
+@given(st.lists(st.dictionaries(INSTANCE_KEYS, TOML_VALUES, max_size=8) | TOML_VALUES,
+                max_size=3))  # fmt: skip
+@settings(max_examples=300, deadline=None)
+def test_any_instance_table_only_raises_usage_error(instances: list[object]) -> None:
+    path = Path(__file__).parent / "umonitor.toml"  # relative kernels: test files
+    try:
+        config = parse_config({"instance": instances}, "", path)
+    except UsageError:
+        return
+    assert all(i.kernel.is_file() for i in config.instances)

@@ -57,7 +57,7 @@ from typing import Any
 from umonitor.collector.server import GuestLimits
 from umonitor.errors import UsageError
 from umonitor.export.config import ExportSpec, parse_export
-from umonitor.fleet.flavors import FLAVORS
+from umonitor.fleet.flavors import FLAVORS, GuestNet, boot_spec, split_args
 from umonitor.fleet.qemu import parse_memory
 from umonitor.store.retention import Limits, parse_size
 
@@ -74,6 +74,15 @@ _LIMIT_KEYS = {
     "idle_timeout": ("idle_seconds", 0.0, "number"),
     "rate_limit": ("rate", 0.0, "number"),
 }
+# What a flavor is called with at load time, so that args and templates fail here, with
+# their line, and not when the instance is launched.
+_PROBE_NET = GuestNet(
+    "probe",
+    ipaddress.IPv4Interface("10.0.0.2/24"),
+    ipaddress.IPv4Address("10.0.0.1"),
+    2333,
+    "x" * 32,
+)
 _INSTANCE_KEYS = {
     "name", "kernel", "initrd", "flavor", "template", "memory", "cpus", "args", "restart",
     "backoff", "backoff_max", "count", "accel",
@@ -250,36 +259,46 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         for key in raw:
             if key not in _INSTANCE_KEYS:
                 bad(key, f"unknown key {key!r}")
+        # After a problem, go on with a stand-in value: every problem of the instance
+        # is reported, and nothing is built (errors end the load).
         name = raw.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             bad("name", "name must be 1-48 of a-z 0-9 . _ - (starting with a letter or digit)")
-            continue
+            name = None
         kernel_text = raw.get("kernel")
         if not isinstance(kernel_text, str) or not kernel_text:
             bad("kernel", "kernel (the image to boot) is required")
-            continue
-        kernel = (base / kernel_text).resolve()
-        if not kernel.is_file():
-            bad("kernel", f"kernel {kernel_text!r} does not exist (looked at {kernel})")
+            kernel_text = None
+        kernel = _image(base, kernel_text, "kernel", bad)
         initrd = None
         if "initrd" in raw:
-            if not isinstance(raw["initrd"], str):
+            if not isinstance(raw["initrd"], str) or not raw["initrd"]:
                 bad("initrd", "initrd must be a path")
             else:
-                initrd = (base / raw["initrd"]).resolve()
-                if not initrd.is_file():
-                    bad("initrd", f"initrd {raw['initrd']!r} does not exist (looked at {initrd})")
+                initrd = _image(base, raw["initrd"], "initrd", bad)
         flavor = raw.get("flavor", "linux")
-        if flavor not in FLAVORS:
+        if not isinstance(flavor, str) or flavor not in FLAVORS:
             bad("flavor", f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)}")
+            flavor = None
         template = raw.get("template")
-        if flavor == "generic" and not isinstance(template, str):
-            bad("template", 'the generic flavor needs template = "... {ip} ... {collector} ..."')
+        if flavor == "generic":
+            if not isinstance(template, str) or not template:
+                bad("template", 'the generic flavor needs template = "... {ip} {collector} ..."')
+            else:
+                try:
+                    boot_spec(flavor, _PROBE_NET, "", template)
+                except UsageError as exc:
+                    bad("template", str(exc))
         memory = 256
+        raw_memory = raw.get("memory", 256)
         try:
-            memory = parse_memory(raw.get("memory", 256))
+            if isinstance(raw_memory, bool) or not isinstance(raw_memory, int | str):
+                raise ValueError
+            memory = parse_memory(raw_memory)
         except UsageError as exc:
             bad("memory", str(exc))
+        except ValueError:  # e.g. "²M": isdigit() but not int()
+            bad("memory", f"bad memory size {raw_memory!r}; use e.g. 256M or 1G")
         cpus = raw.get("cpus", 1)
         if not isinstance(cpus, int) or not 1 <= cpus <= 64:
             bad("cpus", "cpus must be 1-64")
@@ -288,6 +307,12 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         if not isinstance(args, str):
             bad("args", "args must be a string of kernel arguments")
             args = ""
+        try:
+            split_args(args)  # for every flavor, even one that ignores args (nanos)
+            if flavor is not None:  # a template that fills: only args can fail here
+                boot_spec(flavor, _PROBE_NET, args, "{ip}")
+        except UsageError as exc:
+            bad("args", str(exc))
         restart = raw.get("restart", "no")
         if restart not in RESTART_POLICIES:
             bad("restart", f"restart must be one of {', '.join(RESTART_POLICIES)}")
@@ -307,6 +332,8 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         if not isinstance(count, int) or not 1 <= count <= 1000:
             bad("count", "count must be 1-1000")
             count = 1
+        if name is None:
+            continue  # reported above; a stand-in name would only add false duplicates
         names = [name] if count == 1 else [f"{name}-{n}" for n in range(1, count + 1)]
         for replica in names:
             if replica in seen:
@@ -316,9 +343,9 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
             instances.append(
                 InstanceConfig(
                     replica,
-                    kernel,
+                    kernel or base,  # stand-ins never leave: problems end the load
                     initrd,
-                    str(flavor),
+                    flavor or "linux",
                     template if isinstance(template, str) else None,
                     memory,
                     cpus,
@@ -356,6 +383,25 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         path, network, port, tuple(instances), syslog_port, tuple(exports), open_mode,
         guest_limits, store,
     )  # fmt: skip
+
+
+def _image(base: Path, text: str | None, key: str, bad: Callable[[str, str], None]) -> Path | None:
+    """The absolute path of a kernel or initrd; ``bad`` unless it is an existing file."""
+    if text is None:
+        return None
+    if "\0" in text:
+        bad(key, f"{key} {text!r} is not a path (it has a NUL character)")
+        return None
+    path = base / text
+    try:
+        path = path.resolve()
+        if not path.exists():
+            bad(key, f"{key} {text!r} does not exist (looked at {path})")
+        elif not path.is_file():
+            bad(key, f"{key} {text!r} is not a file (looked at {path})")
+    except (OSError, RuntimeError) as exc:  # a name too long; RuntimeError: a symlink loop
+        bad(key, f"{key} {text!r} cannot be looked at: {getattr(exc, 'strerror', None) or exc}")
+    return path
 
 
 def _store_limits(raw: object, where: _Locator, problem: Callable[[int, str], None]) -> Limits:
