@@ -5,6 +5,11 @@ and hands every decoded record to the store at once (formatting only). It then a
 the collector for a commit; the collector commits once per event-loop turn for all
 connections and only then calls ``send_ack`` on each, so an ACK always follows the
 write it confirms. A protocol error ends this connection only.
+
+Until the dialect is known the bytes wait in ``_head``, with the end of every read
+remembered, and are then fed read by read: the legacy format (docs/protocol.md §4)
+takes each read as the end of a message, as the 2018 host did, so the first
+messages must not be glued together while sniffing waits for more bytes.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class Connection(asyncio.Protocol):
         self.peer_host = ""
         self.dialect: Dialect | None = None
         self._head = bytearray()
+        self._head_reads: list[int] = []  # where each read ended in _head
         self._native: fc.FrameDecoder | None = None
         self._lines: LineDecoder | LegacyDecoder | None = None
         self.instance: InstanceLog | None = None
@@ -86,13 +92,17 @@ class Connection(asyncio.Protocol):
         try:
             if self.dialect is None:
                 self._head += data
+                self._head_reads.append(len(self._head))
                 if not self._choose(final=False):
                     self._arm_quiet()
                     self.partial_since = self.partial_since or now
                     return
-                data, self._head = bytes(self._head), bytearray()
-            before = self._buffered()
-            self._feed(data)
+                data = bytes(self._head)
+                before = self._buffered()
+                self._feed_head()
+            else:
+                before = self._buffered()
+                self._feed(data)
         except ProtocolError as exc:
             self._fail(exc)
             return
@@ -200,11 +210,14 @@ class Connection(asyncio.Protocol):
     # -- decoding -----------------------------------------------------------------
 
     def _choose(self, *, final: bool) -> bool:
-        dialect = sniff_untrusted(self._head, final=final)
+        if self.fixed_name is not None:
+            # Dialed: the first byte decides (the native preface, or the original format).
+            native = self._head[:1] == fc.PREFACE[:1]
+            dialect: Dialect | None = Dialect.NATIVE if native else Dialect.LEGACY
+        else:
+            dialect = sniff_untrusted(self._head, final=final)
         if dialect is None:
             return False
-        if self.fixed_name is not None and dialect is not Dialect.NATIVE:
-            dialect = Dialect.LEGACY
         self.dialect = dialect
         max_frame = self.collector.max_frame
         if dialect is Dialect.NATIVE:
@@ -231,7 +244,17 @@ class Connection(asyncio.Protocol):
         )
         self.collector.instance_attached(self)
 
+    def _feed_head(self) -> None:
+        """Feed what arrived while the dialect was unknown, one read at a time."""
+        head, reads = bytes(self._head), self._head_reads
+        self._head, self._head_reads = bytearray(), []
+        start = 0
+        for end in reads:
+            self._feed(head[start:end])
+            start = end
+
     def _feed(self, data: bytes) -> None:
+        """One read's bytes (a legacy message ends with it)."""
         if self._native is not None:
             decoder = self._native
             decoder.receive_data(data)
@@ -247,9 +270,10 @@ class Connection(asyncio.Protocol):
                 self._handle_native(events)
         elif self._lines is not None:
             self._lines.receive_data(data)
-            self._store(self._lines.next_events())
-            if isinstance(self._lines, LegacyDecoder) and self._lines.buffered:
-                self._arm_quiet()
+            if isinstance(self._lines, LegacyDecoder):
+                self._store(self._lines.end_of_write())
+            else:
+                self._store(self._lines.next_events())
 
     def _arm_quiet(self) -> None:
         if self._quiet is not None:
@@ -260,10 +284,9 @@ class Connection(asyncio.Protocol):
         """No more bytes soon: pick the dialect from what arrived; False on an error."""
         if self.dialect is not None or not self._head:
             return True
-        self._choose(final=True)
-        head, self._head = bytes(self._head), bytearray()
         try:
-            self._feed(head)
+            self._choose(final=True)
+            self._feed_head()
         except ProtocolError as exc:
             self._fail(exc)
             return False
@@ -271,10 +294,8 @@ class Connection(asyncio.Protocol):
 
     def _went_quiet(self) -> None:
         self._quiet = None
-        if self._closing or not self._decide_now():
-            return
-        if isinstance(self._lines, LegacyDecoder):
-            self._store(self._lines.end_of_stream())
+        if not self._closing:
+            self._decide_now()
 
     def _finish_stream(self) -> None:
         if self._decide_now() and self._lines is not None:

@@ -3,6 +3,10 @@
  *
  * Kept apart from umonitor.c: it shares no state with the native library and a
  * legacy program links only this file.
+ *
+ * Built with -DUMON_COMPAT_WIRE_2018, send_log() writes what the 2018 library
+ * wrote: the level byte and the text, no terminator, in one send() call.
+ * Otherwise it ends every message with '\n' (see umonitor_compat.h).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "umonitor_compat.h"
@@ -20,7 +24,13 @@
 #define MSG_NOSIGNAL 0
 #endif
 
-#define LEGACY_MESSAGE_MAX 4096 /* level byte + text + '\n' */
+#define LEGACY_MESSAGE_MAX 4096 /* level byte, text, '\n', and vsnprintf's NUL */
+
+#ifdef UMON_COMPAT_WIRE_2018
+#define LEGACY_TERMINATOR_LEN 0 /* as in 2018: the host takes each read as a message */
+#else
+#define LEGACY_TERMINATOR_LEN 1 /* '\n' */
+#endif
 
 int debug_init(debug_link *link)
 {
@@ -65,7 +75,7 @@ int debug_init(debug_link *link)
 int send_log(debug_link *link, int level, const char *fmt, ...)
 {
     char buf[LEGACY_MESSAGE_MAX];
-    size_t len, done = 0;
+    size_t len, max_text, done = 0;
     va_list ap;
     int n;
 
@@ -73,14 +83,19 @@ int send_log(debug_link *link, int level, const char *fmt, ...)
         return -1;
     buf[0] = (char)level;
     va_start(ap, fmt);
-    n = vsnprintf(buf + 1, sizeof buf - 2, fmt, ap);
+    n = vsnprintf(buf + 1, sizeof buf - 1 - LEGACY_TERMINATOR_LEN, fmt, ap);
     va_end(ap);
     if (n < 0)
         n = 0;
-    len = 1 + ((size_t)n < sizeof buf - 3 ? (size_t)n : sizeof buf - 3);
+    /* the text vsnprintf kept: its size argument less the NUL */
+    max_text = sizeof buf - 2 - LEGACY_TERMINATOR_LEN;
+    len = 1 + ((size_t)n < max_text ? (size_t)n : max_text);
+#ifndef UMON_COMPAT_WIRE_2018
     if (len > 1 && buf[len - 1] == '\n')
         len--;
     buf[len++] = '\n';
+#endif
+    /* One send() for the whole message; a second only if a signal cut it short. */
     while (done < len) {
         ssize_t sent = send(link->conn_fd, buf + done, len - done, MSG_NOSIGNAL);
         if (sent > 0)

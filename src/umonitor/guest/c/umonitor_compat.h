@@ -8,6 +8,21 @@
  * (port 2333 unless link->port says otherwise) and the host connects to it
  * (`umonitor serve --dial`); debug_init() blocks until it does.
  *
+ * Compile-time switch (define it when compiling umonitor_compat.c):
+ *
+ *   -DUMON_COMPAT_WIRE_2018   send_log() writes exactly what the 2018 library
+ *                             wrote: the level byte and the text, with no
+ *                             terminator, in one send() call per message.
+ *
+ * Without it (the default) every message ends with '\n', so that messages
+ * arriving together at the host are still told apart; a 2018 host reads the
+ * '\n' as part of the text, which is harmless. The 2018 format relies on the
+ * host taking each read as one message, as umonitor does for this format
+ * (docs/protocol.md §4): a message longer than one TCP segment may then be
+ * cut, and without the '\n', messages sent faster than the host reads may be
+ * joined. Use the switch to reproduce the original wire format exactly (a test
+ * of old hosts, or of umonitor against old guests).
+ *
  * New programs should use umonitor.h instead: it numbers records, survives
  * reconnects and never blocks.
  */
@@ -43,8 +58,9 @@ int debug_init(debug_link *link);
 /*
  * send_log - send one message: the level byte, the printf-style text (cut at
  * 4093 bytes, one trailing newline dropped), then '\n'. Blocks until written.
- * Returns the number of bytes sent, or -1 if the link is not connected or the
- * host went away.
+ * With UMON_COMPAT_WIRE_2018: the level byte and the text as formatted (cut at
+ * 4094 bytes, nothing dropped or added). Returns the number of bytes sent, or
+ * -1 if the link is not connected or the host went away.
  */
 int send_log(debug_link *link, int level, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
