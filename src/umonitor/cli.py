@@ -151,7 +151,9 @@ def main() -> None:
     metavar="[NAME=]URL",
     help="Forward what is stored (repeatable): syslog+tcp://HOST:PORT, syslog+tls://, "
     "relp://, otlp+http://HOST:PORT[/v1/logs], otlp+https://; options as ?start=beginning"
-    "&level=warning&max_backlog=256MiB&ca=PATH (docs/export.md).",
+    "&level=warning&max_backlog=256MiB&ca=PATH&header=NAME:VALUE (docs/export.md). Keep "
+    "secrets off the command line with header=NAME:env:VAR (the value of environment "
+    "variable VAR).",
 )
 @click.option(
     "--open",
@@ -790,8 +792,8 @@ accel_option = click.option(
     "--accel",
     type=click.Choice(["auto", "kvm", "tcg"]),
     default=None,
-    help="QEMU accelerator for every instance (default: each instance's; auto = KVM "
-    "only when a test guest proves it works).",
+    help="QEMU accelerator for every instance (default: each instance's, auto: KVM only "
+    "where a probe and the first guests show it works, else TCG; see docs/launching.md).",
 )
 
 
@@ -804,7 +806,7 @@ def _detach(log_path: Path) -> bool:
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fd, 1)
@@ -825,8 +827,9 @@ def up(config_file: Path, detach: bool, accel: str | None, data: Path | None) ->
     """
     import asyncio
 
+    from umonitor.fleet.accel import notice
     from umonitor.fleet.config import load_config
-    from umonitor.fleet.daemon import run_fleet
+    from umonitor.fleet.daemon import preflight, run_fleet
 
     config = load_config(config_file)
     root = layout.prepare_data_dir(_data_dir(data))
@@ -837,6 +840,11 @@ def up(config_file: Path, detach: bool, accel: str | None, data: Path | None) ->
             "umonitor up creates network devices and needs root (or CAP_NET_ADMIN); "
             "run it with sudo"
         )
+    chooser = preflight(config, root, accel)
+    kvm_unusable = chooser.unusable_reason()
+    if kvm_unusable is not None:
+        click.echo(f"umonitor: {notice(kvm_unusable)}", err=True)
+        chooser.shown = True  # said here; the fleet still records it once
     (root / "run").mkdir(exist_ok=True)
     if detach and not _detach(root / "run" / "fleet.log"):
         for _ in range(600):
@@ -848,7 +856,7 @@ def up(config_file: Path, detach: bool, accel: str | None, data: Path | None) ->
     names = ", ".join(i.name for i in config.instances)
     click.echo(f"umonitor: starting {names} on bridge {config.network.bridge}", err=True)
     try:
-        asyncio.run(run_fleet(config, root, accel=accel))
+        asyncio.run(run_fleet(config, root, accel=accel, chooser=chooser))
     finally:
         if detach:
             os._exit(0)
@@ -935,7 +943,7 @@ def run(
 ) -> None:
     """Start one more instance in the running fleet ('umonitor up' first)."""
     from umonitor.fleet.daemon import request
-    from umonitor.fleet.flavors import FLAVORS
+    from umonitor.fleet.flavors import FLAVORS, cmdline_words
     from umonitor.fleet.qemu import parse_memory
     from umonitor.store.names import is_instance_name
 
@@ -943,6 +951,7 @@ def run(
         raise UsageError(f"bad instance name {name!r}: use a-z 0-9 . _ -")
     if flavor not in FLAVORS:
         raise UsageError(f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)}")
+    cmdline_words(args)  # quotes a kernel command line cannot hold: one clear error now
     instance = {
         "name": name,
         "kernel": str(kernel.resolve()),
@@ -959,11 +968,22 @@ def run(
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @data_option
 def ps(output: str, data: Path | None) -> None:
-    """List the fleet's instances: state, address, uptime, restarts, last exit, records."""
+    """List the fleet's instances: state, address, uptime, restarts, last exit, records.
+
+    States: starting, running, stopping, stopped, exited, crashed, restarting, failed
+    (gave up: the reason is in LAST EXIT). When KVM is not usable on this host, one
+    line on stderr says why. JSON adds pid, accel, tap and the last exit's stderr.
+    """
     from umonitor.fleet.daemon import request
 
     root = _data_dir(data)
-    instances = request(root, {"op": "ps"}, timeout=10)["instances"]
+    reply = request(root, {"op": "ps"}, timeout=10)
+    instances = reply["instances"]
+    if reply.get("kvm_unusable") and output == "text":
+        from umonitor.fleet.accel import VERDICT_FILE, notice
+
+        click.echo(f"umonitor: {notice(reply['kvm_unusable'])}; remove "
+                   f"{root / VERDICT_FILE} to try KVM again", err=True)  # fmt: skip
     counts: dict[str, int] = {}
     if (root / layout.INSTANCES).is_dir():
         conn = _open_index(root)

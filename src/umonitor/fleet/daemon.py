@@ -30,6 +30,7 @@ from umonitor.collector.server import (
 from umonitor.collector.syslog_listeners import listen_syslog
 from umonitor.errors import UmonitorError, UsageError
 from umonitor.export.runner import prepare_exports
+from umonitor.fleet import accel as accel_mod
 from umonitor.fleet import net
 from umonitor.fleet.config import FleetConfig, InstanceConfig
 from umonitor.fleet.leases import Leases, leases_path
@@ -79,7 +80,8 @@ class Fleet:
         sup = self.supervisor
         name = str(request.get("name", ""))
         if op == "ps":
-            return {"ok": True, "instances": sup.snapshot()}
+            kvm = sup.chooser.unusable_reason() if sup.chooser is not None else None
+            return {"ok": True, "instances": sup.snapshot(), "kvm_unusable": kvm}
         if op == "down":
             self.remove_network = bool(request.get("network", True))
             self.done.set()
@@ -146,7 +148,26 @@ class Fleet:
         return server
 
 
-async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None) -> None:
+def preflight(config: FleetConfig, root: Path, accel: str | None = None) -> accel_mod.AccelChooser:
+    """Check, before anything starts, what can be checked: QEMU is there, and every
+    accelerator asked for explicitly works (``kvm`` that does not is one clear error).
+    ``auto`` is resolved here too, so that ``up`` can say at once when KVM is not used.
+    """
+    qemu_binary = find_qemu()
+    chooser = accel_mod.AccelChooser(root, qemu_binary)
+    wanted = {(accel or i.accel, i.memory_mib, i.cpus) for i in config.instances}
+    for requested, memory_mib, cpus in sorted(wanted, key=lambda w: w[0] != "kvm"):
+        chooser.choose(requested, memory_mib, cpus)
+    return chooser
+
+
+async def run_fleet(
+    config: FleetConfig,
+    root: Path,
+    *,
+    accel: str | None = None,
+    chooser: accel_mod.AccelChooser | None = None,
+) -> None:
     """Bring up network, collector and every instance; run until ``down`` or a signal.
 
     SIGINT/SIGTERM and ``down`` stop the instances and remove the network devices.
@@ -154,7 +175,7 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
     adopts them.
     """
     raise_open_file_limit()
-    find_qemu()
+    qemu_binary = find_qemu()
     layout.prepare_data_dir(root)
     prepare_exports(root, list(config.exports))  # before the first record can arrive
     netcfg = net.NetConfig(config.network.bridge, str(config.network.address))
@@ -186,7 +207,10 @@ async def run_fleet(config: FleetConfig, root: Path, *, accel: str | None = None
     def commit() -> None:
         collector.want_commit(None)
 
-    supervisor = Supervisor(root, store, config.collector_port, commit)
+    supervisor = Supervisor(
+        root, store, config.collector_port, commit, qemu_binary,
+        chooser=chooser or accel_mod.AccelChooser(root, qemu_binary),
+    )  # fmt: skip
     done = asyncio.Event()
     fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, done)
     control = await fleet.serve_control()

@@ -3,23 +3,40 @@
 How this works, per instance:
 
 * **start**: lease an address and a TAP device, write the flavor's files into the
-  instance's run directory (``DATA/run/<name>/``), start QEMU in its own session (so
-  it outlives the supervisor, which makes adoption possible) and save
-  ``instance.json`` (pid, address, token, console offset, ...).
-* **console**: QEMU's console chardev keeps every byte in ``console.raw``; a tail task
-  reads it from the saved offset every 100 ms, decodes it (protocol/console_lines)
-  into records of origin ``console`` in ``console.log``, keeps the last 200 lines
-  for crash reports and remembers the first crash marker it sees.
+  instance's run directory (``DATA/run/<name>/``), choose the accelerator
+  (fleet/accel.py), start QEMU in its own session (so it outlives the supervisor,
+  which makes adoption possible) and save ``instance.json`` (pid, address, token,
+  console offset, ...). Whatever goes wrong while starting (a bad template, a missing
+  file, QEMU refusing an option) leaves the instance ``failed`` with the reason.
+* **console**: QEMU appends every console byte to a spool outside the data
+  directory (fleet/spool.py); a tail task reads it from the saved offset every
+  100 ms, redacts the instance's token, appends the result to ``console.raw``,
+  decodes it (protocol/console_lines) into records of origin ``console`` in
+  ``console.log``, keeps the last 200 lines for reports and remembers the first
+  crash marker it sees.
+* **first output under KVM**: an instance that ``auto`` put under KVM must print
+  within ``accel.FIRST_OUTPUT_SECONDS``; if QEMU exits first or stays silent, it is
+  relaunched under TCG at once, and KVM is marked unusable for this host when the
+  TCG run prints (see accel.py).
 * **watch**: QMP events (GUEST_PANICKED, SHUTDOWN with its reason) and the process
-  exit. On exit the outcome is decided in this order: stopped on request; guest
-  panicked; a console crash marker; a guest reset (with -no-reboot, a reboot or a
-  triple fault ends QEMU); a non-zero QEMU status; otherwise a clean exit. A crash
-  writes a report and a crash record; then the restart policy applies, with the
-  delay doubling per consecutive failure from ``backoff`` up to ``backoff_max``.
+  exit, classified by ``classify``: stopped on request; a KVM fallback; a start
+  failure (QEMU ended before the guest printed anything, and the guest neither
+  panicked nor reset); guest panicked; a console crash marker; a guest reset (with
+  -no-reboot a reboot or a triple fault ends QEMU); a non-zero QEMU status;
+  otherwise a clean exit. QEMU's stderr of that run goes into the last exit (first
+  line), the report (whole) and the record.
+* **restart**: a crash (or any exit, per policy) restarts after a delay doubling per
+  consecutive failure from ``backoff`` up to ``backoff_max``. A start failure is
+  retried ``START_ATTEMPTS`` times in all whatever the policy, then the instance is
+  ``failed``: it does not loop.
 * **adopt**: a supervisor that finds a live QEMU (its pid's command line names the
   instance) takes it over instead of starting another: it tails the console from
   the saved offset and polls the pid, since it cannot wait() for a process it did
   not start.
+
+Time, process start, liveness, QMP commands and signals go through small seams
+(``Clock``, ``Launcher``, ``alive``, ``command``, ``kill``) so that every decision
+above is unit-tested with a fake clock and fake QEMU processes.
 """
 
 from __future__ import annotations
@@ -30,32 +47,40 @@ import contextlib
 import enum
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import signal
-import threading
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from umonitor.errors import UmonitorError
-from umonitor.fleet import qemu
+from umonitor.fleet import accel as accel_mod
+from umonitor.fleet import qemu, spool
 from umonitor.fleet.config import InstanceConfig
 from umonitor.fleet.flavors import GuestNet, boot_spec
 from umonitor.fleet.qmp import QmpClient, QmpError
 from umonitor.procs import process_running
 from umonitor.protocol.console_lines import ConsoleDecoder, crash_reason
+from umonitor.protocol.redact import Redactor, redact_text
 from umonitor.records import Kind, Origin, Record, Severity
 from umonitor.store import layout
 from umonitor.store.writer import Store
 from umonitor.timeparse import format_time
 
+log = logging.getLogger(__name__)
+
 REPORT_LINES = 200
 TAIL_INTERVAL = 0.1
 STOP_GRACE = 5.0
 STABLE_AFTER = 60.0  # seconds up after which consecutive failures are forgotten
+START_ATTEMPTS = 3  # a start failure is tried this many times in all, then "failed"
+STDERR_MAX = 64 * 1024  # of QEMU's stderr per run, kept for the report
+GUEST_SHUTDOWNS = ("guest-shutdown", "guest-reset", "guest-panic")  # QMP: the guest ran
 
 
 class State(enum.Enum):
@@ -66,6 +91,71 @@ class State(enum.Enum):
     EXITED = "exited"
     CRASHED = "crashed"
     BACKOFF = "restarting"
+    START_FAILED = "start-failed"  # QEMU ended before the guest printed anything
+    FALLBACK = "kvm-fallback"  # KVM failed this start: relaunched under TCG at once
+    FAILED = "failed"  # given up: the reason is in the last exit
+
+
+class Clock(Protocol):
+    """Time as the supervisor sees it (a fake one in tests)."""
+
+    def monotonic(self) -> float: ...
+
+    def time_ns(self) -> int: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time_ns(self) -> int:
+        return time.time_ns()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class Process(Protocol):
+    """A started QEMU (asyncio's Process, or a fake)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class Launcher(Protocol):
+    async def start(self, argv: list[str], stderr: Path) -> Process: ...
+
+
+class QemuLauncher:
+    """Starts QEMU in its own session (it outlives us), stderr appended to a file."""
+
+    async def start(self, argv: list[str], stderr: Path) -> Process:
+        with open(stderr, "ab") as err:
+            return await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+
+
+async def qmp_command(inst: Instance, command: str) -> None:
+    """Send one QMP command to the instance's QEMU (errors are the caller's to ignore)."""
+    client = await QmpClient.connect(inst.run_dir / qemu.QMP_SOCKET, timeout=2)
+    try:
+        await client.execute(command)
+    finally:
+        await client.close()
 
 
 @dataclass
@@ -83,19 +173,29 @@ class Instance:
     started_ns: int | None = None
     restarts: int = 0
     failures: int = 0
+    start_failures: int = 0
     last_exit: dict[str, Any] | None = None
+    accel: str | None = None  # what this boot runs under
+    force_tcg: bool = False  # KVM failed this instance's start: TCG from now on
+    kvm_suspect: str | None = None  # why KVM failed, confirmed once TCG prints
+    console_spool: Path | None = None
     console_offset: int = 0
+    console_released: int = 0
     console_boot: str = ""
+    console_seen: bool = False  # the guest printed something this boot
     adopted: bool = False
     wanted: bool = True
     stop_requested: bool = False
+    silent_kill: str | None = None  # killed for printing nothing under KVM
     crash_hint: str | None = None
     panicked: bool = False
     shutdown_reason: str | None = None
+    stderr_offset: int = 0
     console_tail: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=REPORT_LINES)
     )
-    proc: asyncio.subprocess.Process | None = None
+    redactor: Redactor | None = None
+    proc: Process | None = None
     task: asyncio.Task[None] | None = None
 
     @property
@@ -118,6 +218,7 @@ class Instance:
             "restarts": self.restarts,
             "last_exit": self.last_exit,
             "flavor": self.config.flavor,
+            "accel": self.accel if running else None,
             "adopted": self.adopted,
         }
 
@@ -130,14 +231,15 @@ class Instance:
             "tap": self.tap,
             "started_ns": self.started_ns,
             "restarts": self.restarts,
+            "accel": self.accel,
+            "console_spool": str(self.console_spool) if self.console_spool else None,
             "console_offset": self.console_offset,
             "console_boot": self.console_boot,
+            "console_seen": self.console_seen,
             "state": self.state.value,
             "last_exit": self.last_exit,
         }
-        tmp = self.run_dir / "instance.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.run_dir / "instance.json")
+        layout.write_private(self.run_dir / "instance.json", json.dumps(state, indent=1))
 
 
 def load_saved(run_dir: Path) -> dict[str, Any] | None:
@@ -159,6 +261,61 @@ def qemu_alive(pid: int | None, name: str) -> bool:
     return f"umonitor:{name},process=umonitor-{name}".encode() in cmdline
 
 
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """What is known when a QEMU run ends: the input of ``classify``."""
+
+    status: int | None
+    stop_requested: bool = False
+    console_seen: bool = True
+    panicked: bool = False
+    crash_hint: str | None = None
+    shutdown_reason: str | None = None
+    stderr: str = ""
+    under_auto_kvm: bool = False  # KVM chosen by ``auto``: a failure falls back to TCG
+    silent_kill: str | None = None  # killed for printing nothing within the bound
+
+
+def classify(end: Exit) -> tuple[State, str]:
+    """The outcome of one QEMU run and its reason (one line); see the module docstring."""
+    if end.stop_requested:
+        return State.STOPPED, "stopped on request"
+    guest_ran = end.panicked or end.shutdown_reason in GUEST_SHUTDOWNS
+    if end.under_auto_kvm and (end.silent_kill or not (end.console_seen or guest_ran)):
+        why = end.silent_kill or qemu.exit_reason(end.status, end.stderr)
+        return State.FALLBACK, f"under KVM: {why}"
+    if not end.console_seen and not guest_ran and end.status not in (0, None):
+        return (
+            State.START_FAILED,
+            f"qemu failed to start: {qemu.exit_reason(end.status, end.stderr)}",
+        )
+    if end.panicked:
+        return State.CRASHED, "guest panicked (pvpanic)"
+    if end.crash_hint:
+        return State.CRASHED, end.crash_hint
+    if end.shutdown_reason in ("guest-reset", "guest-panic"):
+        return State.CRASHED, f"guest reset ({end.shutdown_reason})"
+    if end.status not in (0, None):
+        return State.CRASHED, f"qemu exited: {qemu.exit_reason(end.status, end.stderr)}"
+    return State.EXITED, end.shutdown_reason or "guest powered off"
+
+
+def restart_delay(failures: int, backoff: float, backoff_max: float) -> float:
+    """Seconds before restart number ``failures`` (1-based) of a failing instance."""
+    return float(min(backoff * 2 ** max(0, failures - 1), backoff_max))
+
+
+def should_restart(policy: str, outcome: State) -> bool:
+    """Whether the restart policy restarts after ``outcome``."""
+    if outcome is State.STOPPED or policy == "no":
+        return False
+    return policy == "always" or outcome is State.CRASHED
+
+
+def _stderr_note(text: str) -> str:
+    return text.strip()[-STDERR_MAX:]
+
+
 @dataclass
 class Supervisor:
     """Runs and watches every instance; see the module docstring."""
@@ -169,16 +326,18 @@ class Supervisor:
     commit: Callable[[], None]
     qemu_binary: str = qemu.QEMU
     instances: dict[str, Instance] = field(default_factory=dict)
-    accels: dict[str, str] = field(default_factory=dict)
+    chooser: accel_mod.AccelChooser | None = None
+    clock: Clock = field(default_factory=RealClock)
+    launcher: Launcher = field(default_factory=QemuLauncher)
+    alive: Callable[[int | None, str], bool] = qemu_alive
+    command: Callable[[Instance, str], Awaitable[None]] = qmp_command
+    kill: Callable[[int, int], None] = os.kill
+    notify: Callable[[str], None] = lambda line: print(f"umonitor: {line}", file=sys.stderr)
+    first_output_seconds: float = accel_mod.FIRST_OUTPUT_SECONDS
 
-    _probe_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def accel(self, requested: str) -> str:
-        """``kvm`` or ``tcg`` for ``auto``/``kvm``/``tcg``, probed once per run."""
-        with self._probe_lock:
-            if requested not in self.accels:
-                self.accels[requested] = qemu.probe_accel(requested, self.qemu_binary)
-            return self.accels[requested]
+    def __post_init__(self) -> None:
+        if self.chooser is None:
+            self.chooser = accel_mod.AccelChooser(self.root, self.qemu_binary)
 
     def run_dir(self, name: str) -> Path:
         path = self.root / "run" / name
@@ -194,20 +353,38 @@ class Supervisor:
             inst.token = str(saved.get("token") or inst.token)
             inst.restarts = int(saved.get("restarts") or 0)
             inst.last_exit = saved.get("last_exit")
-            if qemu_alive(saved.get("pid"), inst.name):
+            if self.alive(saved.get("pid"), inst.name):
                 inst.pid = int(saved["pid"])
                 inst.started_ns = saved.get("started_ns")
+                inst.accel = saved.get("accel")
+                inst.console_spool = (
+                    Path(saved["console_spool"]) if saved.get("console_spool") else None
+                )
                 inst.console_offset = int(saved.get("console_offset") or 0)
                 inst.console_boot = str(saved.get("console_boot") or "")
+                inst.console_seen = bool(saved.get("console_seen", True))
                 inst.adopted = True
+        inst.redactor = Redactor([inst.token])
 
     def launch(self, inst: Instance) -> None:
         inst.wanted = True
+        inst.start_failures = 0
         if inst.task is None or inst.task.done():
             inst.task = asyncio.get_running_loop().create_task(self._life(inst))
 
     async def _life(self, inst: Instance) -> None:
         """Start (or adopt), watch, and restart per policy until no longer wanted."""
+        try:
+            await self._run(inst)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever it is, the instance shows it
+            if not isinstance(exc, UmonitorError | OSError | ValueError):
+                log.exception("instance %s", inst.name)
+            own = isinstance(exc, UmonitorError) and str(exc)
+            self._give_up(inst, str(exc) if own else f"{type(exc).__name__}: {exc}")
+
+    async def _run(self, inst: Instance) -> None:
         while inst.wanted:
             if inst.adopted and inst.pid is not None:
                 inst.state = State.RUNNING
@@ -215,22 +392,50 @@ class Supervisor:
                 await self._start(inst)
             outcome = await self._watch(inst)
             inst.adopted = False
-            if not inst.wanted or not self._should_restart(inst, outcome):
+            if not inst.wanted:
                 break
-            up = (time.time_ns() - (inst.started_ns or 0)) / 1e9
-            inst.failures = 1 if up > STABLE_AFTER else inst.failures + 1
-            delay = min(inst.config.backoff * 2 ** (inst.failures - 1), inst.config.backoff_max)
+            if outcome is State.FALLBACK:
+                continue  # at once, under TCG
+            if outcome is State.START_FAILED:
+                inst.start_failures += 1
+                if inst.start_failures >= START_ATTEMPTS:
+                    reason = (inst.last_exit or {}).get("reason", "")
+                    self._give_up(inst, f"failed to start {inst.start_failures} times: {reason}")
+                    return
+                delay = restart_delay(
+                    inst.start_failures, inst.config.backoff, inst.config.backoff_max
+                )
+            else:
+                inst.start_failures = 0
+                if not should_restart(inst.config.restart, outcome):
+                    break
+                up = (self.clock.time_ns() - (inst.started_ns or 0)) / 1e9
+                inst.failures = 1 if up > STABLE_AFTER else inst.failures + 1
+                delay = restart_delay(inst.failures, inst.config.backoff, inst.config.backoff_max)
             inst.state = State.BACKOFF
             inst.save()
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             inst.restarts += 1
 
-    @staticmethod
-    def _should_restart(inst: Instance, outcome: State) -> bool:
-        policy = inst.config.restart
-        if outcome is State.STOPPED or policy == "no":
-            return False
-        return policy == "always" or outcome is State.CRASHED
+    def _give_up(self, inst: Instance, reason: str) -> None:
+        """The instance stays down, ``failed``, with ``reason`` in ps, a record and a log line."""
+        reason = redact_text(reason, [inst.token])
+        inst.state = State.FAILED
+        inst.pid = None
+        inst.proc = None
+        previous = inst.last_exit or {}
+        inst.last_exit = {
+            "time": format_time(self.clock.time_ns()),
+            "outcome": State.FAILED.value,
+            "reason": reason,
+            "status": previous.get("status"),
+        }
+        for key in ("stderr", "report"):
+            if key in previous:
+                inst.last_exit[key] = previous[key]
+        inst.save()
+        self._note(inst, Severity.ERR, f"instance failed: {reason}; not started again")
+        self.notify(f"{inst.name} failed: {reason.splitlines()[0] if reason else ''}")
 
     async def _start(self, inst: Instance) -> None:
         inst.state = State.STARTING
@@ -238,16 +443,30 @@ class Supervisor:
         inst.crash_hint = None
         inst.panicked = False
         inst.shutdown_reason = None
+        inst.silent_kill = None
+        inst.console_seen = False
+        inst.redactor = Redactor([inst.token])
         net = GuestNet(inst.name, inst.address, inst.gateway, self.collector_port, inst.token)
         spec_boot = boot_spec(inst.config.flavor, net, inst.config.args, inst.config.template)
         for file_name, content in spec_boot.files.items():
-            (inst.run_dir / file_name).write_text(content)
+            layout.write_private(inst.run_dir / file_name, content)
         for stale in (qemu.QMP_SOCKET, qemu.CONSOLE_SOCKET, qemu.PID_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (inst.run_dir / stale).unlink()
-        raw = inst.run_dir / qemu.CONSOLE_RAW
-        inst.console_offset = raw.stat().st_size if raw.exists() else 0
+        inst.console_spool = spool.spool_path(self.root, inst.name)
+        with contextlib.suppress(FileNotFoundError):
+            inst.console_spool.unlink()
+        inst.console_offset = inst.console_released = 0
         inst.console_boot = secrets.token_hex(16)
+        assert self.chooser is not None
+        requested = "tcg" if inst.force_tcg else inst.config.accel
+        inst.accel = await asyncio.to_thread(
+            self.chooser.choose, requested, inst.config.memory_mib, inst.config.cpus
+        )
+        if requested == "auto" and not self.chooser.announced:
+            reason = self.chooser.unusable_reason()
+            if reason is not None:
+                self._announce(inst, reason)
         spec = qemu.LaunchSpec(
             inst.name,
             inst.config.kernel,
@@ -256,60 +475,111 @@ class Supervisor:
             initrd=inst.config.initrd,
             memory_mib=inst.config.memory_mib,
             cpus=inst.config.cpus,
-            accel=await asyncio.to_thread(self.accel, inst.config.accel),
+            accel=inst.accel,
             tap=inst.tap,
+            console_log=inst.console_spool,
         )
         argv = qemu.qemu_command(spec, self.qemu_binary)
-        with open(inst.run_dir / "qemu.err", "ab") as err:
-            inst.proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-            )
+        err = inst.run_dir / "qemu.err"
+        inst.stderr_offset = err.stat().st_size if err.exists() else 0
+        inst.proc = await self.launcher.start(argv, err)
         inst.pid = inst.proc.pid
-        inst.started_ns = time.time_ns()
+        inst.started_ns = self.clock.time_ns()
         inst.state = State.RUNNING
         inst.save()
 
     # -- watching -------------------------------------------------------------------
 
+    def _under_auto_kvm(self, inst: Instance) -> bool:
+        return inst.accel == "kvm" and inst.config.accel == "auto" and not inst.force_tcg
+
     async def _watch(self, inst: Instance) -> State:
         loop = asyncio.get_running_loop()
         decoder = ConsoleDecoder()
-        tail = loop.create_task(self._tail_console(inst, decoder))
-        qmp_task = loop.create_task(self._watch_qmp(inst))
+        helpers = [
+            loop.create_task(self._tail_console(inst, decoder)),
+            loop.create_task(self._watch_qmp(inst)),
+        ]
+        if self._under_auto_kvm(inst) and not inst.adopted:
+            helpers.append(loop.create_task(self._first_output(inst)))
         try:
             status = await self._wait_exit(inst)
         finally:
-            qmp_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await qmp_task
-            tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tail
+            for helper in helpers:
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
         self._read_console(inst, decoder, final=True)
-        outcome, reason = self._outcome(inst, status)
+        stderr = self._stderr(inst)
+        end = Exit(
+            status,
+            inst.stop_requested,
+            inst.console_seen,
+            inst.panicked,
+            inst.crash_hint,
+            inst.shutdown_reason,
+            stderr,
+            self._under_auto_kvm(inst),
+            inst.silent_kill,
+        )
+        outcome, reason = classify(end)
         inst.state = outcome
         inst.pid = None
         inst.proc = None
         inst.last_exit = {
-            "time": format_time(time.time_ns()),
+            "time": format_time(self.clock.time_ns()),
             "outcome": outcome.value,
             "reason": reason,
             "status": status,
+            "accel": inst.accel,
         }
-        if outcome is State.CRASHED:
-            inst.last_exit["report"] = self._report(inst, reason, status)
+        if stderr.strip():
+            inst.last_exit["stderr"] = _stderr_note(stderr)
+        if outcome is State.CRASHED or outcome is State.START_FAILED:
+            inst.last_exit["report"] = self._report(inst, outcome, reason, status, stderr)
+        elif outcome is State.FALLBACK:
+            inst.force_tcg = True
+            inst.kvm_suspect = reason.removeprefix("under KVM: ")
+            why = f"KVM failed to start this guest ({inst.kvm_suspect}); starting it under TCG"
+            self._note(inst, Severity.WARNING, why, stderr)
         inst.save()
         return outcome
+
+    def _stderr(self, inst: Instance) -> str:
+        """What QEMU wrote on stderr during this run, redacted."""
+        try:
+            with open(inst.run_dir / "qemu.err", "rb") as src:
+                src.seek(inst.stderr_offset)
+                text = src.read(STDERR_MAX).decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return redact_text(text, [inst.token])
+
+    async def _first_output(self, inst: Instance) -> None:
+        """Kill a QEMU that ``auto`` put under KVM and that prints nothing in time."""
+        deadline = self.clock.monotonic() + self.first_output_seconds
+        while self.clock.monotonic() < deadline:
+            if inst.console_seen or inst.pid is None:
+                return
+            await self.clock.sleep(TAIL_INTERVAL)
+        if inst.console_seen or inst.pid is None:
+            return
+        inst.silent_kill = f"no console output within {self.first_output_seconds:g} s"
+        self._signal(inst, signal.SIGKILL)
+
+    def _signal(self, inst: Instance, sig: int) -> None:
+        """Signal the instance's QEMU, never pid 0, 1 or a process group by accident."""
+        pid = inst.pid
+        if pid is None or pid <= 1:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            self.kill(pid, sig)
 
     async def _wait_exit(self, inst: Instance) -> int | None:
         if inst.proc is not None:
             return await inst.proc.wait()
-        while qemu_alive(inst.pid, inst.name):  # adopted: not our child
-            await asyncio.sleep(0.2)
+        while self.alive(inst.pid, inst.name):  # adopted: not our child
+            await self.clock.sleep(0.2)
         return None
 
     async def _watch_qmp(self, inst: Instance) -> None:
@@ -320,7 +590,7 @@ class Supervisor:
                 client = await QmpClient.connect(socket_path, timeout=2)
                 break
             except QmpError:
-                await asyncio.sleep(0.1)
+                await self.clock.sleep(0.1)
         if client is None:
             return
         try:
@@ -335,18 +605,28 @@ class Supervisor:
     async def _tail_console(self, inst: Instance, decoder: ConsoleDecoder) -> None:
         while True:
             self._read_console(inst, decoder)
-            await asyncio.sleep(TAIL_INTERVAL)
+            await self.clock.sleep(TAIL_INTERVAL)
 
     def _read_console(self, inst: Instance, decoder: ConsoleDecoder, final: bool = False) -> None:
-        raw = inst.run_dir / qemu.CONSOLE_RAW
-        try:
-            with open(raw, "rb") as src:
-                src.seek(inst.console_offset)
-                data = src.read(1 << 20)
-        except FileNotFoundError:
-            data = b""
+        if inst.console_spool is None:
+            return
+        data = spool.read(inst.console_spool, inst.console_offset)
         inst.console_offset += len(data)
-        decoder.receive_data(data)
+        inst.console_released = spool.release(
+            inst.console_spool, inst.console_offset, inst.console_released
+        )
+        if data and not inst.console_seen:
+            inst.console_seen = True
+            self._first_bytes(inst)
+        if inst.redactor is None:
+            inst.redactor = Redactor([inst.token])
+        clean = inst.redactor.feed(data)
+        if final:
+            clean += inst.redactor.flush()
+        if clean:
+            with open(inst.run_dir / qemu.CONSOLE_RAW, "ab") as raw:
+                raw.write(clean)
+        decoder.receive_data(clean)
         records = decoder.end_of_stream() if final else decoder.next_events()
         if not records:
             return
@@ -354,56 +634,93 @@ class Supervisor:
             inst.console_tail.append(record.message)
             if inst.crash_hint is None:
                 inst.crash_hint = crash_reason(record)
-        log = self.store.log(inst.name, layout.CONSOLE_LOG)
-        if log.context != inst.console_boot:
-            self.store.begin_boot(log, inst.console_boot, "console", "", inst.name)
+        log = self._console_log(inst)
         # Console lines are numbered per decoder; offset by what this boot already holds.
         base = log.high.get(inst.console_boot, 0)
         numbered = [r._replace(seq=base + i) for i, r in enumerate(records, 1)]
-        self.store.add_records(log, inst.console_boot, numbered, Origin.CONSOLE, time.time_ns())
+        self.store.add_records(
+            log, inst.console_boot, numbered, Origin.CONSOLE, self.clock.time_ns()
+        )
         self.commit()
 
-    def _outcome(self, inst: Instance, status: int | None) -> tuple[State, str]:
-        if inst.stop_requested:
-            return State.STOPPED, "stopped on request"
-        if inst.panicked:
-            return State.CRASHED, "guest panicked (pvpanic)"
-        if inst.crash_hint:
-            return State.CRASHED, inst.crash_hint
-        if inst.shutdown_reason in ("guest-reset", "guest-panic"):
-            return State.CRASHED, f"guest reset ({inst.shutdown_reason})"
-        if status not in (0, None):
-            return State.CRASHED, f"qemu exited with status {status}"
-        return State.EXITED, inst.shutdown_reason or "guest powered off"
+    def _first_bytes(self, inst: Instance) -> None:
+        """The guest printed: a KVM failure suspected for it is now confirmed by TCG."""
+        if inst.kvm_suspect is None or inst.accel != "tcg":
+            return
+        reason, inst.kvm_suspect = inst.kvm_suspect, None
+        assert self.chooser is not None
+        if self.chooser.mark_unusable(reason):
+            self._announce(inst, reason)
 
-    def _report(self, inst: Instance, reason: str, status: int | None) -> str:
-        """Write a crash report into the instance's directory; returns its file name."""
-        now = time.time_ns()
+    def _announce(self, inst: Instance, reason: str) -> None:
+        """Say once per run, as a line and as a record, that KVM is not used here."""
+        assert self.chooser is not None
+        self.chooser.announced = True
+        line = accel_mod.notice(reason)
+        if not self.chooser.shown:
+            self.chooser.shown = True
+            self.notify(line)
+        self._note(inst, Severity.WARNING, line)
+
+    def _console_log(self, inst: Instance) -> Any:
+        log = self.store.log(inst.name, layout.CONSOLE_LOG)
+        if log.context != inst.console_boot:
+            self.store.begin_boot(log, inst.console_boot, "console", "", inst.name)
+        return log
+
+    def _note(
+        self,
+        inst: Instance,
+        severity: Severity,
+        message: str,
+        stderr: str = "",
+        kind: Kind = Kind.LOG,
+        fields: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """One record from umonitor itself in the instance's console log."""
+        if not inst.console_boot:
+            inst.console_boot = secrets.token_hex(16)
+        log = self._console_log(inst)
+        base = log.high.get(inst.console_boot, 0)
+        if stderr.strip():
+            fields = (*fields, ("qemu_stderr", _stderr_note(stderr)))
+        record = Record(base + 1, severity, message, kind, fields=fields)
+        self.store.add_records(
+            log, inst.console_boot, [record], Origin.CONSOLE, self.clock.time_ns()
+        )
+        self.commit()
+
+    def _report(
+        self, inst: Instance, outcome: State, reason: str, status: int | None, stderr: str
+    ) -> str:
+        """Write a crash or start-failure report into the instance's directory and a
+        record saying so; returns the report's file name."""
+        now = self.clock.time_ns()
         stamp = format_time(now).replace(":", "").replace("-", "")
         app_lines = _last_lines(layout.instance_dir(self.root, inst.name) / layout.APP_LOG)
+        crashed = outcome is State.CRASHED
         report = {
             "instance": inst.name,
+            "kind": "crash" if crashed else "start-failure",
             "time": format_time(now),
             "reason": reason,
             "exit_status": status,
+            "accel": inst.accel,
             "qemu_shutdown_reason": inst.shutdown_reason,
+            "qemu_stderr": stderr,
             "restarts_so_far": inst.restarts,
             "console": list(inst.console_tail),
             "app": app_lines,
         }
-        name = f"crash-{stamp}.json"
+        name = f"{'crash' if crashed else 'start-failure'}-{stamp}.json"
         path = self.store.write_report(inst.name, name, json.dumps(report, indent=1))
-        log = self.store.log(inst.name, layout.CONSOLE_LOG)
-        base = log.high.get(inst.console_boot, 0)
-        message = f"instance crashed: {reason} (exit status {status}); report {path.name}"
-        self.store.add_records(
-            log,
-            inst.console_boot,
-            [Record(base + 1, Severity.CRIT, message, Kind.CRASH, fields=(("report", name),))],
-            Origin.CONSOLE,
-            now,
-        )
-        self.commit()
+        if crashed:
+            message = f"instance crashed: {reason} (exit status {status}); report {path.name}"
+            severity, kind = Severity.CRIT, Kind.CRASH
+        else:
+            message = f"instance failed to start: {reason}; report {path.name}"
+            severity, kind = Severity.ERR, Kind.LOG
+        self._note(inst, severity, message, stderr, kind, (("report", name),))
         return name
 
     # -- control --------------------------------------------------------------------
@@ -417,33 +734,29 @@ class Supervisor:
                 inst.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await inst.task
-            inst.state = State.STOPPED
+            if inst.state is not State.FAILED:
+                inst.state = State.STOPPED
             inst.save()
             return
         inst.stop_requested = True
         inst.state = State.STOPPING
         for command in ("system_powerdown", "quit"):
             with contextlib.suppress(QmpError, UmonitorError, OSError):
-                client = await QmpClient.connect(inst.run_dir / qemu.QMP_SOCKET, timeout=2)
-                try:
-                    await client.execute(command)
-                finally:
-                    await client.close()
+                await self.command(inst, command)
             if await self._gone(inst, STOP_GRACE):
                 break
         else:
-            with contextlib.suppress(ProcessLookupError, TypeError):
-                os.kill(inst.pid or 0, signal.SIGKILL)
+            self._signal(inst, signal.SIGKILL)
         if inst.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await inst.task
 
     async def _gone(self, inst: Instance, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if inst.pid is None or not qemu_alive(inst.pid, inst.name):
+        deadline = self.clock.monotonic() + timeout
+        while self.clock.monotonic() < deadline:
+            if inst.pid is None or not self.alive(inst.pid, inst.name):
                 return True
-            await asyncio.sleep(0.1)
+            await self.clock.sleep(0.1)
         return False
 
     async def stop_all(self) -> None:

@@ -1,0 +1,616 @@
+"""The supervisor's decisions, with a fake clock and fake QEMU processes.
+
+Each fake QEMU behaves as its scenario says for the accelerator on its command line
+(abort at once like QEMU on an MSR it cannot set, hang without a console byte, or
+boot and print), writing to the same console spool and stderr file a real one would.
+Virtual time moves only when every task waits on the clock, so the assertions on
+delays (backoff, the first-output bound, the stop grace) are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import ipaddress
+import itertools
+import json
+import signal
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from umonitor.fleet import accel as accel_mod
+from umonitor.fleet import supervisor as sup_mod
+from umonitor.fleet.config import InstanceConfig
+from umonitor.fleet.qemu import ProbeResult
+from umonitor.fleet.supervisor import (
+    Exit,
+    Instance,
+    State,
+    Supervisor,
+    classify,
+    restart_delay,
+    should_restart,
+)
+from umonitor.store import layout
+from umonitor.store.writer import Store
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+MSR = (
+    "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n"
+    "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: "
+    "Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.\n"
+)
+
+
+# -- the fakes ---------------------------------------------------------------------
+
+
+class FakeClock:
+    """Virtual time: ``sleep`` waits for ``advance`` to reach its deadline."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time_ns(self) -> int:
+        return int(self.now * 1e9)
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (self.now + max(0.0, seconds), next(self._order), future))
+        await future
+
+    async def settle(self) -> None:
+        """Let every task run until it waits (threads, e.g. the probe, included)."""
+        for _ in range(3):
+            for _ in range(10):
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.0005)
+
+    async def run_until(self, done: Callable[[], bool], limit: float = 3600.0) -> None:
+        """Advance virtual time, timer by timer, until ``done()`` (or ``limit`` s pass)."""
+        end = self.now + limit
+        await self.settle()
+        while not done():
+            while self._timers and self._timers[0][2].done():
+                heapq.heappop(self._timers)
+            assert self._timers, "nothing left to happen, and the condition is not met"
+            when, _, future = heapq.heappop(self._timers)
+            assert when <= end, f"not done after {limit} s of virtual time"
+            self.now = max(self.now, when)
+            future.set_result(None)
+            await self.settle()
+
+
+class FakeProcess:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._done = asyncio.Event()
+
+    def exit(self, status: int) -> None:
+        if self.returncode is None:
+            self.returncode = status
+            self._done.set()
+
+    async def wait(self) -> int:
+        await self._done.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        self.exit(-signal.SIGKILL)
+
+
+Behaviour = Callable[["FakeLauncher", FakeProcess, Path, Path], Coroutine[Any, Any, None]]
+
+
+async def aborts(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+    with open(stderr, "a") as err:
+        err.write(MSR)
+    proc.exit(-signal.SIGABRT)
+
+
+async def hangs(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+    pass  # runs, prints nothing, until killed
+
+
+async def boots(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+    await fl.clock.sleep(0.5)
+    with open(spool, "ab") as out:
+        out.write(
+            f"Command line: console=ttyS0 umon.token={TOKEN}\nhello from the guest\n".encode()
+        )
+
+
+def crashes_after(seconds: float) -> Behaviour:
+    async def run(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+        await boots(fl, proc, spool, stderr)
+        await fl.clock.sleep(seconds)
+        proc.exit(1)
+
+    return run
+
+
+async def bad_kernel(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+    with open(stderr, "a") as err:
+        err.write("qemu-system-x86_64: could not load kernel '/nope/vmlinuz': No such file\n")
+    proc.exit(1)
+
+
+@dataclass
+class FakeLauncher:
+    clock: FakeClock
+    behaviour: dict[str, Behaviour]
+    started: list[tuple[float, str, list[str]]] = field(default_factory=list)
+    procs: dict[int, FakeProcess] = field(default_factory=dict)
+    killed: list[tuple[int, int]] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(4000))
+
+    async def start(self, argv: list[str], stderr: Path) -> FakeProcess:
+        accel = argv[argv.index("-accel") + 1]
+        chardev = argv[argv.index("-chardev") + 1]
+        spool = Path(chardev.split("logfile=")[1].split(",")[0])
+        proc = FakeProcess(next(self._pids))
+        self.procs[proc.pid] = proc
+        self.started.append((self.clock.now, accel, argv))
+        asyncio.get_running_loop().create_task(self.behaviour[accel](self, proc, spool, stderr))
+        return proc
+
+    def alive(self, pid: int | None, name: str) -> bool:
+        proc = self.procs.get(pid or -1)
+        return proc is not None and proc.returncode is None
+
+    def kill(self, pid: int, sig: int) -> None:
+        assert pid > 1, f"signal to pid {pid}"
+        self.killed.append((pid, sig))
+        self.procs[pid].kill()
+
+    async def command(self, inst: Instance, command: str) -> None:
+        self.commands.append(command)  # this guest ignores power-down and quit
+
+    @property
+    def accels(self) -> list[str]:
+        return [accel for _, accel, _ in self.started]
+
+
+@dataclass
+class Rig:
+    """A supervisor over fakes, on a real store in a temporary data directory."""
+
+    root: Path
+    clock: FakeClock
+    launcher: FakeLauncher
+    sup: Supervisor
+    store: Store
+    said: list[str]
+    probes: list[str]
+
+    def instance(self, name: str = "web", **config: Any) -> Instance:
+        cfg = InstanceConfig(name, Path("/img/vmlinuz"), **config)
+        inst = Instance(
+            cfg,
+            ipaddress.IPv4Interface("10.77.0.2/24"),
+            ipaddress.IPv4Address("10.77.0.1"),
+            None,
+            self.sup.run_dir(name),
+            token=TOKEN,
+        )
+        self.sup.add(inst)
+        return inst
+
+    async def stop_all(self) -> None:
+        """Stop every instance, moving virtual time while the stop waits on it."""
+        stopping = asyncio.get_running_loop().create_task(self.sup.stop_all())
+        await self.clock.run_until(stopping.done)
+        await stopping
+
+    def console(self, name: str = "web") -> str:
+        self.store.commit()
+        path = layout.instance_dir(self.root, name) / layout.CONSOLE_LOG
+        return path.read_text() if path.exists() else ""
+
+    def files_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Rig]:
+    monkeypatch.setenv("UMONITOR_RUNTIME_DIR", str(tmp_path / "runtime"))
+    stores: list[Store] = []
+
+    def make(behaviour: dict[str, Behaviour], kvm_probe: bool = True) -> Rig:
+        root = tmp_path / "data"
+        clock = FakeClock()
+        launcher = FakeLauncher(clock, behaviour)
+        store = Store(root)
+        stores.append(store)
+        said: list[str] = []
+        probes: list[str] = []
+
+        def probe(accel: str, memory: int, cpus: int) -> ProbeResult:
+            probes.append(accel)
+            return ProbeResult(kvm_probe, "" if kvm_probe else "a test guest did not finish")
+
+        chooser = accel_mod.AccelChooser(root, "qemu-system-x86_64", probe=probe)
+        sup = Supervisor(
+            root, store, 2333, store.commit, chooser=chooser, clock=clock, launcher=launcher,
+            alive=launcher.alive, command=launcher.command, kill=launcher.kill,
+            notify=said.append,
+        )  # fmt: skip
+        return Rig(root, clock, launcher, sup, store, said, probes)
+
+    yield make  # type: ignore[misc]
+    for store in stores:
+        store.close()
+
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+# -- pure decisions ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("end", "state", "reason"),
+    [
+        (Exit(0, stop_requested=True), State.STOPPED, "stopped on request"),
+        (Exit(-6, console_seen=False, stderr=MSR, under_auto_kvm=True), State.FALLBACK,
+         "under KVM: qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69 "
+         "(killed by signal SIGABRT)"),
+        (Exit(-9, console_seen=False, under_auto_kvm=True, silent_kill="no console output "
+              "within 10 s"), State.FALLBACK, "under KVM: no console output within 10 s"),
+        (Exit(-6, console_seen=False, stderr=MSR), State.START_FAILED,
+         "qemu failed to start: qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69 "
+         "(killed by signal SIGABRT)"),
+        (Exit(1, console_seen=False), State.START_FAILED,
+         "qemu failed to start: exit status 1"),
+        (Exit(0, console_seen=False, shutdown_reason="guest-reset"), State.CRASHED,
+         "guest reset (guest-reset)"),
+        (Exit(0, console_seen=False, shutdown_reason="guest-shutdown"), State.EXITED,
+         "guest-shutdown"),
+        (Exit(0, panicked=True), State.CRASHED, "guest panicked (pvpanic)"),
+        (Exit(0, crash_hint="Linux kernel panic"), State.CRASHED, "Linux kernel panic"),
+        (Exit(1, stderr="qemu: warning: x\n"), State.CRASHED,
+         "qemu exited: qemu: warning: x (exit status 1)"),
+        (Exit(0), State.EXITED, "guest powered off"),
+        (Exit(None, console_seen=False), State.EXITED, "guest powered off"),  # adopted
+        (Exit(0, under_auto_kvm=True), State.EXITED, "guest powered off"),
+    ],
+)  # fmt: skip
+def test_classify(end: Exit, state: State, reason: str) -> None:
+    assert classify(end) == (state, reason)
+
+
+def test_restart_delay_doubles_up_to_the_cap() -> None:
+    assert [restart_delay(n, 1.0, 5.0) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome", "restart"),
+    [
+        ("no", State.CRASHED, False),
+        ("on-failure", State.CRASHED, True),
+        ("on-failure", State.EXITED, False),
+        ("always", State.EXITED, True),
+        ("always", State.STOPPED, False),
+    ],
+)
+def test_should_restart(policy: str, outcome: State, restart: bool) -> None:
+    assert should_restart(policy, outcome) is restart
+
+
+# -- KVM fallback ------------------------------------------------------------------
+
+
+def test_kvm_abort_falls_back_to_tcg_and_is_remembered(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"kvm": aborts, "tcg": boots})
+
+    async def scenario() -> None:
+        inst = rig.instance()
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.console_seen and inst.accel == "tcg")
+        assert rig.launcher.accels == ["kvm", "tcg"]
+        assert inst.state is State.RUNNING and inst.summary()["accel"] == "tcg"
+        assert inst.restarts == 0  # a fallback is not a restart
+        # A later instance that asks for auto goes straight to TCG, without a probe.
+        other = rig.instance("api")
+        rig.sup.launch(other)
+        await rig.clock.run_until(lambda: other.console_seen)
+        assert rig.launcher.accels == ["kvm", "tcg", "tcg"] and rig.probes == ["kvm"]
+        await rig.stop_all()
+
+    run(scenario())
+    verdict = json.loads((rig.root / accel_mod.VERDICT_FILE).read_text())
+    assert verdict["kvm"] == "unusable"
+    assert "failed to set MSR 0x10a" in verdict["reason"] and "SIGABRT" in verdict["reason"]
+    assert len(rig.said) == 1 and rig.said[0].startswith("KVM is not usable on this host")
+    console = rig.console()
+    assert console.count("KVM is not usable on this host") == 1
+    assert "KVM failed to start this guest" in console and "starting it under TCG" in console
+    # A new supervisor on the same host reads the verdict and does not probe.
+    again = accel_mod.AccelChooser(rig.root, "qemu-system-x86_64", probe=lambda *a: pytest.fail())
+    assert again.choose("auto") == "tcg" and "MSR" in (again.unusable_reason() or "")
+
+
+def test_kvm_hang_is_killed_after_the_bound_and_falls_back(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"kvm": hangs, "tcg": boots})
+
+    async def scenario() -> None:
+        inst = rig.instance()
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: len(rig.launcher.started) == 2)
+        (t_kvm, _, _), (t_tcg, _, _) = rig.launcher.started
+        assert t_tcg - t_kvm == pytest.approx(accel_mod.FIRST_OUTPUT_SECONDS, abs=0.2)
+        assert rig.launcher.killed == [(4000, signal.SIGKILL)]
+        await rig.clock.run_until(lambda: inst.console_seen)
+        await rig.stop_all()
+
+    run(scenario())
+    verdict = json.loads((rig.root / accel_mod.VERDICT_FILE).read_text())
+    assert verdict["reason"] == "no console output within 10 s"
+
+
+def test_a_working_kvm_stays(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"kvm": boots, "tcg": boots})
+
+    async def scenario() -> None:
+        inst = rig.instance()
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.console_seen)
+        deadline = rig.clock.now + 60
+        await rig.clock.run_until(lambda: rig.clock.now >= deadline)
+        assert inst.state is State.RUNNING and inst.accel == "kvm"
+        await rig.stop_all()
+
+    run(scenario())
+    assert rig.launcher.accels == ["kvm"] and rig.launcher.killed == [(4000, signal.SIGKILL)]
+    assert not (rig.root / accel_mod.VERDICT_FILE).exists() and rig.said == []
+
+
+def test_a_failed_probe_is_remembered_and_said_once(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": boots}, kvm_probe=False)
+
+    async def scenario() -> None:
+        a, b = rig.instance("a"), rig.instance("b")
+        rig.sup.launch(a)
+        rig.sup.launch(b)
+        await rig.clock.run_until(lambda: a.console_seen and b.console_seen)
+        await rig.stop_all()
+
+    run(scenario())
+    assert rig.launcher.accels == ["tcg", "tcg"] and rig.probes == ["kvm"]
+    assert len(rig.said) == 1 and "the KVM probe failed" in rig.said[0]
+    assert (rig.console("a") + rig.console("b")).count("KVM is not usable") == 1
+
+
+def test_failing_under_tcg_too_is_the_guests_problem_not_kvms(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"kvm": bad_kernel, "tcg": bad_kernel})
+
+    async def scenario() -> None:
+        inst = rig.instance(backoff=1.0, backoff_max=60.0)
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.FAILED)
+        await rig.stop_all()
+        assert inst.state is State.FAILED
+
+    run(scenario())
+    assert rig.launcher.accels == ["kvm", "tcg", "tcg", "tcg"]
+    assert not (rig.root / accel_mod.VERDICT_FILE).exists()
+
+
+def test_explicit_kvm_that_does_not_work_fails_in_one_sentence(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"tcg": boots}, kvm_probe=False)
+
+    async def scenario() -> Instance:
+        inst = rig.instance(accel="kvm")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.FAILED)
+        return inst
+
+    inst = run(scenario())
+    assert rig.launcher.started == []
+    reason = (inst.last_exit or {})["reason"]
+    assert reason.startswith("KVM does not work on this host (a test guest did not finish)")
+    assert "\n" not in reason and "Traceback" not in rig.console()
+
+
+# -- start failures and task errors ------------------------------------------------
+
+
+def test_a_start_failure_is_retried_a_bounded_number_of_times(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"tcg": bad_kernel})
+
+    async def scenario() -> Instance:
+        inst = rig.instance(accel="tcg", restart="always", backoff=1.0, backoff_max=60.0)
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.FAILED)
+        await rig.clock.settle()  # nothing is scheduled to start it again
+        assert not [t for t in rig.clock._timers if not t[2].done()]
+        return inst
+
+    inst = run(scenario())
+    times = [t for t, _, _ in rig.launcher.started]
+    assert len(times) == sup_mod.START_ATTEMPTS == 3
+    assert [round(b - a, 1) for a, b in itertools.pairwise(times)] == [1.0, 2.0]
+    last = inst.last_exit or {}
+    assert last["outcome"] == "failed"
+    assert last["reason"] == (
+        "failed to start 3 times: qemu failed to start: qemu-system-x86_64: could not load "
+        "kernel '/nope/vmlinuz': No such file (exit status 1)"
+    )
+    assert "could not load kernel" in last["stderr"] and last["report"].startswith("start-fail")
+    report = json.loads(
+        (layout.instance_dir(rig.root, "web") / "crashes" / last["report"]).read_text()
+    )
+    assert report["kind"] == "start-failure" and "could not load kernel" in report["qemu_stderr"]
+    console = rig.console()
+    assert console.count("instance failed to start: qemu failed to start") == 3
+    assert "instance failed: failed to start 3 times" in console
+    assert any("web failed" in line for line in rig.said)
+    saved = json.loads((inst.run_dir / "instance.json").read_text())
+    assert saved["state"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"flavor": "generic", "template": "ip={nope}"}, "bad template 'ip={nope}'"),
+        ({"args": 'app.msg="unbalanced'}, "quotation"),
+    ],
+)
+def test_an_error_while_starting_leaves_the_instance_failed_with_its_reason(
+    rig_factory: Callable[..., Rig], config: dict[str, Any], expected: str
+) -> None:
+    rig = rig_factory({"tcg": boots})
+    holder: list[Instance] = []
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg", **config)
+        holder.append(inst)
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.FAILED)
+
+    run(scenario())
+    inst = holder[0]
+    assert rig.launcher.started == []
+    assert expected in (inst.last_exit or {})["reason"]
+    assert inst.summary()["state"] == "failed"
+    assert expected in rig.console()
+
+
+def test_an_unexpected_exception_is_shown_too(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = rig_factory({"tcg": boots})
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(sup_mod, "boot_spec", broken)
+    holder: list[Instance] = []
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg")
+        holder.append(inst)
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.FAILED)
+
+    run(scenario())
+    assert (holder[0].last_exit or {})["reason"] == "KeyError: 'surprise'"
+
+
+def test_usage_errors_name_the_instance(rig_factory: Callable[..., Rig]) -> None:
+    # A bad flavor name cannot pass the config check; here it reaches the supervisor.
+    rig = rig_factory({"tcg": boots})
+    holder: list[Instance] = []
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg", flavor="nope")
+        holder.append(inst)
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.FAILED)
+
+    run(scenario())
+    assert "unknown flavor 'nope'" in (holder[0].last_exit or {})["reason"]
+
+
+# -- crashes, restarts, adoption, stop ---------------------------------------------
+
+
+def test_crashes_restart_with_doubling_backoff(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": crashes_after(2.0)})
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg", restart="on-failure", backoff=1.0, backoff_max=4.0)
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: len(rig.launcher.started) == 5)
+        await rig.stop_all()
+
+    run(scenario())
+    times = [t for t, _, _ in rig.launcher.started]
+    # each run lives 2.5 s (0.5 s to print, 2 s more), then waits 1, 2, 4, 4 s
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
+    assert gaps == [3.5, 4.5, 6.5, 6.5]
+    console = rig.console()
+    assert console.count("instance crashed: qemu exited: exit status 1") == 4
+    assert TOKEN not in rig.files_text().replace(
+        (rig.root / "run" / "web" / "instance.json").read_text(), ""
+    )
+    assert "umon.token=<redacted>" in console
+
+
+def test_adopted_guest_is_watched_not_started(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": boots})
+
+    async def scenario() -> None:
+        proc = FakeProcess(777)
+        rig.launcher.procs[777] = proc
+        run_dir = rig.sup.run_dir("web")
+        (run_dir / "instance.json").write_text(
+            json.dumps({"pid": 777, "token": TOKEN, "started_ns": 1, "console_offset": 0})
+        )
+        inst = rig.instance(accel="tcg", restart="no")
+        assert inst.adopted and inst.pid == 777
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.RUNNING)
+        await rig.clock.run_until(lambda: rig.clock.now > 1010)
+        assert rig.launcher.started == []
+        proc.exit(0)
+        await rig.clock.run_until(lambda: inst.state is State.EXITED)
+
+    run(scenario())
+    assert rig.launcher.started == [] and rig.launcher.killed == []
+
+
+def test_stop_escalates_from_power_down_to_quit_to_kill(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": boots})
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.console_seen)
+        before = rig.clock.now
+        stopping = asyncio.get_running_loop().create_task(rig.sup.stop("web"))
+        await rig.clock.run_until(stopping.done)
+        assert rig.clock.now - before == pytest.approx(2 * sup_mod.STOP_GRACE, abs=0.3)
+        assert inst.state is State.STOPPED
+
+    run(scenario())
+    assert rig.launcher.commands == ["system_powerdown", "quit"]
+    assert rig.launcher.killed == [(4000, signal.SIGKILL)]
+
+
+def test_stop_of_an_instance_without_a_process_signals_nobody(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"tcg": boots})
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg")
+        inst.state = State.RUNNING  # says running, but has no pid
+        await rig.sup.stop("web")
+
+    run(scenario())
+    assert rig.launcher.killed == [] and rig.launcher.commands == []
