@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.samples import console_samples
 from umonitor.protocol.console_lines import (
     CALLER_FIELD,
     CRASH_FIELD,
@@ -22,7 +22,7 @@ from umonitor.protocol.console_lines import (
 )
 from umonitor.records import Kind, Record, Severity
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "console"
+SAMPLES = console_samples()
 SAMPLE_NAMES = [
     "unikraft-0.17-hello.log",
     "unikraft-0.17-lwip-net.log",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import secrets as random_secrets
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from tests.samples import console_samples
 from umonitor.protocol.console_lines import ConsoleDecoder
 from umonitor.protocol.redact import (
     MARKER,
@@ -21,7 +21,7 @@ from umonitor.protocol.redact import (
     redact_text,
 )
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "console"
+SAMPLES = console_samples()
 TOKEN = "9f86d081884c7d659a2feaa0c55ad015"
 OTHER = "0123456789abcdef0123456789abcdef"
 R = MARKER
