@@ -31,24 +31,84 @@
  * host (unsupported version) stops for good, until umon_init() is called again.
  */
 #define _POSIX_C_SOURCE 200809L
+/* Unikraft's nolibc defines u_long/u_short/u_char, which lib-lwip's
+ * <netinet/tcp.h> uses, only with _DEFAULT_SOURCE; on glibc and musl it just
+ * adds the BSD names to POSIX. NetBSD (rumprun) needs nothing beyond POSIX here:
+ * the library writes ports and addresses byte by byte instead of using htons(),
+ * which NetBSD declares only with _NETBSD_SOURCE or _XOPEN_SOURCE. */
+#define _DEFAULT_SOURCE
 #define UMON_WIRE_API
 #include "umonitor.h"
 
-#include <arpa/inet.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#if defined(__Unikraft__) && !defined(BYTE_ORDER)
+/* lib-lwip's <netinet/tcp.h> is a BSD header: it lays out struct tcphdr by
+ * BYTE_ORDER, which BSD's <sys/types.h> defines and nolibc does not (with
+ * neither defined, both layouts are declared and the build fails). */
+#ifndef LITTLE_ENDIAN
+#define LITTLE_ENDIAN __ORDER_LITTLE_ENDIAN__
+#endif
+#ifndef BIG_ENDIAN
+#define BIG_ENDIAN __ORDER_BIG_ENDIAN__
+#endif
+#define BYTE_ORDER __BYTE_ORDER__
+#endif
+#include <netinet/tcp.h>
+
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
 #ifdef UMON_THREADS
 #include <pthread.h>
+#endif
+
+/*
+ * Unikraft. Built as the Unikraft library (Config.uk and Makefile.uk here), the
+ * library reads the umon.* kernel parameters through uklibparam (see
+ * umon_init_default()). Unikraft's scheduler is cooperative: the network stack
+ * runs only while the application blocks or yields, so the library yields from
+ * its own calls until their work is on the wire (coop_settle()). getenv() exists
+ * only with posix-environ. There is one process and usually no filesystem, so
+ * neither getpid() (which nolibc does not declare) nor /dev/urandom would add
+ * anything to the boot id.
+ */
+#ifdef __Unikraft__
+#include <uk/config.h>
+#if CONFIG_LIBUMONITOR_PARAMS
+#include <uk/libparam.h>
+#define UMON_KERNEL_PARAMS 1
+#endif
+#if CONFIG_LIBUKSCHED
+#include <uk/sched.h>
+#define UMON_COOPERATIVE 1
+#endif
+#if CONFIG_LIBPOSIX_ENVIRON
+#define UMON_HAVE_GETENV 1
+#endif
+#else
+#define UMON_HAVE_GETENV 1
+#define UMON_HAVE_PROCESS 1
+#endif
+
+/*
+ * rumprun. Its threads are not preempted either: the NetBSD network stack in the
+ * rump kernel runs only when the application blocks or calls sched_yield(), so
+ * the library settles its backlog the same way as on Unikraft.
+ */
+#ifdef __RUMPRUN__
+#include <sched.h>
+#define UMON_COOPERATIVE 1
+#define umon_yield() sched_yield()
+#elif defined(UMON_COOPERATIVE)
+#define umon_yield() uk_sched_yield()
 #endif
 
 #ifndef UMON_RING_BYTES
@@ -62,6 +122,14 @@
 #endif
 #if UMON_RING_BYTES < UMON_RECORD_MAX
 #error "UMON_RING_BYTES must hold at least one UMON_RECORD_MAX record"
+#endif
+#ifdef UMON_COOPERATIVE
+#ifndef UMON_COOP_WAIT_MS
+#define UMON_COOP_WAIT_MS 20
+#endif
+#ifndef UMON_COOP_INFLIGHT
+#define UMON_COOP_INFLIGHT 2048u
+#endif
 #endif
 
 #ifndef MSG_NOSIGNAL
@@ -82,6 +150,7 @@
 #define BYE_LINGER_MS 500
 #define WAIT_SLICE_MS 50
 #define DEFAULT_NAME "guest"
+#define COLLECTOR_MAX 64       /* bytes of "HOST[:PORT]", terminator included */
 
 /* ---- wire codec ---------------------------------------------------------- */
 
@@ -446,30 +515,52 @@ static unsigned long long mix64(unsigned long long x)
     return x ^ (x >> 31);
 }
 
+/* Fill buf from /dev/urandom; returns the bytes read. */
+static size_t read_urandom(unsigned char *buf, size_t len)
+{
+#ifdef UMON_HAVE_PROCESS
+    size_t got = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return 0;
+    while (got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n > 0)
+            got += (size_t)n;
+        else if (!(n < 0 && errno == EINTR))
+            break;
+    }
+    close(fd);
+    return got;
+#else
+    (void)buf;
+    (void)len;
+    return 0;
+#endif
+}
+
+/* The process id, or 0 where there is only one process. */
+static unsigned long long process_id(void)
+{
+#ifdef UMON_HAVE_PROCESS
+    return (unsigned long long)getpid();
+#else
+    return 0;
+#endif
+}
+
 static void ensure_boot(void)
 {
     static unsigned long long counter;
-    size_t got = 0;
-    int fd;
 
     if (S.boot_ready)
         return;
-    fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        while (got < sizeof S.boot_id) {
-            ssize_t n = read(fd, S.boot_id + got, sizeof S.boot_id - got);
-            if (n > 0)
-                got += (size_t)n;
-            else if (!(n < 0 && errno == EINTR))
-                break;
-        }
-        close(fd);
-    }
-    if (got < sizeof S.boot_id) {
+    if (read_urandom(S.boot_id, sizeof S.boot_id) < sizeof S.boot_id) {
         int local = 0;
         unsigned long long a, b;
 
-        a = mix64((unsigned long long)clock_ns(CLOCK_MONOTONIC, NULL) ^ ((unsigned long long)getpid() << 32));
+        a = mix64((unsigned long long)clock_ns(CLOCK_MONOTONIC, NULL) ^ (process_id() << 32));
         b = mix64((unsigned long long)clock_ns(CLOCK_REALTIME, NULL) ^ (unsigned long long)(size_t)&S ^
                   ((unsigned long long)(size_t)&local << 17) ^ ++counter);
         a = mix64(a ^ b);
@@ -947,6 +1038,55 @@ static int flush_locked(int timeout_ms)
     }
 }
 
+/*
+ * Cooperative scheduling (Unikraft). The network stack runs in threads of its
+ * own: it takes in packets (the SYN-ACK, TCP and host ACKs) only while the
+ * application thread blocks or yields. An application that logs and then
+ * computes without ever blocking would leave its records in this library, or in
+ * lwIP's send queue waiting for a TCP acknowledgement, for as long as it runs.
+ * So each call that makes progress (umon_log*, umon_init, umon_poll) yields
+ * until its work is out, for at most UMON_COOP_WAIT_MS: until the connection is
+ * up, every record is handed to the stack, and at most UMON_COOP_INFLIGHT bytes
+ * of records are on the wire without the host's ACK. While that backlog plus
+ * the next record fits lwIP's congestion window (4380 bytes at first with MSS
+ * 1460, growing with every acknowledgement), lwIP never holds a segment back
+ * for an acknowledgement nobody would process: it transmits each record during
+ * the call that hands it over. Without a backlog a call does not yield at all;
+ * IDLE (waiting to retry) has no backlog because nothing can progress before
+ * the retry time.
+ */
+#ifdef UMON_COOPERATIVE
+static int coop_backlog(void)
+{
+    if (!S.configured || S.stopped || S.closing || S.state == IDLE)
+        return 0;
+    if (S.state != READY)
+        return 1; /* connecting, or waiting for the ACK to HELLO */
+    return S.tx_start != S.tx_end || S.tx_seq < S.next_seq || S.pong_pending ||
+           S.tx_off > UMON_COOP_INFLIGHT;
+}
+
+/* Yield until the backlog is gone or the time is up; returns the result of the
+ * last poll_locked(), `polled` when none was needed. */
+static int coop_settle(int polled)
+{
+    long long deadline;
+
+    if (!coop_backlog())
+        return polled;
+    deadline = clock_ns(CLOCK_MONOTONIC, NULL) + UMON_COOP_WAIT_MS * 1000000LL;
+    do {
+        UNLOCK();
+        umon_yield();
+        LOCK();
+        polled = poll_locked();
+    } while (coop_backlog() && clock_ns(CLOCK_MONOTONIC, NULL) < deadline);
+    return polled;
+}
+#else
+#define coop_settle(polled) (polled)
+#endif
+
 /* ---- public API ------------------------------------------------------------- */
 
 static int clamp_severity(int severity)
@@ -1015,7 +1155,7 @@ void umon_vlogx(int severity, int kind, const char *file, unsigned line, const c
 {
     LOCK();
     log_locked(severity, kind, file, line, func, fields, nfields, fmt, ap);
-    (void)poll_locked();
+    (void)coop_settle(poll_locked());
     UNLOCK();
 }
 
@@ -1047,19 +1187,56 @@ static void close_socket_locked(void)
     reset_link();
 }
 
+/*
+ * A dotted-quad IPv4 address into out (network order): four decimal parts
+ * 0-255, no leading zeros, nothing else; -1 otherwise. These are inet_pton()'s
+ * rules; the library has its own parser because Unikraft's lwIP declares
+ * inet_pton() but exports only lwip_inet_pton().
+ */
+static int parse_ipv4(const char *text, unsigned char out[4])
+{
+    int part;
+
+    for (part = 0; part < 4; part++) {
+        unsigned value = 0;
+        int digits = 0;
+
+        if (part > 0 && *text++ != '.')
+            return -1;
+        for (; *text >= '0' && *text <= '9'; text++) {
+            if (digits > 0 && value == 0)
+                return -1; /* a leading zero */
+            value = value * 10 + (unsigned)(*text - '0');
+            if (value > 255)
+                return -1;
+            digits++;
+        }
+        if (digits == 0)
+            return -1;
+        out[part] = (unsigned char)value;
+    }
+    return *text == '\0' ? 0 : -1;
+}
+
 int umon_init(const char *host, unsigned port, const char *name, const char *token)
 {
     struct sockaddr_in addr;
+    unsigned char ip[4], port_bytes[2];
     size_t name_len = name ? strlen(name) : 0;
     size_t token_len = token ? strlen(token) : 0;
 
     if (host == NULL || name_len == 0 || name_len > 255 || token_len > 255 || port > 65535u)
         return -1;
+    if (parse_ipv4(host, ip) < 0)
+        return -1;
+    if (port == 0)
+        port = UMON_DEFAULT_PORT;
+    /* Both fields are in network order: written byte by byte, no htons(). */
+    put_u16(port_bytes, port);
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
-    addr.sin_port = htons((unsigned short)(port ? port : UMON_DEFAULT_PORT));
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
-        return -1;
+    memcpy(&addr.sin_port, port_bytes, sizeof port_bytes);
+    memcpy(&addr.sin_addr, ip, sizeof ip);
 
     LOCK();
     close_socket_locked();
@@ -1074,7 +1251,7 @@ int umon_init(const char *host, unsigned port, const char *name, const char *tok
     S.backoff_ms = BACKOFF_MIN_MS;
     S.retry_at_ms = now_ms();
     ensure_boot();
-    (void)poll_locked();
+    (void)coop_settle(poll_locked());
     UNLOCK();
     return 0;
 }
@@ -1185,10 +1362,39 @@ static int copy_value(char *dst, size_t cap, const char *value)
     return 0;
 }
 
+/* HOST[:PORT] into host (COLLECTOR_MAX bytes) and *port; -1 if malformed or
+ * too long. */
+static int split_collector(const char *value, char *host, unsigned *port)
+{
+    char *colon;
+
+    if (copy_value(host, COLLECTOR_MAX, value) < 0)
+        return -1;
+    *port = UMON_DEFAULT_PORT;
+    colon = strchr(host, ':');
+    if (colon != NULL) {
+        *colon = '\0';
+        if (parse_port(colon + 1, port) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* umon_init(), then the level if one was given (level >= 0). */
+static int init_at_level(const char *host, unsigned port, const char *name, const char *token,
+                         int level)
+{
+    if (umon_init(host, port, name, token) < 0)
+        return -1;
+    if (level >= 0)
+        umon_set_level(level);
+    return 0;
+}
+
 int umon_init_from_string(const char *config)
 {
     char word[600];
-    char host[64] = "";
+    char host[COLLECTOR_MAX] = "";
     char name[256] = DEFAULT_NAME;
     char token[256] = "";
     unsigned port = UMON_DEFAULT_PORT;
@@ -1202,16 +1408,8 @@ int umon_init_from_string(const char *config)
         return -1;
     while ((p = next_word(p, word, sizeof word, &cut)) != NULL) {
         if ((value = value_of(word, "umon.collector=")) != NULL) {
-            char *colon;
-            if (cut || copy_value(host, sizeof host, value) < 0)
+            if (cut || split_collector(value, host, &port) < 0)
                 return -1;
-            colon = strchr(host, ':');
-            port = UMON_DEFAULT_PORT;
-            if (colon != NULL) {
-                *colon = '\0';
-                if (parse_port(colon + 1, &port) < 0)
-                    return -1;
-            }
             have_collector = 1;
         } else if ((value = value_of(word, "umon.name=")) != NULL) {
             if (cut || value[0] == '\0' || copy_value(name, sizeof name, value) < 0)
@@ -1226,11 +1424,52 @@ int umon_init_from_string(const char *config)
         }
         /* any other word belongs to someone else */
     }
-    if (!have_collector || umon_init(host, port, name, token) < 0)
+    if (!have_collector)
         return -1;
-    if (level >= 0)
-        umon_set_level(level);
-    return 0;
+    return init_at_level(host, port, name, token, level);
+}
+
+#ifdef UMON_KERNEL_PARAMS
+/* The umon.* kernel parameters (Makefile.uk sets the prefix "umon"). uklibparam
+ * parses the kernel command line before main() and points each one at its
+ * value there; NULL when not given. */
+static char *param_collector;
+static char *param_name;
+static char *param_token;
+static char *param_level;
+UK_LIBPARAM_PARAM_ALIAS(collector, &param_collector, charp, "collector address, HOST[:PORT]");
+UK_LIBPARAM_PARAM_ALIAS(name, &param_name, charp, "instance name (default guest)");
+UK_LIBPARAM_PARAM_ALIAS(token, &param_token, charp, "shared secret");
+UK_LIBPARAM_PARAM_ALIAS(level, &param_level, charp, "minimum severity sent: 0-7 or a name");
+
+static int init_from_kernel_params(void)
+{
+    char host[COLLECTOR_MAX];
+    unsigned port;
+    int level = -1;
+
+    if (split_collector(param_collector, host, &port) < 0)
+        return -1;
+    if (param_name != NULL && param_name[0] == '\0')
+        return -1;
+    if (param_level != NULL && (level = parse_level(param_level)) < 0)
+        return -1;
+    return init_at_level(host, port, param_name != NULL ? param_name : DEFAULT_NAME, param_token,
+                         level);
+}
+#endif
+
+int umon_init_default(void)
+{
+#ifdef UMON_KERNEL_PARAMS
+    if (param_collector != NULL)
+        return init_from_kernel_params();
+#endif
+#ifdef UMON_HAVE_GETENV
+    return umon_init_from_string(getenv("UMON_CONFIG"));
+#else
+    return -1;
+#endif
 }
 
 int umon_poll(void)
@@ -1238,7 +1477,7 @@ int umon_poll(void)
     int r;
 
     LOCK();
-    r = poll_locked();
+    r = coop_settle(poll_locked());
     UNLOCK();
     return r;
 }

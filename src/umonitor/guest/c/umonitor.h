@@ -3,8 +3,11 @@
  * unikernels.
  *
  * A guest links umonitor.c, calls umon_init() (or umon_init_from_string() with
- * its kernel command line) and logs with the UMON_LOG_* macros. Records travel
- * to the collector over TCP in the native protocol (docs/protocol.md, v1).
+ * its kernel command line, or umon_init_default()) and logs with the UMON_LOG_*
+ * macros. Records travel to the collector over TCP in the native protocol
+ * (docs/protocol.md, v1). It builds with any C99 compiler on a POSIX socket API:
+ * glibc, musl, NetBSD's libc (rumprun), and Unikraft's nolibc with lwIP, where
+ * this directory is also a Unikraft library (docs/unikernels.md).
  *
  * How this works: every record is numbered (sequence numbers from 1 per boot),
  * encoded as a RECORD frame and appended to a bounded ring of frames the host has
@@ -20,11 +23,24 @@
  * umon_poll() now and then (it never blocks) so that acknowledgements are read,
  * PINGs answered and lost connections re-established.
  *
+ * Cooperative schedulers (Unikraft): the network stack runs only when the
+ * application blocks or yields. There umon_log*(), umon_init() and umon_poll()
+ * yield to it until their work is on the wire: the connection is up, every
+ * record is handed to the stack and at most UMON_COOP_INFLIGHT bytes await the
+ * host's ACK. They wait at most UMON_COOP_WAIT_MS per call, and not at all when
+ * nothing is pending, so a guest that logs and then computes forever without
+ * blocking still gets its records out.
+ *
  * Build options (preprocessor macros, all optional):
  *   UMON_RING_BYTES   bytes of unacknowledged frames kept (default 262144)
  *   UMON_RECORD_MAX   largest encoded record frame, bytes (default 4096, 1024-65536)
  *   UMON_THREADS      guard the library state with a pthread mutex (link -pthread)
  *   UMON_FILE         what the macros record as the file name (default __FILE__)
+ *   UMON_COOP_WAIT_MS    cooperative schedulers only: longest a call yields, in
+ *                        milliseconds (default 20)
+ *   UMON_COOP_INFLIGHT   cooperative schedulers only: record bytes that may await
+ *                        the host's ACK when a call returns (default 2048)
+ * On Unikraft, Config.uk sets these from menuconfig (CONFIG_LIBUMONITOR_*).
  *
  * No function allocates memory; all state is static, every buffer is bounded.
  */
@@ -118,10 +134,24 @@ int umon_init(const char *host, unsigned port, const char *name, const char *tok
 int umon_init_from_string(const char *config);
 
 /*
+ * umon_init_default - umon_init() from where this platform keeps the
+ * configuration:
+ *   Unikraft  the kernel parameters umon.collector, umon.name, umon.token and
+ *             umon.level (before "--" on the kernel command line; read by
+ *             uklibparam, so main() sees only its own arguments), when
+ *             umon.collector is among them;
+ *   otherwise the UMON_CONFIG environment variable, read by
+ *             umon_init_from_string() (on Unikraft only when posix-environ is
+ *             in the image, which provides getenv()).
+ * Returns 0, or -1 (nothing changed) when neither holds a usable collector.
+ */
+int umon_init_default(void);
+
+/*
  * umon_log - log a printf-style message at severity (an enum umon_severity;
  * values outside 0-7 are clamped). The message is cut to fit UMON_RECORD_MAX.
  * Records with severity above the current level are counted as filtered and
- * not sent. Never blocks.
+ * not sent. Never blocks (on a cooperative scheduler it yields; see above).
  */
 void umon_log(int severity, const char *fmt, ...) UMON_PRINTF(2, 3);
 
@@ -132,7 +162,7 @@ void umon_log(int severity, const char *fmt, ...) UMON_PRINTF(2, 3);
  *   fields, nfields    key-value pairs (at most 255 are sent; fields that do not
  *                      fit in the record are left out, the last one cut)
  *   fmt, ...           printf-style message; NULL for none
- * The UMON_LOG_* macros below fill in the location. Never blocks.
+ * The UMON_LOG_* macros below fill in the location. Never blocks (but see above).
  */
 void umon_logx(int severity, int kind, const char *file, unsigned line, const char *func,
                const struct umon_field *fields, unsigned nfields, const char *fmt, ...)
@@ -146,7 +176,8 @@ void umon_vlogx(int severity, int kind, const char *file, unsigned line, const c
 /*
  * umon_poll - make progress without blocking: connect or reconnect when due
  * (backoff from 100 ms doubling to 5 s), send what the socket takes, read ACK,
- * PING and SET_LEVEL frames. Returns 0 while a connection to the collector is
+ * PING and SET_LEVEL frames (under a cooperative scheduler it yields for up to
+ * UMON_COOP_WAIT_MS, as the logging calls do). Returns 0 while a connection to the collector is
  * up, -1 otherwise (not initialized, connecting, waiting to retry, or stopped
  * because the collector does not speak this protocol version).
  */

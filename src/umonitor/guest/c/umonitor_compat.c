@@ -9,6 +9,10 @@
  * Otherwise it ends every message with '\n' (see umonitor_compat.h).
  */
 #define _POSIX_C_SOURCE 200809L
+/* As in umonitor.c: nolibc gives lib-lwip's headers u_long and friends only
+ * with _DEFAULT_SOURCE, and the port is written byte by byte because NetBSD
+ * declares htons() only beyond POSIX. */
+#define _DEFAULT_SOURCE
 #include "umonitor_compat.h"
 
 #include <errno.h>
@@ -35,6 +39,8 @@
 int debug_init(debug_link *link)
 {
     struct sockaddr_in addr;
+    unsigned port;
+    unsigned char port_bytes[2];
     int one = 1;
     int fd, conn;
 
@@ -48,10 +54,12 @@ int debug_init(debug_link *link)
     if (fd < 0)
         return -1;
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    memset(&addr, 0, sizeof addr);
+    port = link->port ? link->port : DEBUG_LINK_DEFAULT_PORT;
+    port_bytes[0] = (unsigned char)(port >> 8); /* network order */
+    port_bytes[1] = (unsigned char)port;
+    memset(&addr, 0, sizeof addr); /* the address: INADDR_ANY, all zero */
     addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_ANY);
-    addr.sin_port = htons(link->port ? link->port : DEBUG_LINK_DEFAULT_PORT);
+    memcpy(&addr.sin_port, port_bytes, sizeof port_bytes);
     if (bind(fd, (const struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 1) < 0) {
         int saved = errno;
         close(fd);

@@ -1,27 +1,26 @@
 /*
  * crash_app - a demo application that crashes on purpose.
  *
- *   crash_app [CONFIG]
+ *   crash_app [umon.WORD=VALUE ...] [ARG ...]
  *
- * CONFIG is a kernel command line (default: the UMON_CONFIG environment
- * variable), read as by the demo app: the library's words (umon.collector,
- * umon.name, umon.token, umon.level), umon.count=N (records before the crash,
- * default 20) and umon.rate=N (records per second, default 4).
+ * Configured as the demo app is (demo_common.h): the library's words
+ * (umon.collector, umon.name, umon.token, umon.level), umon.count=N (records
+ * before the crash, default 20) and umon.rate=N (records per second, default 4).
+ * Other arguments are printed once ("app args: ...").
  *
  * It logs ordinary records for a while, then an error saying it is about to
  * crash, waits until the collector has acknowledged everything, and then
- * writes through a NULL pointer: the process dies of SIGSEGV. It exists to
- * exercise crash detection end to end (the guest image's init reports the
- * signal on the console, and the records before it are stored).
+ * writes through a NULL pointer two calls down (main -> crash ->
+ * write_through_null, none inlined), so that a stack trace has frames to show:
+ * on Linux the process dies of SIGSEGV (the guest image's init reports the
+ * signal on the console), on Unikraft the kernel prints its crash trace and
+ * halts. The records before the crash are stored either way.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "demo_common.h"
 #include "umonitor.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #define DEFAULT_COUNT 20
@@ -50,21 +49,29 @@ static void idle_until(long long until)
 /* Write through a NULL pointer. Both the pointer and the store are volatile:
  * the compiler can neither prove the pointer NULL (and emit a trap instruction,
  * SIGILL, instead) nor drop a store nobody reads. */
-static void crash(void)
+static DEMO_NOINLINE void write_through_null(int value)
 {
     volatile int *volatile target = NULL;
 
-    *target = 42;
+    *target = value;
+}
+
+/* The frame between main() and the fault. */
+static DEMO_NOINLINE void crash(void)
+{
+    write_through_null(42);
+    /* Reached only where address 0 is writable. Having work after the call
+     * also keeps it from being a tail call, which would drop this frame. */
+    fprintf(stderr, "crash_app: writing through NULL did not crash\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *config = argc > 1 ? argv[1] : getenv("UMON_CONFIG");
+    static char config[DEMO_CONFIG_MAX];
     long count, rate, i;
     long long interval, next;
 
-    if (config == NULL)
-        config = "";
+    demo_config("crash_app", argc, argv, config);
     count = config_number(config, "umon.count=", DEFAULT_COUNT);
     if (count < 0)
         count = DEFAULT_COUNT;
@@ -72,8 +79,7 @@ int main(int argc, char **argv)
     if (rate < 1 || rate > MAX_RATE)
         rate = DEFAULT_RATE;
 
-    if (umon_init_from_string(config) < 0)
-        fprintf(stderr, "crash_app: no usable umon.collector=HOST[:PORT] in \"%s\"\n", config);
+    demo_init("crash_app", config);
     UMON_LOG_NOTICE("crash app starting: %ld records, then a crash", count);
 
     interval = 1000000000LL / rate;

@@ -1,17 +1,19 @@
 /*
  * demo_app - the umonitor demo unikernel application.
  *
- *   demo_app [CONFIG]
+ *   demo_app [umon.WORD=VALUE ...] [ARG ...]
  *
- * CONFIG is a kernel command line (default: the UMON_CONFIG environment
- * variable), e.g.
+ * The umon.* words configure it (demo_common.h says where else it looks: one
+ * argument holding several words, UMON_CONFIG, the Unikraft kernel parameters),
+ * e.g.
  *
  *   umon.collector=10.0.0.1:2333 umon.name=demo umon.level=debug umon.rate=5
  *
  * Besides the library's words (umon.collector, umon.name, umon.token,
  * umon.level) the demo reads umon.rate=N (records per second, default 5) and
  * umon.count=N (stop after N records of the steady phase; default: run until
- * SIGINT or SIGTERM).
+ * SIGINT or SIGTERM, or forever on Unikraft). Other arguments are printed once
+ * ("app args: ...") and otherwise ignored.
  *
  * Like the original Umonitor demo, it first walks through a few functions that
  * report their entry and exit with their parameters, is handed a NULL pointer
@@ -23,10 +25,8 @@
 #include "demo_common.h"
 #include "umonitor.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -36,10 +36,27 @@
 
 static volatile sig_atomic_t stop_requested;
 
+#ifndef __Unikraft__
 static void on_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
+}
+#endif
+
+/* Stop cleanly on SIGINT and SIGTERM. A Unikraft image has no signals (and
+ * nobody to send one): there the demo runs until umon.count is reached. */
+static void catch_stop_signals(void)
+{
+#ifndef __Unikraft__
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGINT, &sa, NULL);
+    (void)sigaction(SIGTERM, &sa, NULL);
+#endif
 }
 
 /* Sleep until the monotonic clock reads `until`, polling the library. */
@@ -213,33 +230,23 @@ static void steady_record(unsigned long i)
 
 int main(int argc, char **argv)
 {
-    const char *config = argc > 1 ? argv[1] : getenv("UMON_CONFIG");
-    struct sigaction sa;
+    static char config[DEMO_CONFIG_MAX];
     struct umon_stats stats;
     long rate, count;
     long long interval, next;
     unsigned long i;
     int quotient = 0;
 
-    if (config == NULL)
-        config = "";
+    demo_config("demo_app", argc, argv, config);
     rate = config_number(config, "umon.rate=", DEFAULT_RATE);
     if (rate < 1 || rate > MAX_RATE)
         rate = DEFAULT_RATE;
     count = config_number(config, "umon.count=", -1);
-
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    (void)sigaction(SIGINT, &sa, NULL);
-    (void)sigaction(SIGTERM, &sa, NULL);
+    catch_stop_signals();
 
     /* Logged before the network is configured: kept and sent once it is up. */
     UMON_LOG_NOTICE("demo starting (rate %ld/s)", rate);
-    if (umon_init_from_string(config) < 0)
-        fprintf(stderr, "demo_app: no usable umon.collector=HOST[:PORT] in \"%s\"; "
-                        "records stay buffered\n",
-                config);
+    demo_init("demo_app", config);
 
     greet("unikernel");
     greet(NULL);
