@@ -19,6 +19,8 @@ from umonitor.protocol.console_lines import (
     clean_untrusted,
     console_record_untrusted,
     crash_reason,
+    guest_end,
+    halted,
 )
 from umonitor.records import Kind, Record, Severity
 
@@ -174,11 +176,20 @@ CASES: list[tuple[bytes, int, str | None, str | None]] = [
     (b'PANIC: assert "current_lwp == NULL" FAILED', 0, "kernel panic", None),
     (b"rumprun: rump kernel halting...", 5, None, None),
     (b"halted", 5, None, None),
+    (b"FATAL TRAP: page fault at 0x200e4c (0x0)", 2, "page fault", None),
+    (b"FATAL TRAP: general protection at 0x1 (0x0)", 2, "general protection fault", None),
+    (b"FATAL TRAP: divide-by-zero at 0x200e4c (0x0)", 2, "divide error", None),
+    (b"FATAL TRAP: invalid opcode at 0x200e4c (0x0)", 2, "invalid opcode", None),
+    (b"FATAL TRAP: something new at 0x200e4c (0x0)", 2, "fatal trap", None),
+    (b"=== bootstrap failed", 2, "bootstrap failed", None),
     # OSv
     (b"page fault outside application, addr: 0x0000000000000000", 2, "page fault", None),
     (b"Aborted", 2, "abort", None),
     (b"Assertion failed: x (core/mmu.cc: f: 12)", 2, "assertion failed", None),
-    # Nanos
+    # Nanos (the first three: a program's NULL write, as a real Nanos prints it)
+    (b"*** signal 11 received by tid 2, errno 0, code 1", 2, "segmentation fault", None),
+    (b"*** signal 8 received by tid 2, errno 0, code 1", 2, "fatal signal", None),
+    (b"lastvector: 000000000000000e (Page fault)", 2, "page fault", None),
     (b"no fault handler", 2, None, None),
     (b" interrupt: 000000000000000e (Page fault)", 2, "page fault", None),
     (b" interrupt: 000000000000000d (General protection)", 2, "general protection fault",
@@ -437,3 +448,24 @@ def test_buffer_stays_under_max_line(chunks: list[bytes], max_line: int) -> None
         assert decoder.buffered < max_line
     decoder.end_of_stream()
     assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "end", "halt"),
+    [
+        ('=== main() of "app" returned 3 ===', 'main() of "app" returned 3', False),
+        ("=== _exit(0) called ===", "_exit(0) called", False),
+        ("=== ERROR: _exit(2) called ===", "ERROR: _exit(2) called", False),
+        ("halted", None, True),
+        ("Unikraft halted", None, False),
+        ("FATAL TRAP: page fault at 0x200e4c (0x0)", None, True),
+        ("FATAL TRAP: page fault at 0x200e4c (0x0) and more", None, False),
+        ('app says === main() of "app" returned 3 ===', None, False),
+        ('=== main() of "a" returned 99999999999 ===', None, False),
+    ],
+)
+def test_how_a_guest_says_it_ended(line: str, end: str | None, halt: bool) -> None:
+    record = console_record_untrusted(1, line)
+    assert record is not None
+    assert guest_end(record) == end
+    assert halted(record) is halt

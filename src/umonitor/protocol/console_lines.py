@@ -41,6 +41,8 @@ CRASH_FIELD = "crash"  # short reason when the line means the guest crashed
 LIB_FIELD = "lib"  # Unikraft library that printed the line (libukboot, …)
 THREAD_FIELD = "thread"  # Unikraft thread name, when the kernel prints it
 CALLER_FIELD = "caller"  # Linux caller id (T1, C0) or Unikraft {r:…,f:…} addresses
+END_FIELD = "end"  # how the guest's program ended, when the console says it
+HALT_FIELD = "halt"  # the guest has stopped for good but does not power off ("1")
 
 # --- cleaning -------------------------------------------------------------------------
 
@@ -145,14 +147,32 @@ RULES: tuple[Rule, ...] = (
     ),
     _rule("unikraft", r"^Unhandled Trap [0-9]+ \(", _S.CRIT, "unhandled trap"),
     _rule("unikraft", r"^Crashing$", _S.CRIT, "crash"),
-    # rumprun: NetBSD's "panic: …", the bare-metal kernel's "PANIC: …", then "halted".
+    # rumprun: NetBSD's "panic: …", the bare-metal kernel's "PANIC: …", then "halted";
+    # a fault is "FATAL TRAP: page fault at 0x… (0x…)" and the CPU halts, silently.
     _rule("rumprun", r"^(?i:panic): ", _S.EMERG, "kernel panic"),
+    _rule("rumprun", r"^FATAL TRAP: page fault at ", _S.CRIT, "page fault"),
+    _rule(
+        "rumprun",
+        r"^FATAL TRAP: general protection at ",
+        _S.CRIT,
+        "general protection fault",
+    ),
+    _rule("rumprun", r"^FATAL TRAP: divide-by-zero at ", _S.CRIT, "divide error"),
+    _rule("rumprun", r"^FATAL TRAP: invalid opcode at ", _S.CRIT, "invalid opcode"),
+    _rule("rumprun", r"^FATAL TRAP: ", _S.CRIT, "fatal trap"),
+    _rule("rumprun", r"^=== bootstrap failed$", _S.CRIT, "bootstrap failed"),
     _rule("rumprun", r"rump kernel halting", _S.NOTICE),
     _rule("rumprun", r"^halted$", _S.NOTICE),
     # OSv
     _rule("osv", r"^page fault outside application\b", _S.CRIT, "page fault"),
     _rule("osv", r"^Aborted\b", _S.CRIT, "abort"),
-    # Nanos: "no fault handler", then " interrupt: <vector> (<name>)", registers, trace.
+    # Nanos: a fault in the program is "*** signal 11 received by tid 2, errno 0, code 1",
+    # "fault address 0x0", the thread context ("lastvector: … (Page fault)"), then
+    # "core dump"; a fault in the kernel "no fault handler", " interrupt: <vector>
+    # (<name>)", registers, trace.
+    _rule("nanos", r"^\*\*\* signal 11 received by tid [0-9]+", _S.CRIT, "segmentation fault"),
+    _rule("nanos", r"^\*\*\* signal [0-9]{1,3} received by tid [0-9]+", _S.CRIT, "fatal signal"),
+    _rule("nanos", r"^lastvector: [0-9a-f]+ \(Page fault\)", _S.CRIT, "page fault"),
     _rule("nanos", r"^\s*interrupt: [0-9a-f]+ \(Page fault\)", _S.CRIT, "page fault"),
     _rule(
         "nanos",
@@ -177,6 +197,18 @@ RULES: tuple[Rule, ...] = (
     ),
     _rule("any", r"abort\(\) called", _S.CRIT, "abort"),
     _rule("any", r"[Tt]riple fault", _S.CRIT, "triple fault"),
+)
+
+# How a guest's program ended, said on the console by the unikernel itself: rumprun
+# prints this when main() returns or _exit() is called, then "halted", and spins.
+_ENDS = (
+    re.compile(r'^=== main\(\) of "[^"\n]{0,256}" returned (-?[0-9]{1,10}) ===$'),
+    re.compile(r"^=== (?:ERROR: )?_exit\((-?[0-9]{1,10})\) called ===$"),
+)
+# After these lines the guest does nothing, forever (rumprun's hw platform halts the
+# CPU but never powers off): the supervisor stops QEMU on them.
+_HALTED = re.compile(
+    r"^(?:halted|FATAL TRAP: [a-z -]{1,40} at 0x[0-9a-f]{1,16} \(0x[0-9a-f]{1,16}\))$"
 )
 
 # Rules look at the start of a message only, which bounds the work a long line costs;
@@ -248,6 +280,7 @@ def console_record_untrusted(seq: int, text: str) -> Record | None:
         if unikraft["file"] is not None:
             file, line = unikraft["file"], int(unikraft["line"])
     severity, crash = classify(body, level)
+    fields += _ending(body)
     if crash is None:
         return Record(seq, severity, body, Kind.LOG, mono_ns, None, file, line, "", fields)
     fields += ((CRASH_FIELD, crash),)
@@ -274,6 +307,29 @@ def classify(message: str, level: Severity | None = None) -> tuple[Severity, str
     if prefix is not None:
         return SEVERITY_ALIASES[prefix[1].lower()], None
     return Severity.INFO, None
+
+
+def _ending(message: str) -> Fields:
+    """The END_FIELD or HALT_FIELD a line about the guest's end gets, if any."""
+    if len(message) > 300:
+        return ()
+    for pattern in _ENDS:
+        found = pattern.match(message)
+        if found is not None:
+            return ((END_FIELD, message.strip("= ")),)
+    if _HALTED.match(message):
+        return ((HALT_FIELD, "1"),)
+    return ()
+
+
+def guest_end(record: Record) -> str | None:
+    """How the guest's program ended ('main() of "app" returned 0'), if this line says."""
+    return next((value for key, value in record.fields if key == END_FIELD), None)
+
+
+def halted(record: Record) -> bool:
+    """Whether this line says the guest stopped for good without powering off."""
+    return any(key == HALT_FIELD for key, _ in record.fields)
 
 
 def crash_reason(record: Record) -> str | None:
