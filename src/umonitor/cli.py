@@ -928,6 +928,23 @@ def rm(name: str, data: Path | None) -> None:
 @click.option("--mem", default="256M", show_default=True, help="Memory, e.g. 256M or 1G.")
 @click.option("--args", "args", default="", help="Extra kernel arguments.")
 @click.option(
+    "--app-args",
+    default="",
+    help="The application's own arguments, what its main() gets (unikraft, rumprun, nanos).",
+)
+@click.option(
+    "--nanos",
+    "nanos_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Flavor nanos: the directory with Nanos' kernel.img, boot.img and mkfs "
+    "(KERNEL is then the program).",
+)
+@click.option(
+    "--listen",
+    type=click.IntRange(1, 65535),
+    help="The guest listens on this TCP port (2018 API): the collector connects to it.",
+)
+@click.option(
     "--restart", type=click.Choice(["no", "on-failure", "always"]), default="no", show_default=True
 )
 @data_option
@@ -938,12 +955,16 @@ def run(
     flavor: str,
     mem: str,
     args: str,
+    app_args: str,
+    nanos_dir: Path | None,
+    listen: int | None,
     restart: str,
     data: Path | None,
 ) -> None:
     """Start one more instance in the running fleet ('umonitor up' first)."""
+    from umonitor.fleet.config import PROBE_NET
     from umonitor.fleet.daemon import request
-    from umonitor.fleet.flavors import FLAVORS, cmdline_words
+    from umonitor.fleet.flavors import FLAVORS, boot_spec
     from umonitor.fleet.qemu import parse_memory
     from umonitor.store.names import is_instance_name
 
@@ -951,7 +972,11 @@ def run(
         raise UsageError(f"bad instance name {name!r}: use a-z 0-9 . _ -")
     if flavor not in FLAVORS:
         raise UsageError(f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)}")
-    cmdline_words(args)  # quotes a kernel command line cannot hold: one clear error now
+    if (flavor == "nanos") != (nanos_dir is not None):
+        raise UsageError("--nanos DIR goes with --flavor nanos, and only with it")
+    # Words no command line can hold, args where there is no kernel command line:
+    # one clear error now rather than a failed start.
+    boot_spec(flavor, PROBE_NET, args, "{ip}", app_args)
     instance = {
         "name": name,
         "kernel": str(kernel.resolve()),
@@ -959,6 +984,9 @@ def run(
         "flavor": flavor,
         "memory_mib": parse_memory(mem),
         "args": args,
+        "app_args": app_args,
+        "nanos": str(nanos_dir.resolve()) if nanos_dir else None,
+        "listen": listen,
         "restart": restart,
     }
     request(_data_dir(data), {"op": "run", "instance": instance})

@@ -292,3 +292,79 @@ def test_any_instance_table_only_raises_usage_error(instances: list[object]) -> 
     except UsageError:
         return
     assert all(i.kernel.is_file() for i in config.instances)
+
+
+def test_unikernel_keys(tree: Path) -> None:
+    nanos = tree / "nanos"
+    nanos.mkdir()
+    for name in ("kernel.img", "boot.img", "mkfs"):
+        (nanos / name).write_bytes(b"x")
+    config = load_config(
+        write(
+            tree,
+            """[[instance]]
+name = "uk"
+kernel = "img/vmlinuz"
+flavor = "unikraft"
+args = "vfs.fstab=none"
+app_args = "serve 'a b'"
+[[instance]]
+name = "nv"
+kernel = "img/vmlinuz"
+flavor = "nanos"
+nanos = "nanos"
+app_args = "-v"
+[[instance]]
+name = "seed"
+kernel = "img/vmlinuz"
+flavor = "rumprun"
+listen = 2333
+""",
+        )
+    )
+    uk, nv, seed = config.instances
+    assert (uk.args, uk.app_args) == ("vfs.fstab=none", "serve 'a b'")
+    assert nv.nanos == nanos and nv.app_args == "-v"
+    assert seed.listen == 2333 and seed.nanos is None and uk.listen is None
+
+
+def test_unikernel_key_errors_have_lines(tree: Path) -> None:
+    (tree / "empty").mkdir()
+    bad = """[[instance]]
+name = "a"
+kernel = "img/vmlinuz"
+flavor = "linux"
+app_args = "x"
+nanos = "empty"
+listen = 70000
+[[instance]]
+name = "b"
+kernel = "img/vmlinuz"
+flavor = "rumprun"
+args = "-v"
+app_args = "it\\\\'s"
+[[instance]]
+name = "c"
+kernel = "img/vmlinuz"
+flavor = "nanos"
+nanos = "empty"
+[[instance]]
+name = "d"
+kernel = "img/vmlinuz"
+flavor = "nanos"
+"""
+    with pytest.raises(UsageError) as info:
+        load_config(write(tree, bad))
+    problems = [p.strip() for p in str(info.value).splitlines()[1:]]
+    expected = [
+        "umonitor.toml:5: instance 'a': app_args is for unikraft, rumprun, nanos guests",
+        "umonitor.toml:6: instance 'a': nanos (the Nanos kernel directory) is for the nanos",
+        "umonitor.toml:7: instance 'a': listen must be the TCP port",
+        "umonitor.toml:12: instance 'b': a rumprun guest has no kernel command line",
+        "umonitor.toml:13: instance 'b': app_args word \"it's\" has a single quote",
+        "umonitor.toml:18: instance 'c': nanos 'empty' has no kernel.img, boot.img, mkfs",
+        "umonitor.toml:19: instance 'd': the nanos flavor needs nanos = \"DIR\"",
+    ]
+    assert len(problems) == len(expected), problems
+    for start in expected:
+        assert [p for p in problems if p.startswith(start)], (start, problems)

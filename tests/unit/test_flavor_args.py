@@ -1,7 +1,9 @@
 """``args`` on a kernel command line: every shell word reaches the guest as one word.
 
-Two models of the guests' parsers check the property: Linux's ``next_arg()``
-(kernel/params.c) and Unikraft's ``uk_argnparse()`` (lib/ukargparse), ported below.
+Models of the guests' parsers check the property: Linux's ``next_arg()``
+(kernel/params.c), Unikraft's ``uk_argnparse()`` (lib/ukargparse), and rumprun's JSON
+tokenizer (jsmn, which keeps a string's bytes unescaped) followed by
+``rumprun_parseargs()`` (lib/librumprun_base/parseargs.c), ported below.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from umonitor.errors import UsageError
-from umonitor.fleet.flavors import FLAVORS, GuestNet, boot_spec, cmdline_words, split_args
+from umonitor.fleet.flavors import (
+    APP_ARGS_FLAVORS,
+    FLAVORS,
+    GuestNet,
+    boot_spec,
+    cmdline_words,
+    rumprun_word,
+    split_args,
+)
 
 NET = GuestNet(
     "web-1",
@@ -144,7 +154,7 @@ QUOTED = 'app.msg="a b" c'
     ("flavor", "template", "append"),
     [
         ("linux", None, f"{UMON} {QUOTED}"),
-        ("unikraft", None, f"netdev.ip=10.77.0.5/24:10.77.0.1 {QUOTED} -- {UMON}"),
+        ("unikraft", None, f"netdev.ip=10.77.0.5/24:10.77.0.1 {UMON} {QUOTED} --"),
         ("osv", None, f"--defaultgw=10.77.0.1 {QUOTED} {UMON}"),
         ("mirage-solo5", None, f"--ipv4-gateway=10.77.0.1 {QUOTED}"),
         ("generic", "ip={ip}", f"ip=10.77.0.5 {QUOTED}"),
@@ -159,16 +169,82 @@ def test_every_command_line_keeps_quoted_words(
     assert "app.msg=a b" in unikraft_words(spec.append)
 
 
+def test_unikraft_application_words_keep_their_quotes() -> None:
+    spec = boot_spec("unikraft", NET, app=QUOTED)
+    assert spec.append is not None
+    assert unikraft_words(spec.append.partition(" -- ")[2]) == ["app.msg=a b", "c"]
+
+
+def jsmn_raw_string(text: str, start: int) -> str:
+    """The bytes of the JSON string opening at ``text[start]``, as jsmn keeps them."""
+    assert text[start] == '"'
+    at = start + 1
+    while text[at] != '"':
+        if text[at] == "\\":
+            assert text[at + 1] in '"/\\bfrnt', "jsmn refuses this escape"
+            at += 1
+        at += 1
+    return text[start + 1 : at]
+
+
+def rumprun_argv(line: str) -> list[str]:
+    """The words ``rumprun_parseargs()`` makes of ``line``."""
+    words: list[str] = []
+    out: list[str] | None = None
+    quote: str | None = None  # None: between words; "": in a word; "'" or '"': quoted
+    at = 0
+    while True:
+        ac = line[at] if at < len(line) else ""
+        at += 1
+        rc = ac
+        if ac == "\\":
+            rc = line[at] if at < len(line) else ""
+            at += 1
+        if not rc or ac in " \n\t":
+            if not rc or quote == "":
+                if out is not None:
+                    words.append("".join(out))
+                    out = None
+                quote = None
+            if not rc:
+                return words
+            if quote is None:
+                continue
+        if quote is None:
+            out, quote = [], ""
+        if quote and ac == quote:
+            quote = ""
+            continue
+        if ac in "'\"":
+            quote = ac
+            continue
+        assert out is not None
+        out.append(rc)
+
+
+def rumprun_cmdline(config: str) -> list[str]:
+    key = '"cmdline":'
+    return rumprun_argv(jsmn_raw_string(config, config.index(key) + len(key)))
+
+
 def test_rumprun_gets_the_shell_words() -> None:
-    spec = boot_spec("rumprun", NET, "app.msg='say \"a b\"' c")
-    args = json.loads(spec.files["rumprun.json"])["rc"][0]["args"]
-    assert args[-2:] == ['app.msg=say "a b"', "c"]
+    spec = boot_spec("rumprun", NET, app="app.msg='say \"a b\"' c\\\\d ''")
+    assert rumprun_cmdline(spec.files["rumprun.json"]) == ["app", 'app.msg=say "a b"', "c\\d", ""]
 
 
-@pytest.mark.parametrize("flavor", sorted(set(FLAVORS) - {"nanos"}))
+def test_rumprun_refuses_what_its_command_line_cannot_carry() -> None:
+    for word in ("it's", "a\nb", "tab\there"):
+        with pytest.raises(UsageError, match="rumprun's command line cannot carry"):
+            rumprun_word(word)
+
+
+@pytest.mark.parametrize("flavor", sorted(FLAVORS))
 def test_unbalanced_args_are_a_usage_error_in_every_flavor(flavor: str) -> None:
     with pytest.raises(UsageError, match="no closing quotation"):
         boot_spec(flavor, NET, 'x="a b', "ip={ip}")
+    if flavor in APP_ARGS_FLAVORS:
+        with pytest.raises(UsageError, match="no closing quotation"):
+            boot_spec(flavor, NET, app='x="a b')
 
 
 @pytest.mark.parametrize(
@@ -223,11 +299,25 @@ def test_words_survive_linux_and_unikraft(args: str) -> None:
     ]
 
 
-@given(st.sampled_from(sorted(FLAVORS)), ARGS_TEXT, st.none() | st.text(max_size=20))
+@given(st.sampled_from(sorted(FLAVORS)), ARGS_TEXT, st.none() | st.text(max_size=20), ARGS_TEXT)
 @settings(max_examples=500)
-def test_boot_spec_raises_only_usage_error(flavor: str, args: str, template: str | None) -> None:
+def test_boot_spec_raises_only_usage_error(
+    flavor: str, args: str, template: str | None, app: str
+) -> None:
     try:
-        spec = boot_spec(flavor, NET, args, template)
+        spec = boot_spec(flavor, NET, args, template, app)
     except UsageError:
         return
     assert spec.append is None or "\0" not in spec.append
+
+
+@given(ARGS_TEXT)
+@settings(max_examples=500)
+def test_words_survive_rumprun(args: str) -> None:
+    try:
+        spec = boot_spec("rumprun", NET, app=args)
+    except UsageError:
+        return
+    config = spec.files["rumprun.json"]
+    json.loads(config)  # what a JSON parser reads, too
+    assert rumprun_cmdline(config) == ["app", *split_args(args)]

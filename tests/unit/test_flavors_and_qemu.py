@@ -30,21 +30,43 @@ def test_linux() -> None:
     assert spec.pvpanic and spec.initrd_file is None
 
 
-def test_unikraft_puts_app_words_after_the_separator() -> None:
-    spec = boot_spec("unikraft", NET, "vfs.fstab=none")
-    assert spec.append == f"netdev.ip=10.77.0.5/24:10.77.0.1 vfs.fstab=none -- {UMON}"
+def test_unikraft_keeps_kernel_and_application_words_apart() -> None:
+    spec = boot_spec("unikraft", NET, "vfs.fstab=none", app="5 500")
+    assert spec.append == f"netdev.ip=10.77.0.5/24:10.77.0.1 {UMON} vfs.fstab=none -- 5 500"
+    # No application words: no separator, which main() would otherwise get as argv[1].
+    # Always a `--`: without one, ukboot parses no parameter (netdev.ip included).
+    assert boot_spec("unikraft", NET).append == f"netdev.ip=10.77.0.5/24:10.77.0.1 {UMON} --"
 
 
 def test_rumprun_json_configuration_module() -> None:
-    spec = boot_spec("rumprun", NET, "-v")
+    spec = boot_spec("rumprun", NET, app="-v 3")
     assert spec.append is None and spec.initrd_file == "rumprun.json"
     config = json.loads(spec.files["rumprun.json"])
-    assert config["net"]["interfaces"]["vioif0"]["addrs"] == [
-        {"type": "inet", "method": "static", "addr": "10.77.0.5/24"}
-    ]
-    assert config["net"]["gateways"] == [{"type": "inet", "addr": "10.77.0.1"}]
-    assert config["rc"][0]["args"] == [*UMON.split(), "-v"]
-    assert config["env"]["UMON_CONFIG"] == UMON
+    assert config == {
+        "net": {
+            "if": "vioif0",
+            "type": "inet",
+            "method": "static",
+            "addr": "10.77.0.5",
+            "mask": "24",
+            "gw": "10.77.0.1",
+        },
+        "env": f"UMON_CONFIG={UMON}",
+        "hostname": "web-1",
+        "cmdline": "app -v 3",
+    }
+
+
+def test_guests_without_a_kernel_command_line_refuse_args() -> None:
+    for flavor in ("rumprun", "nanos"):
+        with pytest.raises(UsageError, match=r"no kernel command line: give .* app_args"):
+            boot_spec(flavor, NET, "-v")
+
+
+def test_app_args_only_where_an_application_gets_its_own() -> None:
+    for flavor in ("linux", "osv", "mirage-solo5"):
+        with pytest.raises(UsageError, match="app_args is for unikraft, rumprun, nanos"):
+            boot_spec(flavor, NET, app="x")
 
 
 def test_osv() -> None:
@@ -56,8 +78,10 @@ def test_osv() -> None:
 
 def test_mirage_and_nanos() -> None:
     assert boot_spec("mirage-solo5", NET).append == ("--ipv4=10.77.0.5/24 --ipv4-gateway=10.77.0.1")
-    nanos = boot_spec("nanos", NET)
+    nanos = boot_spec("nanos", NET, app="serve 'a b'")
     assert nanos.append is None and nanos.disk_boot
+    assert nanos.program_args == ("serve", "a b")
+    assert nanos.environment == (("UMON_CONFIG", UMON), ("IMAGE_NAME", "web-1"))
 
 
 def test_generic_template() -> None:

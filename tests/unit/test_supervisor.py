@@ -173,7 +173,10 @@ class FakeLauncher:
     def kill(self, pid: int, sig: int) -> None:
         assert pid > 1, f"signal to pid {pid}"
         self.killed.append((pid, sig))
-        self.procs[pid].kill()
+        if sig == signal.SIGTERM:
+            self.procs[pid].exit(0)  # QEMU: "terminating on signal 15", status 0
+        else:
+            self.procs[pid].kill()
 
     async def command(self, inst: Instance, command: str) -> None:
         self.commands.append(command)  # this guest ignores power-down and quit
@@ -287,6 +290,11 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         (Exit(1, stderr="qemu: warning: x\n"), State.CRASHED,
          "qemu exited: qemu: warning: x (exit status 1)"),
         (Exit(0), State.EXITED, "guest powered off"),
+        (Exit(0, guest_end='main() of "app" returned 3'), State.EXITED,
+         'main() of "app" returned 3'),
+        (Exit(-9, guest_end="_exit(0) called"), State.EXITED, "_exit(0) called"),
+        (Exit(0, crash_hint="kernel panic", guest_end="_exit(1) called"), State.CRASHED,
+         "kernel panic"),
         (Exit(None, console_seen=False), State.EXITED, "guest powered off"),  # adopted
         (Exit(0, under_auto_kvm=True), State.EXITED, "guest powered off"),
     ],
@@ -614,3 +622,36 @@ def test_stop_of_an_instance_without_a_process_signals_nobody(
 
     run(scenario())
     assert rig.launcher.killed == [] and rig.launcher.commands == []
+
+
+def halts_after_main_returns(status: int) -> Behaviour:
+    """rumprun: main() returns, the rump kernel halts, and the CPU spins for ever."""
+
+    async def run(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+        await boots(fl, proc, spool, stderr)
+        await fl.clock.sleep(1.0)
+        with open(spool, "ab") as out:
+            out.write(
+                f'\n=== main() of "app" returned {status} ===\n'
+                "rump kernel halting...\nhalted\n".encode()
+            )
+
+    return run
+
+
+def test_a_guest_that_halts_without_powering_off_is_stopped_and_exited(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"tcg": halts_after_main_returns(3)})
+
+    async def scenario() -> Instance:
+        inst = rig.instance(accel="tcg", restart="on-failure")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.EXITED, limit=60)
+        return inst
+
+    inst = run(scenario())
+    assert rig.launcher.killed == [(4000, signal.SIGTERM)]
+    assert inst.last_exit is not None
+    assert inst.last_exit["reason"] == 'main() of "app" returned 3'
+    assert len(rig.launcher.started) == 1  # an exit, not a crash: on-failure does not restart

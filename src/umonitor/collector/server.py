@@ -116,6 +116,7 @@ class Dial:
     endpoint: Endpoint
     connected: bool = False
     attempts: int = 0
+    task: asyncio.Task[None] | None = None
 
 
 def parse_dial(text: str) -> Dial:
@@ -445,8 +446,20 @@ class Collector:
         return bound
 
     def dial(self, dial: Dial) -> None:
+        """Keep connecting to ``dial``'s guest: again whenever it goes away."""
+        self.undial(dial.name)
         self.dials.append(dial)
-        self._tasks.append(asyncio.get_running_loop().create_task(self._dial_loop(dial)))
+        dial.task = asyncio.get_running_loop().create_task(self._dial_loop(dial))
+        self._tasks.append(dial.task)
+
+    def undial(self, name: str) -> None:
+        """Stop connecting to the guest dialled as ``name`` (its instance went away)."""
+        for dial in [d for d in self.dials if d.name == name]:
+            self.dials.remove(dial)
+            if dial.task is not None:
+                dial.task.cancel()
+                self._tasks.remove(dial.task)
+        self.status_changed()
 
     async def _dial_loop(self, dial: Dial) -> None:
         loop = asyncio.get_running_loop()

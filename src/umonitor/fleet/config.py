@@ -28,6 +28,9 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     memory = "256M"            # or a number of MiB
     cpus = 1
     args = "extra kernel arguments"
+    app_args = "the application's own arguments"   # unikraft, rumprun, nanos: main()'s
+    nanos = "nanos/"           # nanos flavor: directory with kernel.img, boot.img, mkfs
+    listen = 2333              # the guest listens there; the collector connects to it
     restart = "on-failure"     # no | on-failure | always
     backoff = 1.0              # first restart delay, seconds; doubles up to backoff_max
     backoff_max = 60.0
@@ -76,7 +79,7 @@ _LIMIT_KEYS = {
 }
 # What a flavor is called with at load time, so that args and templates fail here, with
 # their line, and not when the instance is launched.
-_PROBE_NET = GuestNet(
+PROBE_NET = GuestNet(
     "probe",
     ipaddress.IPv4Interface("10.0.0.2/24"),
     ipaddress.IPv4Address("10.0.0.1"),
@@ -85,8 +88,11 @@ _PROBE_NET = GuestNet(
 )
 _INSTANCE_KEYS = {
     "name", "kernel", "initrd", "flavor", "template", "memory", "cpus", "args", "restart",
-    "backoff", "backoff_max", "count", "accel",
+    "backoff", "backoff_max", "count", "accel", "app_args", "nanos", "listen",
 }  # fmt: skip
+# What the nanos flavor needs from a Nanos build (an ops release directory has the first
+# two; mkfs must be copied in from a build).
+NANOS_FILES = ("kernel.img", "boot.img", "mkfs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,9 @@ class InstanceConfig:
     backoff: float = 1.0
     backoff_max: float = 60.0
     accel: str = "auto"
+    app_args: str = ""
+    nanos: Path | None = None  # flavor nanos: kernel.img, boot.img and mkfs are here
+    listen: int | None = None  # a guest that listens (2018 API): the collector dials it
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +295,7 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
                 bad("template", 'the generic flavor needs template = "... {ip} {collector} ..."')
             else:
                 try:
-                    boot_spec(flavor, _PROBE_NET, "", template)
+                    boot_spec(flavor, PROBE_NET, "", template)
                 except UsageError as exc:
                     bad("template", str(exc))
         memory = 256
@@ -307,12 +316,30 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         if not isinstance(args, str):
             bad("args", "args must be a string of kernel arguments")
             args = ""
-        try:
-            split_args(args)  # for every flavor, even one that ignores args (nanos)
-            if flavor is not None:  # a template that fills: only args can fail here
-                boot_spec(flavor, _PROBE_NET, args, "{ip}")
-        except UsageError as exc:
-            bad("args", str(exc))
+        app_args = raw.get("app_args", "")
+        if not isinstance(app_args, str):
+            bad("app_args", "app_args must be a string of the application's arguments")
+            app_args = ""
+        # Each tried alone, with the instance's own flavor, so that each is reported at
+        # its own line; split_args for every flavor, even the generic one's template.
+        for key, extra, app in (("args", args, ""), ("app_args", "", app_args)):
+            try:
+                split_args(extra or app)
+                if flavor is not None:
+                    boot_spec(flavor, PROBE_NET, extra, "{ip}", app)
+            except UsageError as exc:
+                bad(key, str(exc))
+        nanos_dir = None
+        if flavor == "nanos":
+            nanos_dir = _nanos_dir(base, raw.get("nanos"), bad)
+        elif "nanos" in raw:
+            bad("nanos", "nanos (the Nanos kernel directory) is for the nanos flavor only")
+        listen = raw.get("listen")
+        if listen is not None and (
+            isinstance(listen, bool) or not isinstance(listen, int) or not 1 <= listen <= 65535
+        ):
+            bad("listen", "listen must be the TCP port the guest listens on, 1-65535")
+            listen = None
         restart = raw.get("restart", "no")
         if restart not in RESTART_POLICIES:
             bad("restart", f"restart must be one of {', '.join(RESTART_POLICIES)}")
@@ -354,6 +381,9 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
                     float(backoff),
                     float(backoff_max),
                     str(accel),
+                    app_args,
+                    nanos_dir,
+                    listen,
                 )
             )
     exports: list[ExportSpec] = []
@@ -401,6 +431,26 @@ def _image(base: Path, text: str | None, key: str, bad: Callable[[str, str], Non
             bad(key, f"{key} {text!r} is not a file (looked at {path})")
     except (OSError, RuntimeError) as exc:  # a name too long; RuntimeError: a symlink loop
         bad(key, f"{key} {text!r} cannot be looked at: {getattr(exc, 'strerror', None) or exc}")
+    return path
+
+
+def _nanos_dir(base: Path, text: object, bad: Callable[[str, str], None]) -> Path | None:
+    """The directory of a Nanos build the nanos flavor makes images with."""
+    if not isinstance(text, str) or not text or "\0" in text:
+        bad(
+            "nanos",
+            f'the nanos flavor needs nanos = "DIR", a directory with {", ".join(NANOS_FILES)} '
+            "(a Nanos build's output, e.g. make guests puts one in build/unikernels/nanos-*)",
+        )
+        return None
+    path = (base / Path(text).expanduser()).resolve()
+    missing = [name for name in NANOS_FILES if not (path / name).is_file()]
+    if missing:
+        bad(
+            "nanos",
+            f"nanos {text!r} has no {', '.join(missing)} (looked in {path}); "
+            "point it at a Nanos build's output (an ops release directory lacks mkfs)",
+        )
     return path
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from umonitor.collector.admission import LOCAL_TOOLS, FleetAdmission
 from umonitor.collector.server import (
     Collector,
+    Dial,
     Endpoint,
     raise_open_file_limit,
     start_exporters,
@@ -73,6 +74,11 @@ class Fleet:
         inst = self.instance_for(cfg)
         self.supervisor.add(inst)
         self.supervisor.launch(inst)
+        if cfg.listen is not None:
+            # A guest of the 2018 API listens: the collector connects to its leased
+            # address, and keeps trying while it boots and after each restart.
+            endpoint = Endpoint(str(inst.address.ip), cfg.listen)
+            self.collector.dial(Dial(cfg.name, endpoint))
         return inst
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +102,9 @@ class Fleet:
                 memory_mib=int(spec.get("memory_mib", 256)),
                 args=str(spec.get("args", "")),
                 restart=str(spec.get("restart", "no")),
+                app_args=str(spec.get("app_args", "")),
+                nanos=Path(spec["nanos"]) if spec.get("nanos") else None,
+                listen=int(spec["listen"]) if spec.get("listen") else None,
             )
             if cfg.name in sup.instances and sup.instances[cfg.name].pid is not None:
                 return {"ok": False, "error": f"instance {cfg.name} is already running"}
@@ -115,6 +124,7 @@ class Fleet:
         if op == "rm":
             await sup.stop(name)
             del sup.instances[name]
+            self.collector.undial(name)
             if inst.tap:
                 net.remove_tap(inst.tap)
             self.leases.release(name)
@@ -210,6 +220,7 @@ async def run_fleet(
     supervisor = Supervisor(
         root, store, config.collector_port, commit, qemu_binary,
         chooser=chooser or accel_mod.AccelChooser(root, qemu_binary),
+        syslog_port=config.syslog_port,
     )  # fmt: skip
     done = asyncio.Event()
     fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, done)

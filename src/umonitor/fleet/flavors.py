@@ -10,6 +10,13 @@ How ``args`` reach a command line: the user's text is split as a POSIX shell wou
 ``"a b"`` and ``key="a b"`` into one word and drop the quotes. Neither has an escape,
 so a word holding a double quote cannot be written at all and is refused. Bad input
 of any kind (args, template, flavor) raises UsageError only, before QEMU is started.
+
+Two kinds of arguments: ``args`` are the kernel's (Unikraft's ``netdev.ip``, Linux's
+``loglevel``), ``app_args`` the application's own, what its ``main()`` gets (after
+``--`` for Unikraft, the program's command line for rumprun and Nanos). The ``umon.*``
+words never reach ``main()``: they are the kernel's on Linux and Unikraft (the
+library reads them as Unikraft library parameters), and the environment variable
+``UMON_CONFIG`` on rumprun and Nanos.
 """
 
 from __future__ import annotations
@@ -56,6 +63,10 @@ class BootSpec:
     initrd_file: str | None = None  # one of ``files`` passed as -initrd
     pvpanic: bool = False
     disk_boot: bool = False  # boots from a disk image instead of -kernel
+    # For a guest whose program, arguments and environment are built into its disk
+    # image (Nanos): what the fleet writes into it before each start.
+    program_args: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
 
 
 # Bytes Linux's isspace() splits a command line at (lib/ctype.c: 9-13, 32 and 0xA0,
@@ -108,7 +119,7 @@ def cmdline_words(text: str) -> list[str]:
     return [cmdline_word(word) for word in split_args(text)]
 
 
-def _linux(net: GuestNet, extra: str, template: str | None) -> BootSpec:
+def _linux(net: GuestNet, extra: str, template: str | None, app: str) -> BootSpec:
     words = [
         "console=ttyS0",
         "panic=-1",
@@ -119,38 +130,75 @@ def _linux(net: GuestNet, extra: str, template: str | None) -> BootSpec:
     return BootSpec(" ".join([*words, *cmdline_words(extra)]), pvpanic=True)
 
 
-def _unikraft(net: GuestNet, extra: str, template: str | None) -> BootSpec:
-    # netdev.ip=CIDR:GATEWAY; words after `--` reach the application's main(), and at
-    # least one kernel word must come before `--`.
-    kernel = [f"netdev.ip={net.address.with_prefixlen}:{net.gateway}", *cmdline_words(extra)]
-    return BootSpec(" ".join([*kernel, "--", *net.umon_words()]))
+def _unikraft(net: GuestNet, extra: str, template: str | None, app: str) -> BootSpec:
+    # Kernel words: netdev.ip=CIDR:GATEWAY, the umon.* words (parameters of the umonitor
+    # Unikraft library), the user's args, `--`, then the words for the application's
+    # main(). The `--` is always there: without it ukboot parses no parameter at all
+    # and hands every word to main() (netdev.ip unread, so no network). At least one
+    # kernel word must come before it, and netdev.ip always does.
+    kernel = [
+        f"netdev.ip={net.address.with_prefixlen}:{net.gateway}",
+        *net.umon_words(),
+        *cmdline_words(extra),
+    ]
+    return BootSpec(" ".join([*kernel, "--", *cmdline_words(app)]))
 
 
-def _rumprun(net: GuestNet, extra: str, template: str | None) -> BootSpec:
-    # The hw/x86 platform reads a JSON configuration from the first multiboot module.
-    config = {
-        "net": {
-            "interfaces": {
-                "vioif0": {
-                    "addrs": [
-                        {"type": "inet", "method": "static", "addr": net.address.with_prefixlen}
-                    ]
-                }
-            },
-            "gateways": [{"type": "inet", "addr": str(net.gateway)}],
-        },
-        "hostname": net.name,
-        "env": {"UMON_CONFIG": " ".join(net.umon_words())},
-        "rc": [{"bin": "app", "args": [*net.umon_words(), *split_args(extra)]}],
+def rumprun_word(word: str) -> str:
+    """One word of rumprun's ``cmdline``, written so that rumprun reads it back whole.
+
+    Two parsers read it, and neither unescapes for the other: the JSON tokenizer
+    (jsmn) keeps a string's bytes as they are and accepts only JSON's escapes, then
+    ``rumprun_parseargs`` splits at blanks, groups quoted parts and takes a backslash
+    as "the next byte as it is". So a backslash or a double quote is written ``\\\\`` or
+    ``\\"`` (valid JSON, read back as the byte), a word with a space or none at all
+    is single-quoted, and a single quote or a control character, which neither can
+    carry, is refused.
+    """
+    if "'" in word or any(ord(c) < 0x20 or ord(c) == 0x7F for c in word):
+        raise UsageError(
+            f"app_args word {word!r} has a single quote or a control character, which "
+            "rumprun's command line cannot carry; leave it out"
+        )
+    text = word.replace("\\", "\\\\").replace('"', '\\"')
+    return f"'{text}'" if not word or " " in word else text
+
+
+def _no_kernel_args(flavor: str, extra: str) -> None:
+    if split_args(extra):
+        raise UsageError(
+            f"a {flavor} guest has no kernel command line: give its program's arguments as app_args"
+        )
+
+
+def _rumprun(net: GuestNet, extra: str, template: str | None, app: str) -> BootSpec:
+    # The hw/x86 platform reads a JSON configuration from the first multiboot module,
+    # in the format lib/librumprun_base/config.c parses: one flat "net" object, "env"
+    # as one NAME=VALUE string, "cmdline" as the program's command line (one string,
+    # where "rc" would need an argv array per program). Built by hand: the cmdline
+    # value must be written raw (see rumprun_word); the other values are names,
+    # addresses and hex tokens, which need no JSON escape, written as UTF-8 because
+    # jsmn would keep a \u escape as its six bytes.
+    _no_kernel_args("rumprun", extra)
+    network = {
+        "if": "vioif0",
+        "type": "inet",
+        "method": "static",
+        "addr": str(net.address.ip),
+        "mask": str(net.address.network.prefixlen),
+        "gw": str(net.gateway),
     }
-    return BootSpec(
-        None,
-        files={"rumprun.json": json.dumps(config, indent=1)},
-        initrd_file="rumprun.json",
+    cmdline = " ".join(["app", *(rumprun_word(w) for w in split_args(app))])
+    text = (
+        f'{{"net":{json.dumps(network)},'
+        f'"env":{json.dumps("UMON_CONFIG=" + " ".join(net.umon_words()), ensure_ascii=False)},'
+        f'"hostname":{json.dumps(net.name, ensure_ascii=False)},'
+        f'"cmdline":"{cmdline}"}}\n'
     )
+    return BootSpec(None, files={"rumprun.json": text}, initrd_file="rumprun.json")
 
 
-def _osv(net: GuestNet, extra: str, template: str | None) -> BootSpec:
+def _osv(net: GuestNet, extra: str, template: str | None, app: str) -> BootSpec:
     options = [
         f"--ip=eth0,{net.address.ip},{net.address.netmask}",
         f"--defaultgw={net.gateway}",
@@ -159,16 +207,24 @@ def _osv(net: GuestNet, extra: str, template: str | None) -> BootSpec:
     return BootSpec(" ".join([*options, *command, *net.umon_words()]))
 
 
-def _mirage(net: GuestNet, extra: str, template: str | None) -> BootSpec:
+def _mirage(net: GuestNet, extra: str, template: str | None, app: str) -> BootSpec:
     # MirageOS 4 unikernels (solo5 virtio target) take runtime arguments as options.
     options = [f"--ipv4={net.address.with_prefixlen}", f"--ipv4-gateway={net.gateway}"]
     return BootSpec(" ".join([*options, *cmdline_words(extra)]))
 
 
-def _nanos(net: GuestNet, extra: str, template: str | None) -> BootSpec:
-    # Nanos boots a disk image built by `ops`; its address is in the image manifest
-    # (ipaddr/netmask/gateway), so nothing goes on a command line.
-    return BootSpec(None, disk_boot=True)
+def _nanos(net: GuestNet, extra: str, template: str | None, app: str) -> BootSpec:
+    # Nanos reads program, arguments, environment and address from its image's
+    # manifest: the fleet builds one image per instance (fleet/nanos.py) from these.
+    _no_kernel_args("nanos", extra)
+    return BootSpec(
+        None,
+        disk_boot=True,
+        program_args=tuple(split_args(app)),
+        # UMON_CONFIG for the library; IMAGE_NAME is what Nanos' syslog klib sends as
+        # APP-NAME (else "/app"), so its messages carry the instance's name too.
+        environment=(("UMON_CONFIG", " ".join(net.umon_words())), ("IMAGE_NAME", net.name)),
+    )
 
 
 _PLACEHOLDERS = ("ip", "cidr", "netmask", "gateway", "collector", "port", "token", "name")
@@ -203,7 +259,7 @@ def _fill_template_untrusted(template: str, values: dict[str, str]) -> str:
     return "".join(parts)
 
 
-def _generic(net: GuestNet, extra: str, template: str | None) -> BootSpec:
+def _generic(net: GuestNet, extra: str, template: str | None, app: str) -> BootSpec:
     if not isinstance(template, str) or not template:
         raise UsageError("the generic flavor needs a template (e.g. 'ip={ip} gw={gateway}')")
     values = {
@@ -220,7 +276,7 @@ def _generic(net: GuestNet, extra: str, template: str | None) -> BootSpec:
     return BootSpec(" ".join([text, *cmdline_words(extra)]).strip())
 
 
-FLAVORS: dict[str, Callable[[GuestNet, str, str | None], BootSpec]] = {
+FLAVORS: dict[str, Callable[[GuestNet, str, str | None, str], BootSpec]] = {
     "linux": _linux,
     "unikraft": _unikraft,
     "rumprun": _rumprun,
@@ -231,13 +287,25 @@ FLAVORS: dict[str, Callable[[GuestNet, str, str | None], BootSpec]] = {
 }
 
 
-def boot_spec(flavor: str, net: GuestNet, extra: str = "", template: str | None = None) -> BootSpec:
+# Flavors whose application gets arguments of its own (app_args).
+APP_ARGS_FLAVORS = ("unikraft", "rumprun", "nanos")
+
+
+def boot_spec(
+    flavor: str, net: GuestNet, extra: str = "", template: str | None = None, app: str = ""
+) -> BootSpec:
     """The boot arguments for ``flavor``; UsageError, and only that, for bad input.
 
-    Bad input is an unknown flavor, ``extra`` (the user's ``args``) that does not split
-    or cannot be written on a command line, or a generic template that does not fill.
+    Bad input is an unknown flavor, ``extra`` (the user's ``args``) or ``app`` (the
+    user's ``app_args``) that does not split or cannot be written where that flavor
+    puts it, or a generic template that does not fill.
     """
     make = FLAVORS.get(flavor) if isinstance(flavor, str) else None
     if make is None:
         raise UsageError(f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)}")
-    return make(net, extra, template)
+    if split_args(app) and flavor not in APP_ARGS_FLAVORS:
+        raise UsageError(
+            f"app_args is for {', '.join(APP_ARGS_FLAVORS)} guests; a {flavor} guest "
+            "takes its arguments in args"
+        )
+    return make(net, extra, template, app)

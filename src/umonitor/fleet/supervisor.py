@@ -60,12 +60,12 @@ from typing import Any, Protocol
 
 from umonitor.errors import UmonitorError
 from umonitor.fleet import accel as accel_mod
-from umonitor.fleet import qemu, spool
+from umonitor.fleet import nanos, qemu, spool
 from umonitor.fleet.config import InstanceConfig
-from umonitor.fleet.flavors import GuestNet, boot_spec
+from umonitor.fleet.flavors import BootSpec, GuestNet, boot_spec
 from umonitor.fleet.qmp import QmpClient, QmpError
 from umonitor.procs import process_running
-from umonitor.protocol.console_lines import ConsoleDecoder, crash_reason
+from umonitor.protocol.console_lines import ConsoleDecoder, crash_reason, guest_end, halted
 from umonitor.protocol.redact import Redactor, redact_text
 from umonitor.records import Kind, Origin, Record, Severity
 from umonitor.store import layout
@@ -188,6 +188,7 @@ class Instance:
     stop_requested: bool = False
     silent_kill: str | None = None  # killed for printing nothing under KVM
     crash_hint: str | None = None
+    guest_end: str | None = None  # how the program ended, from the console (rumprun)
     panicked: bool = False
     shutdown_reason: str | None = None
     stderr_offset: int = 0
@@ -274,6 +275,7 @@ class Exit:
     stderr: str = ""
     under_auto_kvm: bool = False  # KVM chosen by ``auto``: a failure falls back to TCG
     silent_kill: str | None = None  # killed for printing nothing within the bound
+    guest_end: str | None = None  # the console said how the program ended
 
 
 def classify(end: Exit) -> tuple[State, str]:
@@ -295,6 +297,8 @@ def classify(end: Exit) -> tuple[State, str]:
         return State.CRASHED, end.crash_hint
     if end.shutdown_reason in ("guest-reset", "guest-panic"):
         return State.CRASHED, f"guest reset ({end.shutdown_reason})"
+    if end.guest_end:  # QEMU was stopped for it: its status says nothing of the guest
+        return State.EXITED, end.guest_end
     if end.status not in (0, None):
         return State.CRASHED, f"qemu exited: {qemu.exit_reason(end.status, end.stderr)}"
     return State.EXITED, end.shutdown_reason or "guest powered off"
@@ -334,6 +338,7 @@ class Supervisor:
     kill: Callable[[int, int], None] = os.kill
     notify: Callable[[str], None] = lambda line: print(f"umonitor: {line}", file=sys.stderr)
     first_output_seconds: float = accel_mod.FIRST_OUTPUT_SECONDS
+    syslog_port: int = 0  # where guests' own syslog reaches the collector (0: nowhere)
 
     def __post_init__(self) -> None:
         if self.chooser is None:
@@ -441,13 +446,16 @@ class Supervisor:
         inst.state = State.STARTING
         inst.stop_requested = False
         inst.crash_hint = None
+        inst.guest_end = None
         inst.panicked = False
         inst.shutdown_reason = None
         inst.silent_kill = None
         inst.console_seen = False
         inst.redactor = Redactor([inst.token])
         net = GuestNet(inst.name, inst.address, inst.gateway, self.collector_port, inst.token)
-        spec_boot = boot_spec(inst.config.flavor, net, inst.config.args, inst.config.template)
+        spec_boot = boot_spec(
+            inst.config.flavor, net, inst.config.args, inst.config.template, inst.config.app_args
+        )
         for file_name, content in spec_boot.files.items():
             layout.write_private(inst.run_dir / file_name, content)
         for stale in (qemu.QMP_SOCKET, qemu.CONSOLE_SOCKET, qemu.PID_FILE):
@@ -467,9 +475,12 @@ class Supervisor:
             reason = self.chooser.unusable_reason()
             if reason is not None:
                 self._announce(inst, reason)
+        kernel = inst.config.kernel
+        if inst.config.nanos is not None:
+            kernel = await asyncio.to_thread(self._nanos_image, inst, spec_boot)
         spec = qemu.LaunchSpec(
             inst.name,
-            inst.config.kernel,
+            kernel,
             inst.run_dir,
             spec_boot,
             initrd=inst.config.initrd,
@@ -487,6 +498,29 @@ class Supervisor:
         inst.started_ns = self.clock.time_ns()
         inst.state = State.RUNNING
         inst.save()
+
+    def _nanos_image(self, inst: Instance, boot: BootSpec) -> Path:
+        """The disk a Nanos instance boots, made anew for each start with its Nanos' mkfs.
+
+        Its manifest holds the program (the instance's ``kernel``), the application's
+        arguments, ``UMON_CONFIG`` (token included: so the image lives beside the
+        console spool, in the root-only runtime directory, not in the data directory),
+        the leased address, and the syslog klib pointed at the collector.
+        """
+        assert inst.config.nanos is not None
+        syslog = (str(inst.gateway), self.syslog_port) if self.syslog_port else None
+        text = nanos.manifest(
+            inst.config.kernel,
+            boot.program_args,
+            dict(boot.environment),
+            inst.address,
+            inst.gateway,
+            syslog,
+            nanos.klibs_dir(inst.config.nanos),
+        )
+        image = spool.spool_path(self.root, inst.name).with_suffix(".img")
+        nanos.build_image(inst.config.nanos, text, image)
+        return image
 
     # -- watching -------------------------------------------------------------------
 
@@ -521,6 +555,7 @@ class Supervisor:
             stderr,
             self._under_auto_kvm(inst),
             inst.silent_kill,
+            inst.guest_end,
         )
         outcome, reason = classify(end)
         inst.state = outcome
@@ -634,6 +669,11 @@ class Supervisor:
             inst.console_tail.append(record.message)
             if inst.crash_hint is None:
                 inst.crash_hint = crash_reason(record)
+            if inst.guest_end is None:
+                inst.guest_end = guest_end(record)
+            if halted(record):
+                # It will never power off (rumprun spins): end QEMU, as a power-off would.
+                self._signal(inst, signal.SIGTERM)
         log = self._console_log(inst)
         # Console lines are numbered per decoder; offset by what this boot already holds.
         base = log.high.get(inst.console_boot, 0)
