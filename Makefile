@@ -1,5 +1,5 @@
 # umonitor: `make demo` runs the demo, `make test` the test suite; both set up first.
-.PHONY: setup demo test lint unit bench fuzz clean
+.PHONY: setup demo test lint guests unit bench fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -8,11 +8,16 @@ demo: setup
 	@bash scripts/demo.sh
 
 lint: setup
-	.venv/bin/ruff check src tests bench
-	.venv/bin/ruff format --check src tests bench
+	.venv/bin/ruff check src tests bench guests
+	.venv/bin/ruff format --check src tests bench guests
 	.venv/bin/mypy
 
-test: setup lint
+# Real Unikraft, Nanos and rumprun test guests, built from ../shared/unikernels (or
+# $$UMONITOR_UNIKERNEL_SOURCES) once and cached under build/unikernels/.
+guests: setup
+	.venv/bin/python guests/build.py unikraft nanos rumprun >/dev/null
+
+test: setup lint guests
 	.venv/bin/python -m pytest -q
 
 unit: setup

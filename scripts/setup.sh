@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # rsyslog(-relp), bsdutils (logger) and openssl are peers the tests talk to.
-debs=(gcc libc6-dev clang make qemu-system-x86 iproute2 procps cpio rsyslog rsyslog-relp rsyslog-openssl bsdutils openssl)
+# build-essential … zlib1g-dev build the Unikraft, Nanos and rumprun test guests (guests/).
+debs=(gcc libc6-dev clang make qemu-system-x86 iproute2 procps cpio rsyslog rsyslog-relp rsyslog-openssl bsdutils openssl
+  build-essential nasm flex bison unzip patch xz-utils zlib1g-dev)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

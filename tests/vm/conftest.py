@@ -1,4 +1,5 @@
-"""Real unikernel-style guests: Debian kernel + umonitor's initramfs, QEMU TCG, TAP."""
+"""Guests in QEMU (TCG) on TAP devices: Debian kernel + umonitor's initramfs, and real
+Unikraft, Nanos and rumprun guests built from source (tests/unikernels.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unikernels import built
 from umonitor.fleet.image import Image, build_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,3 +38,21 @@ def subnet() -> Iterator[tuple[str, str]]:
             yield f"umvt{random.randint(1000, 9999)}", f"10.252.{third}.1/24"
             return
     raise AssertionError("no free test subnet")
+
+
+@pytest.fixture(scope="session")
+def unikraft() -> Path:
+    """Unikraft 0.17 guests: log.kernel, crash.kernel, spin.kernel (guests/unikraft)."""
+    return built("unikraft")
+
+
+@pytest.fixture(scope="session")
+def nanos() -> Path:
+    """A Nanos build (kernel.img, boot.img, mkfs) and static programs (guests/nanos)."""
+    return built("nanos")
+
+
+@pytest.fixture(scope="session")
+def rumprun() -> Path:
+    """rumprun guests baked for hw_virtio: log.bin, crash.bin, seed2018.bin, spin.bin."""
+    return built("rumprun")

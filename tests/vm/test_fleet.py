@@ -45,8 +45,9 @@ def records(data: Path, name: str, origin: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
-def write_config(path: Path, images: dict[str, Image], bridge: str, address: str) -> Path:
-    demo, crash = images["demo"], images["crash"]
+def fleet_config(path: Path, subnet: tuple[str, str], instances: str) -> Path:
+    """umonitor.toml with the bridge, free collector and syslog ports, and ``instances``."""
+    bridge, address = subnet
     path.write_text(f"""
 [network]
 bridge = "{bridge}"
@@ -55,6 +56,14 @@ address = "{address}"
 port = {free_port()}
 [syslog]
 port = {free_port()}
+{instances}
+""")
+    return path
+
+
+def write_config(path: Path, images: dict[str, Image], bridge: str, address: str) -> Path:
+    demo, crash = images["demo"], images["crash"]
+    return fleet_config(path, (bridge, address), f"""
 [[instance]]
 name = "vm"
 count = 2
@@ -69,8 +78,7 @@ args = "umon.count=5 umon.rate=5"
 restart = "on-failure"
 backoff = 1
 backoff_max = 2
-""")
-    return path
+""")  # fmt: skip
 
 
 alive = process_running  # a zombie of an adopted QEMU waits for PID 1: not running

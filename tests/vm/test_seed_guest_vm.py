@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.integration.conftest import free_port, wait_for
 from tests.vm.conftest import ROOT
-from tests.vm.test_fleet import ps, umon
+from tests.vm.test_fleet import fleet_config, ps, umon
 from umonitor.fleet.image import build_image
 
 LEVELS = [("info", "log"), ("warning", "log"), ("err", "log"), ("notice", "exit")]
@@ -29,23 +29,14 @@ def test_the_2018_guest_in_qemu_gives_one_record_per_message(
         [ROOT / "tests" / "c" / "seed_guest.c", ROOT / "tests" / "c" / "compat_wire_2018.c"],
         tmp_path / "seed-image",
     )
-    bridge, address = subnet
     data, dialer_data = tmp_path / "data", tmp_path / "dialer"
-    config = tmp_path / "umonitor.toml"
-    config.write_text(f"""
-[network]
-bridge = "{bridge}"
-address = "{address}"
-[collector]
-port = {free_port()}
-[syslog]
-port = 0
+    config = fleet_config(tmp_path / "umonitor.toml", subnet, f"""
 [[instance]]
 name = "seed"
 kernel = "{image.pvh_kernel or image.kernel}"
 initrd = "{image.initrd}"
 args = "umon.count=16 umon.gap_ms=40"
-""")
+""")  # fmt: skip
     started = umon("up", "-d", "-f", str(config), "--data", str(data))
     assert started.returncode == 0, started.stderr
     dialer = None

@@ -1,0 +1,28 @@
+"""The real unikernel test guests: built by guests/build.py, once, cached under build/.
+
+Without the sources (``../shared/unikernels`` or ``$UMONITOR_UNIKERNEL_SOURCES``) a
+test that needs a guest fails with the build driver's one sentence saying where to
+put them; it is never skipped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "guests" / "build.py"
+
+
+def built(kind: str) -> Path:
+    """The directory holding ``kind``'s built guests (guests/KIND/build.sh says which)."""
+    out = subprocess.run(
+        [sys.executable, str(BUILD), kind], capture_output=True, text=True, timeout=3600
+    )
+    if out.returncode == 2:
+        pytest.fail(out.stderr.strip(), pytrace=False)
+    assert out.returncode == 0, f"the {kind} guests did not build:\n{out.stderr[-4000:]}"
+    return Path(out.stdout.split()[-1])
