@@ -17,6 +17,25 @@ rm -rf "$data"
 $umon image build src/umonitor/guest/demo/demo_app.c -o build/image/demo
 $umon image build src/umonitor/guest/demo/crash_app.c -o build/image/crash
 
+# With the unikernel sources beside the checkout, a real Unikraft guest joins the fleet.
+config=examples/umonitor.toml
+if unikraft=$(.venv/bin/python guests/build.py unikraft); then
+  config=build/demo.toml
+  sed 's#"\.\./build/#"#' examples/umonitor.toml >"$config"
+  cat >>"$config" <<EOF
+
+[[instance]]
+name = "unikraft"
+kernel = "$unikraft/log.kernel"
+flavor = "unikraft"
+memory = "64M"
+app_args = "umon.rate=2"
+restart = "on-failure"
+EOF
+else
+  echo "demo: running the Linux guests only (no Unikraft guest: see above)" >&2
+fi
+
 cleanup() {
   trap - INT TERM EXIT
   echo >&2
@@ -25,7 +44,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-$umon up -d -f examples/umonitor.toml --data "$data"
+$umon up -d -f "$config" --data "$data"
 echo "demo: guests boot in about 10 s under software emulation; Ctrl-C stops everything" >&2
 sleep 2
 $umon ps --data "$data"
