@@ -23,7 +23,7 @@
  * umon_poll() now and then (it never blocks) so that acknowledgements are read,
  * PINGs answered and lost connections re-established.
  *
- * Cooperative schedulers (Unikraft): the network stack runs only when the
+ * Cooperative schedulers (Unikraft, rumprun): the network stack runs only when the
  * application blocks or yields. There umon_log*(), umon_init() and umon_poll()
  * yield to it until their work is on the wire: the connection is up, every
  * record is handed to the stack and at most UMON_COOP_INFLIGHT bytes await the
