@@ -1,0 +1,1 @@
+"""Debugging unikernels from the host: symbols, crash backtraces, gdb (docs/debugging.md)."""
