@@ -18,9 +18,9 @@ It is the prototype of what the supervisor will do before it tears a crashed VM 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -29,7 +29,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CAPTURE = ROOT / "src" / "umonitor" / "debug" / "gdb_capture.py"
+sys.path.insert(0, str(ROOT / "src"))
+
+from umonitor.debug.crash_state import capture, from_console  # noqa: E402
+from umonitor.debug.symbolize import Symbolizer  # noqa: E402
+from umonitor.protocol.console_lines import ConsoleDecoder  # noqa: E402
+from umonitor.protocol.crash_dump import crash_dump_untrusted  # noqa: E402
+
 LIMIT = 60.0
 
 
@@ -105,20 +111,14 @@ def main(kind: str, out: Path) -> int:
         seen = time.monotonic()
         status = command(stream, "query-status")
         command(stream, "stop")
-        # gdb: the .dbg for DWARF; rumprun's is --only-keep-debug (its .text and
-        # .eh_frame are NOBITS), so the stripped kernel is added for its CFI: gdb looks
-        # for an FDE in every objfile.
-        gdb = ["gdb", "-q", "-batch", "-nx", "-ex", "set pagination off",
-               "-ex", f"symbol-file {symbols}"]  # fmt: skip
-        if kind in ("rumprun", "nanos"):
-            gdb += ["-ex", f"add-symbol-file {kernel} -o 0"]
-        env = dict(os.environ)
-        if kind == "nanos":  # "   rip: 0000000000401b9e" in the console's thread context
-            text = console.read_text(errors="replace")
-            regs = dict(re.findall(r"^\s*(r[a-z0-9]{1,2}): ([0-9a-f]{16})\r?$", text, re.M))
-            env["UMON_CRASH_REGISTERS"] = json.dumps({k: int(v, 16) for k, v in regs.items()})
-        gdb += ["-ex", f"target remote {gdb_sock}", "-x", str(CAPTURE)]
-        done = subprocess.run(gdb, capture_output=True, text=True, timeout=30, env=env)
+        decoder = ConsoleDecoder()
+        decoder.receive_data(console.read_bytes())
+        lines = [r.message for r in decoder.next_events() + decoder.end_of_stream()]
+        dump = crash_dump_untrusted(lines)
+        registers = None
+        if kind == "nanos" and dump is not None:  # the thread context, from the console
+            registers = {k: v for k, v in dump.registers if k not in ("cs", "ss", "eflags")}
+        state = asyncio.run(capture(symbols, gdb_sock, kernel, registers=registers))
         took = time.monotonic() - seen
         command(stream, "quit")
         sock.close()
@@ -129,27 +129,16 @@ def main(kind: str, out: Path) -> int:
             proc.kill()
     print(
         f"crash seen on the console {seen - started:.2f} s after QEMU started; "
-        f"QMP status then: {status.get('return')}"
+        f"QMP status then: {status.get('return', {}).get('status')}"
     )
     print(f"gdb attach + capture: {took:.2f} s")
-    for line in done.stdout.splitlines():
-        if line.startswith("UMON-CRASH-STATE "):
-            state = json.loads(line.split(" ", 1)[1])
-            regs = state["registers"]
-            print("registers:", " ".join(f"{k}={v:#x}" for k, v in regs.items()))
-            if "clobbered" in state:
-                print(
-                    "trap frame:",
-                    {k: hex(v) if isinstance(v, int) else v for k, v in state["trap"].items()},
-                )
-                print("clobbered by the handler:", " ".join(state["clobbered"]))
-            for n, f in enumerate(state["frames"]):
-                where = f"{f.get('file')}:{f.get('line')}" if f.get("file") else "??"
-                tag = " [inlined]" if f.get("inlined") else " [trap]" if f.get("trap") else ""
-                print(f"  #{n} {f['pc']:#x} {f['function']} {where}{tag}")
-            return 0
-    print("gdb printed no state:\n", done.stdout[-2000:], done.stderr[-2000:])
-    return 1
+    if dump is not None:
+        from_dump = from_console(dump, Symbolizer(symbols))
+        print("from the console alone:", [
+            f"{f.function} {Path(f.file or '?').name}:{f.line}" for f in from_dump.backtrace
+        ])  # fmt: skip
+    print(json.dumps(state.to_report(), indent=1))
+    return 0 if state.backtrace and not state.errors else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,271 @@
+"""A crashed guest's state for its crash report: fault, registers, symbolized backtrace.
+
+How this works: two sources, one result (``CrashState``, whose ``to_report`` gives the
+keys a ``crashes/crash-*.json`` gains, docs/debugging.md "The report").
+
+* **The gdbstub** (``capture``): gdb in batch mode, attached to the stopped VM with the
+  instance's symbols, runs ``gdb_capture.py`` and prints one JSON line;
+  ``from_gdb_untrusted`` turns it into frames (the kernel's own crash path, up to the
+  trap, kept apart as handler frames) and registers. gdb symbolizes.
+* **The console** (``from_console``): a ``protocol.crash_dump.CrashDump`` (registers,
+  the faulting pc, frame addresses) symbolized here with ``symbolize.Symbolizer``.
+
+The gdb line comes from a process reading guest memory: it is parsed as untrusted,
+and anything malformed becomes a capture error, not an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from umonitor.debug.symbolize import Frame, Symbolizer
+from umonitor.protocol.crash_dump import CrashDump
+
+GDB = "gdb"
+CAPTURE_SCRIPT = Path(__file__).with_name("gdb_capture.py")
+CAPTURE_TIMEOUT = 10.0
+MARK = "UMON-CRASH-STATE "
+MAX_FRAMES = 64
+OUTPUT_MAX = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CrashState:
+    """What the report says about the crash itself."""
+
+    source: str  # "gdbstub", "console" or "guest-library"
+    pc: int | None = None
+    registers: tuple[tuple[str, int], ...] = ()
+    registers_lost: tuple[str, ...] = ()
+    backtrace: tuple[Frame, ...] = ()
+    handler_frames: tuple[Frame, ...] = ()
+    fault: tuple[tuple[str, Any], ...] = ()  # reason, vector, handler, address, error_code
+    errors: tuple[str, ...] = field(default=())
+
+    def to_report(self) -> dict[str, Any]:
+        """The crash report's keys: addresses as ``0x`` strings."""
+        fault: dict[str, Any] = {k: _hex_if(k, v) for k, v in self.fault}
+        if self.pc is not None:
+            fault["pc"] = f"{self.pc:#x}"
+        if self.backtrace and self.backtrace[0].address == self.pc:
+            first = self.backtrace[0]
+            fault.update(function=first.function, file=first.file, line=first.line)
+        return {
+            "fault": fault,
+            "registers": {name: f"{value:#x}" for name, value in self.registers},
+            "registers_lost": list(self.registers_lost),
+            "backtrace": [f.to_json() for f in self.backtrace],
+            "handler_frames": [f.to_json() for f in self.handler_frames],
+            "backtrace_source": self.source,
+            "capture_errors": list(self.errors),
+        }
+
+
+def _hex_if(key: str, value: Any) -> Any:
+    return f"{value:#x}" if key in ("address", "error_code") and isinstance(value, int) else value
+
+
+# -- from the gdbstub ------------------------------------------------------------------
+
+
+def _u64(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64:
+        return value
+    return None
+
+
+def _text(value: object, limit: int = 4096) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _frame_untrusted(entry: object) -> tuple[Frame, bool] | None:
+    if not isinstance(entry, dict):
+        return None
+    pc = _u64(entry.get("pc"))
+    if pc is None:
+        return None
+    line = entry.get("line")
+    frame = Frame(
+        pc,
+        _text(entry.get("function")),
+        _text(entry.get("file")),
+        line if isinstance(line, int) and 0 < line < 1 << 31 else None,
+        entry.get("inlined") is True,
+    )
+    return frame, entry.get("trap") is True
+
+
+def from_gdb_untrusted(output: str) -> CrashState:
+    """The state in ``gdb_capture.py``'s output (its ``UMON-CRASH-STATE`` line)."""
+    line = next((x for x in output.splitlines() if x.startswith(MARK)), None)
+    if line is None:
+        return CrashState("gdbstub", errors=("gdb printed no crash state",))
+    try:
+        state = json.loads(line[len(MARK) :])
+    except ValueError:
+        return CrashState("gdbstub", errors=("gdb printed a malformed crash state",))
+    if not isinstance(state, dict):
+        return CrashState("gdbstub", errors=("gdb printed a malformed crash state",))
+    raw = state.get("registers")
+    registers: list[tuple[str, int]] = []
+    for name, value in raw.items() if isinstance(raw, dict) else ():
+        number = _u64(value)
+        if isinstance(name, str) and number is not None and len(registers) < 64:
+            registers.append((name[:16], number))
+    frames: list[tuple[Frame, bool]] = []
+    entries = state.get("frames")
+    for entry in entries[:MAX_FRAMES] if isinstance(entries, list) else ():
+        parsed = _frame_untrusted(entry)
+        if parsed is not None:
+            frames.append(parsed)
+    trap = state.get("trap") if isinstance(state.get("trap"), dict) else None
+    pc = dict(registers).get("rip")
+    # Frames up to and including the trap's entry are the kernel's crash path.
+    cut = next((n + 1 for n, (_, is_trap) in enumerate(frames) if is_trap), None)
+    if cut is None and pc is not None:  # rumprun: the frames start at the faulting pc
+        cut = next((n for n, (f, _) in enumerate(frames) if f.address == pc), 0)
+    handler = tuple(f for f, _ in frames[: cut or 0])
+    backtrace = tuple(f for f, _ in frames[cut or 0 :] if f.address != 0)
+    fault: list[tuple[str, Any]] = []
+    if trap is not None:
+        if isinstance(trap.get("handler"), str):
+            fault.append(("handler", trap["handler"][:128]))
+        if _u64(trap.get("vector")) is not None:
+            fault.append(("vector", trap["vector"]))
+    stopped = state.get("stopped_at")
+    cr2 = _u64(stopped.get("cr2")) if isinstance(stopped, dict) else None
+    if cr2 is not None:
+        fault.append(("address", cr2))
+    lost = state.get("clobbered")
+    lost_names = tuple(x for x in lost if isinstance(x, str)) if isinstance(lost, list) else ()
+    return CrashState(
+        "gdbstub", pc, tuple(registers), lost_names[:32], backtrace, handler, tuple(fault)
+    )
+
+
+def _section_is_nobits(elf: Path, names: Sequence[str]) -> bool:
+    """Whether any of ``names`` is a NOBITS section of an ELF64 file (objcopy
+    --only-keep-debug leaves .text and .eh_frame so): gdb then needs the kernel too."""
+    try:
+        with open(elf, "rb") as f:
+            head = f.read(64)
+            if head[:5] != b"\x7fELF\x02" or head[5] != 1:
+                return False
+            (shoff,) = struct.unpack_from("<Q", head, 0x28)
+            shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+            if shentsize != 64 or shnum > 4096 or shstrndx >= shnum:
+                return False
+            f.seek(shoff)
+            table = f.read(shentsize * shnum)
+            sections = [struct.unpack_from("<IIQQQQIIQQ", table, i * 64) for i in range(shnum)]
+            strtab = sections[shstrndx]
+            f.seek(strtab[4])
+            strings = f.read(min(strtab[5], 1 << 20))
+    except (OSError, struct.error):
+        return False
+    wanted = {n.encode() for n in names}
+    for sh_name, sh_type, *_ in sections:
+        name = strings[sh_name : strings.find(b"\0", sh_name)]
+        if name in wanted and sh_type == 8:  # SHT_NOBITS
+            return True
+    return False
+
+
+def gdb_command(symbols: Path, socket: Path, kernel: Path | None, *, gdb: str = GDB) -> list[str]:
+    """gdb in batch mode with the symbols (and the kernel's code and CFI if the symbols
+    lack them), attached to the gdbstub, running the capture script."""
+    argv = [
+        gdb,
+        "-q",
+        "-batch",
+        "-nx",
+        "-ex",
+        "set pagination off",
+        "-ex",
+        f"symbol-file {symbols}",
+    ]
+    if (
+        kernel is not None
+        and kernel != symbols
+        and _section_is_nobits(symbols, (".text", ".eh_frame"))
+    ):
+        argv += ["-ex", f"add-symbol-file {kernel} -o 0"]
+    return [*argv, "-ex", f"target remote {socket}", "-x", str(CAPTURE_SCRIPT)]
+
+
+async def capture(
+    symbols: Path,
+    socket: Path,
+    kernel: Path | None = None,
+    *,
+    registers: dict[str, int] | None = None,
+    timeout: float = CAPTURE_TIMEOUT,
+    gdb: str = GDB,
+) -> CrashState:
+    """Run gdb against a stopped VM's gdbstub; errors become the state's ``errors``."""
+    env = dict(os.environ, LC_ALL="C")
+    if registers:
+        env["UMON_CRASH_REGISTERS"] = json.dumps(registers)
+    argv = gdb_command(symbols, socket, kernel, gdb=gdb)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+    except OSError as exc:
+        return CrashState("gdbstub", errors=(f"cannot run {gdb}: {exc.strerror}",))
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return CrashState("gdbstub", errors=(f"gdb timed out after {timeout:g} s",))
+    state = from_gdb_untrusted(out[:OUTPUT_MAX].decode("utf-8", "replace"))
+    if state.errors:
+        why = err.decode("utf-8", "replace").strip().splitlines()
+        detail = why[-1] if why else f"exit status {proc.returncode}"
+        state = CrashState("gdbstub", errors=(f"{state.errors[0]} ({detail[:300]})",))
+    return state
+
+
+# -- from the console ------------------------------------------------------------------
+
+
+def from_console(dump: CrashDump, symbolizer: Symbolizer | None) -> CrashState:
+    """A console crash dump, symbolized with the instance's symbols when there are some."""
+    source = "guest-library" if dump.system == "library" else "console"
+    addresses = [a for a in ([dump.pc] if dump.pc is not None else []) + list(dump.frames)]
+    errors: list[str] = []
+    if symbolizer is not None and addresses:
+        try:
+            frames = tuple(symbolizer.backtrace(addresses, first_is_pc=dump.pc is not None))
+        except Exception as exc:  # a symbolizer problem must not lose the report
+            errors.append(f"symbolizing failed: {exc}")
+            frames = tuple(Frame(a, None, None, None) for a in addresses)
+    else:
+        if symbolizer is None:
+            errors.append("no symbols")
+        frames = tuple(Frame(a, None, None, None) for a in addresses)
+    fault: list[tuple[str, Any]] = []
+    if dump.trap:
+        fault.append(("reason", dump.trap))
+    if dump.signal is not None:
+        fault.append(("signal", dump.signal))
+    if dump.fault_address is not None:
+        fault.append(("address", dump.fault_address))
+    if dump.error_code is not None:
+        fault.append(("error_code", dump.error_code))
+    return CrashState(source, dump.pc, dump.registers, (), frames, (), tuple(fault), tuple(errors))

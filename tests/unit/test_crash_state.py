@@ -1,0 +1,178 @@
+"""The crash report's state: from gdb_capture.py's line (as the real guests gave it),
+from a console dump, and the gdb command line for symbols with or without code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from umonitor.debug.crash_state import (
+    CAPTURE_SCRIPT,
+    MARK,
+    CrashState,
+    from_console,
+    from_gdb_untrusted,
+    gdb_command,
+)
+from umonitor.debug.symbolize import Frame
+from umonitor.protocol.crash_dump import CrashDump
+
+SRC = "/src/umonitor/guest/demo/crash_app.c"
+BOOT = "/uk/lib/ukboot/boot.c"
+
+# What gdb_capture.py printed for the Unikraft crash guest (held by -no-shutdown),
+# shortened: the power-off path, the trap entry, then the faulting thread.
+UNIKRAFT = {
+    "stopped_at": {"rip": 0x102181, "rsp": 0x197ED8, "cr2": 0},
+    "registers": {"rip": 0x115E14, "rsp": 0x11E80, "rbp": 0x11E90, "rdi": 42},
+    "trap": {"handler": "asm_trap_page_fault"},
+    "frames": [
+        {"pc": 0x102181, "function": "halt", "file": "/uk/cpu_native.c", "line": 38},
+        {"pc": 0x114545, "function": "cpu_halt", "file": "/uk/shutdown.c", "line": 82,
+         "inlined": True},
+        {"pc": 0x114545, "function": "ukplat_terminate", "file": "/uk/shutdown.c", "line": 77},
+        {"pc": 0x10216C, "function": "do_page_fault", "file": "/uk/traps.c", "line": 113},
+        {"pc": 0x10F1C5, "function": "asm_trap_page_fault", "file": "/uk/v.S", "line": 175,
+         "trap": True},
+        {"pc": 0x115E14, "function": "write_through_null", "file": SRC, "line": 56},
+        {"pc": 0x115E33, "function": "crash", "file": SRC, "line": 62},
+        {"pc": 0x15D92B, "function": "main", "file": SRC, "line": 104},
+        {"pc": 0x12BDE1, "function": "do_main", "file": BOOT, "line": 543, "inlined": True},
+        {"pc": 0x12BDE1, "function": "ukplat_entry", "file": BOOT, "line": 441},
+    ],
+}  # fmt: skip
+
+# rumprun: the trap frame found, RIP and RSP moved to the fault, gdb unwound from there.
+RUMPRUN = {
+    "stopped_at": {"rip": 0x102A2C, "rsp": 0x5C0E58, "cr2": 0},
+    "trap": {"handler": "x86_trap_14", "vector": 14, "rip": 0x110CD2, "cs": 8,
+             "eflags": 0x202, "rsp": 0x5C0E98, "ss": 0x18},
+    "registers": {"rbx": 0x5C0F10, "rip": 0x110CD2, "rsp": 0x5C0E98},
+    "clobbered": ["rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11"],
+    "frames": [
+        {"pc": 0x110CD2, "function": "write_through_null", "file": SRC, "line": 56},
+        {"pc": 0x110CF8, "function": "crash", "file": SRC, "line": 62},
+        {"pc": 0x2ED661, "function": "main", "file": SRC, "line": 104},
+        {"pc": 0x10DBAB, "function": "bmk_cpu_sched_bouncer"},
+        {"pc": 0, "function": None},
+    ],
+}  # fmt: skip
+
+
+def gdb_output(state: object) -> str:
+    return f"warning: noise\n{MARK}{json.dumps(state)}\n[Inferior 1 (process 1) detached]\n"
+
+
+def test_unikraft_handler_frames_apart() -> None:
+    state = from_gdb_untrusted(gdb_output(UNIKRAFT))
+    assert state.source == "gdbstub" and not state.errors
+    assert [f.function for f in state.handler_frames] == [
+        "halt", "cpu_halt", "ukplat_terminate", "do_page_fault", "asm_trap_page_fault",
+    ]  # fmt: skip
+    assert [(f.function, f.line, f.inlined) for f in state.backtrace] == [
+        ("write_through_null", 56, False),
+        ("crash", 62, False),
+        ("main", 104, False),
+        ("do_main", 543, True),
+        ("ukplat_entry", 441, False),
+    ]
+    report = state.to_report()
+    assert report["fault"] == {
+        "handler": "asm_trap_page_fault", "address": "0x0", "pc": "0x115e14",
+        "function": "write_through_null", "file": SRC, "line": 56,
+    }  # fmt: skip
+    assert report["registers"]["rdi"] == "0x2a"
+    assert report["backtrace"][3] == {
+        "address": "0x12bde1", "function": "do_main", "file": BOOT, "line": 543, "inlined": True,
+    }  # fmt: skip
+    assert report["backtrace_source"] == "gdbstub" and report["capture_errors"] == []
+    json.dumps(report)  # all of it is JSON
+
+
+def test_rumprun_trap_frame_and_lost_registers() -> None:
+    state = from_gdb_untrusted(gdb_output(RUMPRUN))
+    assert [f.function for f in state.backtrace] == [
+        "write_through_null",
+        "crash",
+        "main",
+        "bmk_cpu_sched_bouncer",
+    ]  # fmt: skip  (the zero frame that ends the walk is dropped)
+    assert state.handler_frames == ()
+    assert "rax" in state.registers_lost and dict(state.registers)["rip"] == 0x110CD2
+    assert dict(state.fault) == {"handler": "x86_trap_14", "vector": 14, "address": 0}
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "",
+        "no mark here\n",
+        f"{MARK}not json\n",
+        f"{MARK}[1, 2]\n",
+    ],
+)
+def test_no_state_is_an_error_not_an_exception(output: str) -> None:
+    state = from_gdb_untrusted(output)
+    assert state.errors and state.backtrace == () and state.registers == ()
+
+
+def test_hostile_values_are_dropped() -> None:
+    state = from_gdb_untrusted(
+        gdb_output({
+            "registers": {"rip": -1, "rsp": 1 << 64, "rbx": "0x10", "rbp": 16, "x" * 99: 1},
+            "frames": [{"pc": True}, "frame", {"pc": 5, "line": -3, "function": 7},
+                       {"pc": 6, "file": "f" * 10000}] + [{"pc": 1}] * 500,
+            "clobbered": "rax",
+            "trap": [],
+        })
+    )  # fmt: skip
+    assert dict(state.registers) == {"rbp": 16, "x" * 16: 1}
+    assert state.backtrace[0] == Frame(5, None, None, None)
+    assert len(state.backtrace[1].file or "") == 4096
+    assert len(state.backtrace) <= 64 and state.registers_lost == ()
+
+
+def test_from_console_without_symbols() -> None:
+    dump = CrashDump("rumprun", 0x110CD2, (("rip", 0x110CD2),), 0, trap="page fault")
+    state = from_console(dump, None)
+    assert state.source == "console" and state.errors == ("no symbols",)
+    assert state.to_report()["fault"] == {
+        "reason": "page fault", "address": "0x0", "pc": "0x110cd2",
+        "function": None, "file": None, "line": None,
+    }  # fmt: skip
+    assert state.backtrace == (Frame(0x110CD2, None, None, None),)
+    library = CrashDump("library", 0x10, (("rip", 0x10),), signal=11, frames=(0x20,))
+    assert from_console(library, None).source == "guest-library"
+    assert [f.address for f in from_console(library, None).backtrace] == [0x10, 0x20]
+    assert CrashState("console").to_report()["backtrace"] == []
+
+
+@pytest.fixture(scope="module")
+def split_symbols(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A program and its --only-keep-debug symbols, as rumprun's build keeps them."""
+    if shutil.which("gcc") is None or shutil.which("objcopy") is None:
+        pytest.fail("gcc and binutils are needed (scripts/setup.sh installs them)")
+    tmp = tmp_path_factory.mktemp("split")
+    (tmp / "p.c").write_text("int main(void) { return 0; }\n")
+    subprocess.run(["gcc", "-g", "-O2", "-o", str(tmp / "p"), str(tmp / "p.c")], check=True)
+    subprocess.run(["objcopy", "--only-keep-debug", str(tmp / "p"), str(tmp / "p.dbg")],
+                   check=True)  # fmt: skip
+    return tmp / "p", tmp / "p.dbg"
+
+
+def test_gdb_command_adds_the_kernel_only_when_symbols_lack_code(
+    split_symbols: tuple[Path, Path], tmp_path: Path
+) -> None:
+    program, symbols = split_symbols
+    sock = tmp_path / "gdb.sock"
+    split = gdb_command(symbols, sock, program)
+    assert f"symbol-file {symbols}" in split and f"add-symbol-file {program} -o 0" in split
+    assert split[-4:] == ["-ex", f"target remote {sock}", "-x", str(CAPTURE_SCRIPT)]
+    whole = gdb_command(program, sock, program)
+    assert not any(a.startswith("add-symbol-file") for a in whole)
+    assert gdb_command(tmp_path / "missing", sock, program)[:3] == ["gdb", "-q", "-batch"]
+    assert CAPTURE_SCRIPT.is_file()
