@@ -13,12 +13,14 @@ How this works: gdb is attached to a stopped QEMU through its gdbstub (the calle
   set to the faulting ones so that gdb's own unwinder (DWARF CFI, inlined frames)
   walks the faulting thread. rbx, rbp and r12-r15 still hold the faulting function's
   values (the handler's C code saved and restored them); the others are lost.
-  Writing registers of a CPU that will never run again changes nothing that matters.
+  The moved registers are put back afterwards: gdb's detach lets a VM that QMP had
+  stopped run again. The halted CPU stays halted even so (measured: one FATAL TRAP
+  with or without putting them back), but whoever looks next sees the real state.
 * **registers given by the caller** (``UMON_CRASH_REGISTERS``, a JSON object of
   register names to integers): Nanos prints the faulting thread's registers on its
   console and then powers off; with QEMU's ``-no-shutdown`` the VM, and the program's
   memory (one address space), is still there. The CPU's registers are set to the
-  given ones and gdb unwinds from them.
+  given ones and gdb unwinds from them (and they are put back, as above).
 * otherwise, the registers and frames where the CPU stopped.
 
 It prints one line ``UMON-CRASH-STATE {json}`` on stdout. It uses only gdb's Python
@@ -138,6 +140,21 @@ def faulting_frame() -> Any:
     return None
 
 
+def _moved(registers: dict[str, int]) -> dict[str, int]:
+    """Set the stopped CPU's ``registers``; returns their former values."""
+    frame = gdb.newest_frame()
+    before = {name: _u64(frame.read_register(name)) for name in registers}
+    for name, value in registers.items():
+        gdb.execute(f"set ${name} = {int(value)}")
+    return before
+
+
+def _put_back(before: dict[str, int]) -> None:
+    for name, value in before.items():
+        with contextlib.suppress(gdb.error):
+            gdb.execute(f"set ${name} = {value}")
+
+
 def capture() -> dict[str, Any]:
     gdb.execute("set backtrace past-main on")
     gdb.execute(f"set backtrace limit {MAX_FRAMES}")
@@ -145,19 +162,23 @@ def capture() -> dict[str, Any]:
     state: dict[str, Any] = {"stopped_at": _registers(newest, REGS + SYSTEM_REGS)}
     given = json.loads(os.environ.get("UMON_CRASH_REGISTERS") or "{}")
     if given:
-        for name, value in given.items():
-            if name in REGS and name not in ("cs", "ss"):
-                gdb.execute(f"set ${name} = {int(value)}")
-        state.update(registers=_registers(gdb.newest_frame(), REGS), frames=frames())
+        wanted = {k: int(v) for k, v in given.items() if k in REGS and k not in ("cs", "ss")}
+        before = _moved(wanted)
+        try:
+            state.update(registers=_registers(gdb.newest_frame(), REGS), frames=frames())
+        finally:
+            _put_back(before)
         return state
     trap = rumprun_trap()
     if trap is not None:
-        gdb.execute(f"set $rip = {trap['rip']}")
-        gdb.execute(f"set $rsp = {trap['rsp']}")
-        registers = {k: v for k, v in state["stopped_at"].items() if k in CALLEE_SAVED}
-        registers.update({k: trap[k] for k in ("rip", "rsp", "eflags", "cs", "ss")})
-        state.update(trap=trap, registers=registers, frames=frames())
-        state["clobbered"] = [r for r in REGS if r not in registers]
+        before = _moved({"rip": trap["rip"], "rsp": trap["rsp"]})
+        try:
+            registers = {k: v for k, v in state["stopped_at"].items() if k in CALLEE_SAVED}
+            registers.update({k: trap[k] for k in ("rip", "rsp", "eflags", "cs", "ss")})
+            state.update(trap=trap, registers=registers, frames=frames())
+            state["clobbered"] = [r for r in REGS if r not in registers]
+        finally:
+            _put_back(before)
         return state
     state["frames"] = frames()
     faulting = faulting_frame()
