@@ -142,6 +142,8 @@ def seeds() -> list[bytes]:
         record,
         Record(8, Severity.INFO, "x"),
         fc.Dropped(17, 99),
+        fc.Level(Severity.WARNING),
+        fc.Hello("web-2", bytes(16), level=Severity.ERR),
         fc.Ping(5),
         fc.Pong(5),
         fc.ErrorFrame(2, "bad"),

@@ -397,11 +397,16 @@ def _losses_and_refused(store: dict[str, Any]) -> tuple[dict[str, Any], str | No
 )
 @data_option
 def ls_command(output: str, data: Path | None) -> None:
-    """List every instance seen, connected or not."""
+    """List every instance seen, connected or not.
+
+    LEVEL is the minimum level a connected guest library said it has (at connect, and
+    in its answer to 'umonitor level'); '-' when it is not connected or does not say.
+    """
     root = _data_dir(data)
     conn = _open_index(root)
     status = _collector_status(root) or {}
     connected: dict[str, list[str]] = status.get("connected", {})
+    levels: dict[str, str] = status.get("levels", {})  # what each connected guest said
     instances = index.instances(conn)
     from umonitor.export.runner import read_statuses
 
@@ -426,6 +431,7 @@ def ls_command(output: str, data: Path | None) -> None:
             row = {
                 "name": inst.name,
                 "connected": bool(peers),
+                "level": levels.get(inst.name) if peers else None,
                 "address": peers[0] if peers else inst.peer,
                 "library": inst.library,
                 "first_seen": format_time(inst.first_ns) if inst.first_ns else None,
@@ -458,7 +464,8 @@ def ls_command(output: str, data: Path | None) -> None:
     if not instances:
         click.echo("no instances yet", err=True)
     else:
-        header: tuple[str, ...] = ("NAME", "STATE", "ADDRESS", "LAST SEEN", "RECORDS", "CRIT+")
+        header: tuple[str, ...] = ("NAME", "STATE", "LEVEL", "ADDRESS", "LAST SEEN", "RECORDS")
+        header += ("CRIT+",)
         header += ("ERR", "WARN", "NOTICE", "INFO", "DEBUG", "DROPPED")
         # Only when retention or the quota took something: DELETED records, REFUSED records.
         lossy = any(losses.get(i.name) for i in instances)
@@ -476,6 +483,7 @@ def ls_command(output: str, data: Path | None) -> None:
                 (
                     inst.name,
                     state,
+                    levels.get(inst.name, "-") if peers else "-",
                     (peers[0] if peers else inst.peer) or "-",
                     format_age(inst.last_ns),
                     str(sum(c)),
@@ -827,6 +835,7 @@ def up(config_file: Path, detach: bool, accel: str | None, data: Path | None) ->
     """
     import asyncio
 
+    from umonitor.collector.control import check_no_collector
     from umonitor.fleet.accel import notice
     from umonitor.fleet.config import load_config
     from umonitor.fleet.daemon import preflight, run_fleet
@@ -835,6 +844,7 @@ def up(config_file: Path, detach: bool, accel: str | None, data: Path | None) ->
     root = layout.prepare_data_dir(_data_dir(data))
     if _fleet_answers(root):
         raise UsageError(f"a fleet is already running on {root}; 'umonitor down' stops it")
+    check_no_collector(root)  # 'umonitor serve' runs there
     if os.geteuid() != 0:
         raise EnvironmentProblem(
             "umonitor up creates network devices and needs root (or CAP_NET_ADMIN); "
@@ -863,7 +873,8 @@ def up(config_file: Path, detach: bool, accel: str | None, data: Path | None) ->
 
 
 def _fleet_answers(root: Path) -> bool:
-    from umonitor.fleet.daemon import control_path, request
+    from umonitor.collector.control import control_path
+    from umonitor.fleet.daemon import request
 
     if not control_path(root).exists():
         return False
@@ -918,6 +929,49 @@ def restart(name: str, data: Path | None) -> None:
 def rm(name: str, data: Path | None) -> None:
     """Stop instance NAME and remove it from the fleet (its TAP and address lease too)."""
     _fleet_request(data, "rm", name)
+
+
+def _control_request(data: Path | None, message: dict[str, Any]) -> dict[str, Any]:
+    from umonitor.collector.control import ANSWER_SECONDS, request
+
+    return request(_data_dir(data), message, timeout=ANSWER_SECONDS + 5)
+
+
+@main.command("level")
+@click.argument("name")
+@click.argument("level_name", metavar="LEVEL")
+@data_option
+def level_command(name: str, level_name: str, data: Path | None) -> None:
+    """Set the minimum level of connected guest NAME; print what the guest says it has.
+
+    LEVEL: emerg alert crit err warning notice info debug, or 0-7; the guest then
+    sends only records of this level and worse. Works for fleet instances ('umonitor
+    up') and guests of 'umonitor serve'. Nothing is queued: a guest that is not
+    connected is left alone and starts at its own level (umon.level) when it
+    connects. Guests of the 2018 format and plain text have no control channel.
+    """
+    try:
+        severity = Severity.parse(level_name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    reply = _control_request(data, {"op": "level", "name": name, "level": severity.label})
+    was = f" (was {reply['was']})" if reply.get("was") else ""
+    said = "" if reply.get("confirmed") else "; its library does not confirm levels (older)"
+    click.echo(f"{name}: level {reply['level']}{was}{said}")
+
+
+@main.command()
+@click.argument("name")
+@data_option
+def ping(name: str, data: Path | None) -> None:
+    """Ping connected guest NAME through its library and print the round trip.
+
+    The time covers the network and the guest library's next chance to answer (a
+    guest that neither logs nor calls umon_poll() answers late). Works for fleet
+    instances and guests of 'umonitor serve'.
+    """
+    reply = _control_request(data, {"op": "ping", "name": name})
+    click.echo(f"{name}: round trip {float(reply['rtt_ms']):.2f} ms")
 
 
 @main.command()
@@ -996,7 +1050,10 @@ def run(
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @data_option
 def ps(output: str, data: Path | None) -> None:
-    """List the fleet's instances: state, address, uptime, restarts, last exit, records.
+    """List the fleet's instances: state, level, address, uptime, restarts, last exit, records.
+
+    LEVEL is the minimum level the guest library said it has (at connect, and in its
+    answer to 'umonitor level'); '-' while it is not connected or does not say.
 
     States: starting, running, stopping, stopped, exited, crashed, restarting, failed
     (gave up: the reason is in LAST EXIT). When KVM is not usable on this host, one
@@ -1023,7 +1080,7 @@ def ps(output: str, data: Path | None) -> None:
             click.echo(json.dumps(inst))
         return
     table: list[tuple[str, ...]] = [
-        ("NAME", "STATE", "ADDRESS", "UPTIME", "RESTARTS", "RECORDS", "LAST EXIT")
+        ("NAME", "STATE", "LEVEL", "ADDRESS", "UPTIME", "RESTARTS", "RECORDS", "LAST EXIT")
     ]
     for inst in instances:
         last = inst.get("last_exit") or {}
@@ -1033,6 +1090,7 @@ def ps(output: str, data: Path | None) -> None:
             (
                 inst["name"],
                 inst["state"],
+                inst.get("level") or "-",
                 inst["address"],
                 f"{uptime:.0f}s" if uptime is not None else "-",
                 str(inst["restarts"]),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import errno
 import logging
 import math
@@ -175,6 +176,8 @@ class GuestSession:
         """A new connection: say HELLO and send every unacknowledged record again."""
         self.connected = True
         self._decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
+        # HELLO says the level in force now: the host shows it (`umonitor ls`).
+        self.hello = dataclasses.replace(self.hello, level=self.level)
         self._outbox = bytearray(fc.PREFACE + fc.encode_hello(self.hello))
         self._limbo_cut = self._wire_seq
         self._hello_acked = False
@@ -217,6 +220,7 @@ class GuestSession:
                         self._queue_drop_notice()
             elif isinstance(event, fc.SetLevel):
                 self.level = event.level
+                self._outbox += fc.encode(fc.Level(self.level))  # the answer (§2.5)
             elif isinstance(event, fc.Ping):
                 self._outbox += fc.encode(fc.Pong(event.nonce))
             elif isinstance(event, fc.ErrorFrame):

@@ -2,10 +2,11 @@
  * vector_tool - drive the C library's wire codec from the command line, so the
  * Python tests can check it against tests/vectors/native.json.
  *
- *   vector_tool encode-hello BOOT_HEX NAME TOKEN LIBRARY
+ *   vector_tool encode-hello BOOT_HEX NAME TOKEN LIBRARY [LEVEL]
  *   vector_tool encode-record SEQ MONO_NS WALL_NS|none SEV KIND FILE LINE FUNC MESSAGE [KEY=VALUE...]
  *   vector_tool encode-dropped COUNT THROUGH
  *   vector_tool encode-bye
+ *   vector_tool encode-level LEVEL
  *   vector_tool encode-ping NONCE
  *   vector_tool encode-pong NONCE
  *   vector_tool decode HEX
@@ -33,11 +34,12 @@ static unsigned char input[FRAME_CAP + 16];
 
 static int usage(void)
 {
-    fputs("usage: vector_tool encode-hello BOOT_HEX NAME TOKEN LIBRARY\n"
+    fputs("usage: vector_tool encode-hello BOOT_HEX NAME TOKEN LIBRARY [LEVEL]\n"
           "       vector_tool encode-record SEQ MONO_NS WALL_NS|none SEV KIND FILE LINE FUNC "
           "MESSAGE [KEY=VALUE...]\n"
           "       vector_tool encode-dropped COUNT THROUGH\n"
           "       vector_tool encode-bye\n"
+          "       vector_tool encode-level LEVEL\n"
           "       vector_tool encode-ping NONCE\n"
           "       vector_tool encode-pong NONCE\n"
           "       vector_tool decode HEX\n",
@@ -108,11 +110,15 @@ static void print_hex(const unsigned char *bytes, size_t n)
 static int encode_hello(int argc, char **argv)
 {
     unsigned char boot[16];
+    unsigned long long level = 0;
     size_t n;
 
-    if (argc != 6 || parse_hex(argv[2], boot, sizeof boot) != 16)
+    if ((argc != 6 && argc != 7) || parse_hex(argv[2], boot, sizeof boot) != 16)
         return usage();
-    n = umon_wire_hello(frame, sizeof frame, boot, argv[3], argv[4], argv[5]);
+    if (argc == 7 && (parse_u64(argv[6], &level) < 0 || level > 7))
+        return usage();
+    n = umon_wire_hello(frame, sizeof frame, boot, argv[3], argv[4], argv[5],
+                        argc == 7 ? (int)level : -1);
     if (n == 0) {
         fputs("vector_tool: HELLO values out of range\n", stderr);
         return 2;
@@ -180,6 +186,10 @@ static int encode_simple(int argc, char **argv)
         if (argc != 2)
             return usage();
         n = umon_wire_bye(frame);
+    } else if (strcmp(what, "encode-level") == 0) {
+        if (argc != 3 || parse_u64(argv[2], &a) < 0 || a > 7)
+            return usage();
+        n = umon_wire_level(frame, (unsigned)a);
     } else if (strcmp(what, "encode-dropped") == 0) {
         if (argc != 4 || parse_u64(argv[2], &a) < 0 || parse_u64(argv[3], &b) < 0)
             return usage();
@@ -240,6 +250,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "encode-record") == 0)
         return encode_record(argc, argv);
     if (strcmp(argv[1], "encode-dropped") == 0 || strcmp(argv[1], "encode-bye") == 0 ||
+        strcmp(argv[1], "encode-level") == 0 ||
         strcmp(argv[1], "encode-ping") == 0 || strcmp(argv[1], "encode-pong") == 0)
         return encode_simple(argc, argv);
     if (strcmp(argv[1], "decode") == 0)

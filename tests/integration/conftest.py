@@ -107,6 +107,7 @@ def c_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sources = {
         "numbered_guest": [ROOT / "tests" / "c" / "numbered_guest.c", C_SRC / "umonitor.c"],
         "legacy_guest": [ROOT / "tests" / "c" / "legacy_guest.c", C_SRC / "umonitor_compat.c"],
+        "control_guest": [ROOT / "tests" / "c" / "control_guest.c", C_SRC / "umonitor.c"],
     }
     for name, files in sources.items():
         target = out / name

@@ -184,6 +184,7 @@ def test_c_library_answers_ping_and_set_level(c_programs: dict[str, Path]) -> No
     hello = None
     records: list[fc.Record] = []
     pong = None
+    answers: list[fc.Event] = []
     level_set = False
     done = False
     try:
@@ -198,6 +199,8 @@ def test_c_library_answers_ping_and_set_level(c_programs: dict[str, Path]) -> No
                     conn.sendall(fc.encode(fc.Ack(0)) + fc.encode(fc.Ping(0xC0FFEE)))
                 elif isinstance(event, fc.Pong):
                     pong = event.nonce
+                elif isinstance(event, fc.Level):
+                    answers.append(event)
                 elif isinstance(event, fc.Record):
                     records.append(event)
                     if event.seq == 100 and not level_set:
@@ -212,7 +215,9 @@ def test_c_library_answers_ping_and_set_level(c_programs: dict[str, Path]) -> No
         guest.communicate(timeout=30)
         server.close()
     assert hello is not None and hello.name == "ctl" and hello.library.startswith("umonitor-c/")
+    assert hello.level == Severity.DEBUG  # the level in force, said in HELLO
     assert pong == 0xC0FFEE
+    assert answers == [fc.Level(Severity.ERR)]  # SET_LEVEL answered once
     seqs = [r.seq for r in records]
     assert seqs == sorted(seqs) and seqs == list(range(1, len(seqs) + 1))
     late = [r for r in records if r.seq > 160]

@@ -128,6 +128,44 @@ def test_silent_and_slow_senders_are_cut(tmp_path: Path) -> None:
         assert collector.stop() == 0
 
 
+def test_a_peer_that_reads_a_trickle_of_its_replies_is_cut_as_unread(tmp_path: Path) -> None:
+    """PINGs by the megabyte, a few PONGs read now and then: the collector stops reading a
+    peer that does not read its replies, and cuts it once the frame timeout has passed;
+    the cut is counted as unread, and a guest that reads its ACKs never is."""
+    collector = start_collector(tmp_path / "data", "--frame-timeout", "3")
+    peer = socket.socket()
+    try:
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        peer.connect(("127.0.0.1", collector.port))
+        peer.sendall(fc.PREFACE + fc.encode_hello(fc.Hello("trickle", os.urandom(16))))
+        pings = b"".join(fc.encode(fc.Ping(i)) for i in range(20000))
+        peer.settimeout(0.1)
+        cut = False
+        deadline = time.monotonic() + 120
+        while not cut and time.monotonic() < deadline:
+            try:
+                peer.send(pings)
+            except TimeoutError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                cut = True
+                break
+            try:
+                if peer.recv(2048) == b"":  # a trickle: far less than it is sent
+                    cut = True
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                cut = True
+        assert cut, "the trickle reader was never cut"
+        wait_for(lambda: guard(collector).get("unread") == 1, what="one unread cut counted")
+        well_behaved(collector, "steady", 50)  # its ACKs are read: never counted as unread
+        assert guard(collector).get("unread") == 1
+    finally:
+        peer.close()
+        assert collector.stop() == 0
+
+
 def test_a_guest_streaming_across_frame_boundaries_is_not_a_slow_sender(
     tmp_path: Path,
 ) -> None:

@@ -41,6 +41,7 @@ PROGRAMS: dict[str, tuple[list[Path], list[str]]] = {
         ["-DUMON_THREADS", "-pthread"],
     ),
     "legacy_guest": ([TESTS_C / "legacy_guest.c", LIB / "umonitor_compat.c"], []),
+    "control_guest": ([TESTS_C / "control_guest.c", LIB / "umonitor.c"], []),
     "demo_app": ([DEMO, LIB / "umonitor.c"], []),
 }
 
@@ -51,7 +52,7 @@ TOOLCHAINS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
     "gcc-asan": ("gcc", SANITIZE, tuple(PROGRAMS)),
 }
 
-GUEST_SENDS = {"HELLO", "RECORD", "DROPPED", "BYE", "PING", "PONG"}
+GUEST_SENDS = {"HELLO", "RECORD", "DROPPED", "BYE", "LEVEL", "PING", "PONG"}
 GUEST_RECEIVES = {"ACK", "SET_LEVEL", "PING", "PONG", "ERROR"}
 HOST_TYPE_BYTES = {"81", "82"}  # ACK and SET_LEVEL: fine for a guest to receive
 
@@ -112,7 +113,9 @@ def _valid(*types: str) -> list[Any]:
 def _encode_args(frame: dict[str, Any]) -> list[str]:
     kind = frame["type"]
     if kind == "HELLO":
-        return ["encode-hello", frame["boot_id"], frame["name"], frame["token"], frame["library"]]
+        level = [str(frame["level"])] if "level" in frame else []
+        hello = [frame["boot_id"], frame["name"], frame["token"], frame["library"], *level]
+        return ["encode-hello", *hello]
     if kind == "RECORD":
         wall = "none" if frame["wall_ns"] is None else str(frame["wall_ns"])
         fields = [f"{key}={value}" for key, value in frame["fields"]]
@@ -133,6 +136,8 @@ def _encode_args(frame: dict[str, Any]) -> list[str]:
         return ["encode-dropped", str(frame["count"]), str(frame["through_seq"])]
     if kind == "BYE":
         return ["encode-bye"]
+    if kind == "LEVEL":
+        return ["encode-level", str(frame["level"])]
     return [f"encode-{kind.lower()}", str(frame["nonce"])]
 
 
@@ -253,7 +258,9 @@ def test_demo_runs_without_a_collector(build: Build) -> None:
         ("numbered_guest", ["127.0.0.1", "x", "name", "1"]),
         ("numbered_guest", ["127.0.0.1", "1", "name", "1", "--bogus"]),
         ("legacy_guest", ["2333"]),
+        ("control_guest", ["127.0.0.1", "0", "name"]),
         ("vector_tool", ["encode-ping"]),
+        ("vector_tool", ["encode-level", "8"]),
         ("vector_tool", ["decode", "zz"]),
     ],
 )

@@ -118,13 +118,14 @@ def test_logs_grep_lines_and_priority(data: Path) -> None:
 def test_ls_text_and_json(data: Path) -> None:
     code, out, _ = run("ls", "--data", str(data))
     assert code == 0
-    assert out.splitlines()[0].split()[:3] == ["NAME", "STATE", "ADDRESS"]
+    assert out.splitlines()[0].split()[:4] == ["NAME", "STATE", "LEVEL", "ADDRESS"]
     code, out, _ = run("ls", "--data", str(data), "-o", "json")
     rows = {r["name"]: r for r in map(json.loads, out.splitlines())}
     assert rows["web-1"]["counts"]["warning"] == 1
     assert rows["web-1"]["records"] == 5
     assert rows["web-1"]["address"] == "10.77.0.5:4000"
     assert rows["web-1"]["connected"] is False
+    assert rows["web-1"]["level"] is None  # known only while connected
     assert rows["db"]["counts"]["crit"] == 1
 
 
@@ -135,6 +136,9 @@ def test_ls_text_and_json(data: Path) -> None:
         (["logs", "-p", "loud"], "unknown level"),
         (["logs", "nosuch"], "no instance named nosuch"),
         (["logs", "-n", "-3"], "-n must be 0 or more"),
+        (["level", "web-1", "loud"], "unknown level 'loud'"),
+        (["level", "web-1", "info"], "no collector is running on"),
+        (["ping", "web-1"], "no collector is running on"),
     ],
 )
 def test_user_mistakes_are_one_line(data: Path, args: list[str], message: str) -> None:

@@ -34,6 +34,7 @@ def expected_event(frame: dict[str, Any]) -> fc.Event:
             frame["token"].encode(),
             frame["library"],
             frame["version"],
+            Severity(frame["level"]) if "level" in frame else None,
         )
     if kind == "RECORD":
         return Record(
@@ -51,6 +52,7 @@ def expected_event(frame: dict[str, Any]) -> fc.Event:
     simple: dict[str, Any] = {
         "DROPPED": lambda f: fc.Dropped(f["count"], f["through_seq"]),
         "BYE": lambda f: fc.Bye(),
+        "LEVEL": lambda f: fc.Level(Severity(f["level"])),
         "PING": lambda f: fc.Ping(f["nonce"]),
         "PONG": lambda f: fc.Pong(f["nonce"]),
         "ACK": lambda f: fc.Ack(f["seq"]),
@@ -110,6 +112,25 @@ def test_guest_frames_are_refused_from_the_host() -> None:
     assert info.value.code == fc.ErrorCode.UNEXPECTED
 
 
+def test_hello_reserved_flags_are_ignored() -> None:
+    frame = bytearray(fc.encode(fc.Hello("x", bytes(16), level=Severity.ERR)))
+    frame[6] |= 0xF0  # flags: bits 4-7 are reserved
+    decoder = fc.FrameDecoder(fc.Peer.GUEST, expect_preface=False)
+    decoder.receive_data(frame)
+    assert decoder.next_events() == [fc.Hello("x", bytes(16), level=Severity.ERR)]
+
+
+@pytest.mark.parametrize("ftype", [int(t) for t in fc.FrameType])
+@given(body=st.binary(max_size=40), peer=st.sampled_from(list(fc.Peer)))
+def test_every_frame_type_with_any_body_only_raises_protocol_error(
+    ftype: int, body: bytes, peer: fc.Peer
+) -> None:
+    decoder = fc.FrameDecoder(peer, expect_preface=False)
+    decoder.receive_data((len(body) + 1).to_bytes(4, "big") + bytes((ftype,)) + body)
+    with contextlib.suppress(ProtocolError):
+        decoder.next_events()
+
+
 def test_datagram_round_trip_and_rejects() -> None:
     hello = fc.Hello("udp-guest", bytes(16))
     record = Record(3, Severity.ERR, "over udp", mono_ns=5)
@@ -150,12 +171,14 @@ hellos = st.builds(
     boot_id=st.binary(min_size=16, max_size=16),
     token=st.binary(max_size=40),
     library=st.text(max_size=30),
+    level=st.none() | st.sampled_from(list(Severity)),
 )
 guest_events = st.one_of(
     records,
     hellos,
     st.builds(fc.Dropped, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
     st.just(fc.Bye()),
+    st.builds(fc.Level, st.sampled_from(list(Severity))),
     st.builds(fc.Ping, st.integers(0, 2**64 - 1)),
     st.builds(fc.Pong, st.integers(0, 2**64 - 1)),
     st.builds(fc.ErrorFrame, st.integers(0, 65535), st.text(max_size=50)),

@@ -68,6 +68,29 @@ def check_logging_guest(data: Path, name: str) -> None:
     assert "app args: hello big world" in console, console[-40:]
 
 
+def check_runtime_control(data: Path, name: str) -> None:
+    """'umonitor level' reaches the library in the guest, which answers and obeys; ping."""
+    changed = umon("level", name, "warning", "--data", str(data), timeout=60)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.startswith(f"{name}: level warning (was "), changed.stdout
+    assert "does not confirm" not in changed.stdout
+    assert ps(data)[name]["level"] == "warning"
+    # Records numbered before the guest took the change may still be on their way (the
+    # guest sends its LEVEL answer ahead of queued records); at 20 records/s a handful
+    # at most, so everything after the next INFLIGHT records must be warning or worse.
+    inflight = 8
+    last = max(r["seq"] for r in app_records(data, name)) + inflight
+    wait_for(
+        lambda: len([r for r in app_records(data, name) if r["seq"] > last]) >= 5,
+        timeout=300,
+        what=f"records of {name} after the level change",
+    )
+    later = {r["severity"] for r in app_records(data, name) if r["seq"] > last}
+    assert later <= {"warning", "err", "crit", "alert", "emerg"}, later
+    pinged = umon("ping", name, "--data", str(data), timeout=60)
+    assert pinged.returncode == 0 and "round trip" in pinged.stdout, pinged.stderr
+
+
 def check_spinning_guest(data: Path, name: str) -> None:
     """100 records, then a busy loop for ever: all 100 reach the collector."""
     wait_for(lambda: len(app_records(data, name)) >= 100, timeout=300, what=f"{name}'s records")
@@ -108,6 +131,7 @@ def test_unikraft(tmp_path: Path, unikraft: Path, subnet: tuple[str, str]) -> No
         # The leased address reached lwIP through netdev.ip.
         address = ps(data)["uk-log"]["address"]
         assert any(address in r["message"] for r in console), "netdev.ip not on the console"
+        check_runtime_control(data, "uk-log")
         check_spinning_guest(data, "uk-spin")
         check_crashing_guest(data, "uk-crash", "Crashing")
     finally:

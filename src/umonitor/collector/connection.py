@@ -30,7 +30,7 @@ from umonitor.protocol import frame_codec as fc
 from umonitor.protocol.legacy import LegacyDecoder
 from umonitor.protocol.sniff import Dialect, sniff_untrusted
 from umonitor.protocol.text_lines import LineDecoder
-from umonitor.records import Origin, Record
+from umonitor.records import Origin, Record, Severity
 
 if TYPE_CHECKING:
     from umonitor.collector.server import Collector, GuestLimits
@@ -68,6 +68,11 @@ class Connection(asyncio.Protocol):
         self.last_data = self.opened_at
         self.partial_since: float | None = None  # when the frame now buffered began
         self._resume: asyncio.TimerHandle | None = None
+        # Control (collector/control.py): the level the guest last said it has, how
+        # many LEVEL answers came, and the PINGs sent to it that wait for their PONG.
+        self.level: Severity | None = None
+        self.level_answers = 0
+        self._pings: dict[int, asyncio.Future[float]] = {}
 
     # -- asyncio callbacks --------------------------------------------------------
 
@@ -136,7 +141,8 @@ class Connection(asyncio.Protocol):
         """The guest does not read what it is sent: read nothing more from it either.
 
         Everything the collector writes answers something the guest sent (ACK, PONG,
-        ERROR), so this bounds what one guest can make the collector hold for it.
+        ERROR) or is one control request of a user (SET_LEVEL, PING; collector/control.py),
+        so this bounds what one guest can make the collector hold for it.
         """
         if self.gate is not None:
             self.gate.hold(PEER)
@@ -205,6 +211,10 @@ class Connection(asyncio.Protocol):
         if not self._closing:
             self._finish_stream()
         self._closing = True
+        for waiter in self._pings.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the connection closed"))
+        self._pings.clear()
         self.collector.connection_closed(self)
 
     # -- decoding -----------------------------------------------------------------
@@ -347,6 +357,7 @@ class Connection(asyncio.Protocol):
                 name = self.collector.admit(self.fixed_name or event.name, self.peer_host, token)
             except Refused as exc:
                 raise ProtocolError(str(exc), fc.ErrorCode.NOT_ALLOWED) from None
+            self.level = event.level
             self._attach(name, event.library, event.name)
             self.collector.want_commit(self)
         elif isinstance(event, fc.Dropped):
@@ -358,12 +369,20 @@ class Connection(asyncio.Protocol):
             self.collector.want_commit(self)
         elif isinstance(event, fc.Ping):
             self._send(fc.encode(fc.Pong(event.nonce)))
+        elif isinstance(event, fc.Pong):
+            waiter = self._pings.pop(event.nonce, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(time.monotonic())
+        elif isinstance(event, fc.Level):
+            self.level = event.level
+            self.level_answers += 1
+            self.collector.status_changed()
         elif isinstance(event, fc.Bye):
             self.collector.want_commit(self, then_close=True)
         elif isinstance(event, fc.ErrorFrame):
             log.info("%s reports error %d: %s", self.peer, event.code, event.reason)
             self.close()
-        # PONG needs no answer.
+        # A PONG nobody waits for (late, or never asked) needs nothing.
 
     # -- output -------------------------------------------------------------------
 
@@ -377,11 +396,33 @@ class Connection(asyncio.Protocol):
             self._acked = self.high
             self._send(fc.encode(fc.Ack(self.high)))
 
-    def send_control(self, event: fc.Event) -> bool:
-        if self._native is None:
-            return False
-        self._send(fc.encode(event))
-        return True
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def controllable(self) -> bool:
+        """Whether this guest speaks the native protocol (legacy and text have no control)."""
+        return self._native is not None and self.instance is not None and not self._closing
+
+    async def ask(self, frames: list[fc.Event], timeout: float) -> float:
+        """Send ``frames`` then a PING; the seconds until its PONG came back.
+
+        A guest handles frames in order, so its answers to ``frames`` (a LEVEL for a
+        SET_LEVEL) arrive before the PONG. Raises TimeoutError, or ConnectionError
+        when the connection closes first.
+        """
+        nonce = int.from_bytes(os.urandom(8), "big")
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pings[nonce] = waiter
+        data = b"".join(fc.encode(f) for f in [*frames, fc.Ping(nonce)])
+        sent = time.monotonic()
+        self._send(data)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter - sent
+        finally:
+            self._pings.pop(nonce, None)
 
     def _fail(self, exc: ProtocolError) -> None:
         self.collector.protocol_errors += 1

@@ -16,13 +16,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from umonitor.collector.admission import Admission, OpenAdmission, Refused
 from umonitor.collector.connection import Connection
+from umonitor.collector.control import (
+    GuestControl,
+    check_no_collector,
+    serve_control,
+    stop_control,
+)
 from umonitor.collector.flow import DISK, ReadGate
 from umonitor.collector.syslog_listeners import SyslogIntake, listen_syslog, tls_context
-from umonitor.errors import ProtocolError, UsageError
+from umonitor.errors import EnvironmentProblem, ProtocolError, UsageError
 from umonitor.export.config import ExportSpec
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Origin
@@ -44,6 +50,8 @@ COMMIT_BYTES = 1 << 20
 DISK_RETRY = 1.0
 DISK_SAY_EVERY = 10.0
 DISK_BACKLOG = 64 << 20
+# What only a fleet's control socket answers (fleet/daemon.py).
+FLEET_OPS = frozenset({"ps", "stop", "restart", "rm", "run", "down"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +365,18 @@ class Collector:
     def instance_attached(self, conn: Connection) -> None:
         self.status_changed()
 
+    def live_connection(self, name: str) -> Connection | None:
+        """The newest connection of instance ``name`` that is still open, if any."""
+        return self.live_connections().get(name)
+
+    def live_connections(self) -> dict[str, Connection]:
+        """Each instance's newest open connection (control goes there; its level shows)."""
+        live: dict[str, Connection] = {}
+        for conn in sorted(self.connections, key=lambda c: c.opened_at):
+            if conn.instance is not None and not conn.closing:
+                live[conn.instance.name] = conn
+        return live
+
     def connection_closed(self, conn: Connection) -> None:
         if conn in self.connections:
             left = self._per_source.get(conn.peer_host, 1) - 1
@@ -387,10 +407,17 @@ class Collector:
         for conn in self.connections:
             if conn.instance is not None:
                 connected.setdefault(conn.instance.name, []).append(conn.peer)
+        # The level each connected guest said it has (HELLO, LEVEL).
+        levels = {
+            name: conn.level.label
+            for name, conn in self.live_connections().items()
+            if conn.level is not None
+        }
         status = {
             "pid": os.getpid(),
             "listening": self.listening,
             "connected": connected,
+            "levels": levels,
             "dials": {
                 sanitize_instance_name(d.name): {
                     "address": str(d.endpoint),
@@ -643,13 +670,16 @@ def stop_helper(helper: subprocess.Popen[bytes] | None) -> None:
 async def serve(options: ServeOptions) -> None:
     """Run the collector until SIGTERM or SIGINT."""
     raise_open_file_limit()
+    check_no_collector(options.data)
     store = Store(options.data, options.fsync, options.limits)
     collector = Collector(store, max_frame=options.max_frame, guest_limits=options.guest_limits)
     collector.status_path = options.data / layout.STATUS
     indexer = None
+    control = None
     # Before any listener: exporters starting at "end" start before the first record.
     exporters = start_exporters(options.data, options.exports)
     try:
+        control = await serve_standalone_control(collector, options.data)
         for endpoint in options.listen:
             bound = await collector.listen_tcp(endpoint)
             if options.udp:
@@ -667,6 +697,8 @@ async def serve(options: ServeOptions) -> None:
             for endpoint in options.syslog_tls:
                 await listen_syslog(collector, "tls", endpoint, context)
     except BaseException:
+        if control is not None:
+            stop_control(options.data, control)
         await collector.shutdown()
         stop_helper(exporters)
         raise
@@ -685,10 +717,41 @@ async def serve(options: ServeOptions) -> None:
     try:
         await stop.wait()
     finally:
+        if control is not None:
+            stop_control(options.data, control)
         ticker.cancel()
         await collector.shutdown()
         stop_helper(exporters)
         stop_helper(indexer)
+
+
+async def serve_standalone_control(
+    collector: Collector, root: Path
+) -> asyncio.AbstractServer | None:
+    """``serve``'s control socket: guest control (``level``, ``ping``) only.
+
+    Without one (say the path is too long for a unix socket) the collector still
+    collects; it says so once, and ``level`` and ``ping`` cannot reach it.
+    """
+    guests = GuestControl.of_data_dir(collector, root)
+
+    async def handle(request: dict[str, Any]) -> dict[str, Any]:
+        answer = await guests.handle(request)
+        if answer is not None:
+            return answer
+        if request.get("op") in FLEET_OPS:
+            return {
+                "ok": False,
+                "error": f"'umonitor serve' runs on {root}, not a fleet; "
+                "'umonitor ls' lists its instances",
+            }
+        return {"ok": False, "error": f"unknown operation {request.get('op')!r}"}
+
+    try:
+        return await serve_control(root, handle)
+    except EnvironmentProblem as exc:
+        sys.stderr.write(f"umonitor: {exc}; 'umonitor level' and 'ping' cannot reach guests\n")
+        return None
 
 
 def run(options: ServeOptions) -> None:

@@ -1,24 +1,25 @@
 """``umonitor up``: network, collector and supervisor in one process, and its control socket.
 
-The control socket (``DATA/run/control.sock``, mode 0600, local only) takes one JSON
-object per line — ``{"op": "ps"}``, ``{"op": "stop", "name": N}``, ``restart``,
-``rm``, ``run`` (with an instance description) and ``down`` — and answers one JSON
-object per line: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+The control socket (collector/control.py: ``DATA/run/control.sock``, mode 0600, local
+only) takes one JSON object per line — ``{"op": "ps"}``, ``{"op": "stop", "name": N}``,
+``restart``, ``rm``, ``run`` (with an instance description), ``down``, and the guest
+control every collector answers, ``level`` and ``ping`` — and answers one JSON object
+per line: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
-import json
 import os
 import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from umonitor.collector import control
 from umonitor.collector.admission import LOCAL_TOOLS, FleetAdmission
+from umonitor.collector.control import GuestControl
 from umonitor.collector.server import (
     Collector,
     Dial,
@@ -29,7 +30,6 @@ from umonitor.collector.server import (
     stop_helper,
 )
 from umonitor.collector.syslog_listeners import listen_syslog
-from umonitor.errors import UmonitorError, UsageError
 from umonitor.export.runner import prepare_exports
 from umonitor.fleet import accel as accel_mod
 from umonitor.fleet import net
@@ -40,11 +40,7 @@ from umonitor.fleet.supervisor import Instance, Supervisor
 from umonitor.store import layout
 from umonitor.store.writer import FsyncPolicy, Store
 
-CONTROL = "control.sock"
-
-
-def control_path(root: Path) -> Path:
-    return root / "run" / CONTROL
+NO_FLEET = "no fleet is running on {root} (start one with 'umonitor up')"
 
 
 @dataclass
@@ -81,13 +77,27 @@ class Fleet:
             self.collector.dial(Dial(cfg.name, endpoint))
         return inst
 
+    def guest_control(self) -> GuestControl:
+        by_dir = GuestControl.of_data_dir(self.collector, self.root).known
+        return GuestControl(
+            self.collector, lambda name: name in self.supervisor.instances or by_dir(name)
+        )
+
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        answer = await self.guest_control().handle(request)
+        if answer is not None:
+            return answer
         op = request.get("op")
         sup = self.supervisor
         name = str(request.get("name", ""))
         if op == "ps":
             kvm = sup.chooser.unusable_reason() if sup.chooser is not None else None
-            return {"ok": True, "instances": sup.snapshot(), "kvm_unusable": kvm}
+            instances = sup.snapshot()
+            live = self.collector.live_connections()
+            for row in instances:  # the level its guest said it has, while connected
+                conn = live.get(str(row["name"]))
+                row["level"] = conn.level.label if conn and conn.level is not None else None
+            return {"ok": True, "instances": instances, "kvm_unusable": kvm}
         if op == "down":
             self.remove_network = bool(request.get("network", True))
             self.done.set()
@@ -132,30 +142,7 @@ class Fleet:
         return {"ok": False, "error": f"unknown operation {op!r}"}
 
     async def serve_control(self) -> asyncio.AbstractServer:
-        path = control_path(self.root)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while line := await reader.readline():
-                    try:
-                        request = json.loads(line)
-                        if not isinstance(request, dict):
-                            raise ValueError("not an object")
-                        reply = await self.handle(request)
-                    except (ValueError, KeyError, TypeError) as exc:
-                        reply = {"ok": False, "error": f"bad request: {exc}"}
-                    except UmonitorError as exc:
-                        reply = {"ok": False, "error": str(exc)}
-                    writer.write(json.dumps(reply).encode() + b"\n")
-                    await writer.drain()
-            finally:
-                writer.close()
-
-        server = await asyncio.start_unix_server(client, str(path))
-        os.chmod(path, 0o600)
-        return server
+        return await control.serve_control(self.root, self.handle)
 
 
 def preflight(config: FleetConfig, root: Path, accel: str | None = None) -> accel_mod.AccelChooser:
@@ -224,7 +211,7 @@ async def run_fleet(
     )  # fmt: skip
     done = asyncio.Event()
     fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, done)
-    control = await fleet.serve_control()
+    control_server = await fleet.serve_control()
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -241,38 +228,16 @@ async def run_fleet(
     try:
         await done.wait()
     finally:
-        control.close()
+        control.stop_control(root, control_server)
         await supervisor.stop_all()
         ticker.cancel()
         await collector.shutdown()
         stop_helper(exporters)
         stop_helper(indexer)
-        with contextlib.suppress(FileNotFoundError):
-            control_path(root).unlink()
         if fleet.remove_network:
             net.net_down(netcfg)
 
 
 def request(root: Path, message: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
     """Send one control request to the fleet running on ``root``."""
-    path = control_path(root)
-
-    async def ask() -> dict[str, Any]:
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(path))
-        except OSError as exc:
-            raise UsageError(
-                f"no fleet is running on {root} (start one with 'umonitor up')"
-            ) from exc
-        writer.write(json.dumps(message).encode() + b"\n")
-        await writer.drain()
-        async with asyncio.timeout(timeout):
-            line = await reader.readline()
-        writer.close()
-        reply = json.loads(line) if line else {"ok": False, "error": "the fleet went away"}
-        return reply if isinstance(reply, dict) else {"ok": False, "error": "bad reply"}
-
-    reply = asyncio.run(ask())
-    if not reply.get("ok"):
-        raise UsageError(str(reply.get("error", "the fleet refused")))
-    return reply
+    return control.request(root, message, timeout, absent=NO_FLEET)

@@ -28,6 +28,7 @@ class FrameType(enum.IntEnum):
     RECORD = 0x02
     DROPPED = 0x03
     BYE = 0x04
+    LEVEL = 0x05
     PING = 0x10
     PONG = 0x11
     ERROR = 0x7F
@@ -51,7 +52,9 @@ class Peer(enum.Enum):
     HOST = "host"
 
 
-_FROM_GUEST = frozenset({FrameType.HELLO, FrameType.RECORD, FrameType.DROPPED, FrameType.BYE})
+_FROM_GUEST = frozenset(
+    {FrameType.HELLO, FrameType.RECORD, FrameType.DROPPED, FrameType.BYE, FrameType.LEVEL}
+)
 _FROM_HOST = frozenset({FrameType.ACK, FrameType.SET_LEVEL})
 _EITHER = frozenset({FrameType.PING, FrameType.PONG, FrameType.ERROR})
 _ALLOWED = {Peer.GUEST: _FROM_GUEST | _EITHER, Peer.HOST: _FROM_HOST | _EITHER}
@@ -64,6 +67,7 @@ class Hello:
     token: bytes = b""
     library: str = ""
     version: int = VERSION
+    level: Severity | None = None  # the guest's minimum level, when it says (flags bit 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,13 @@ class Dropped:
 @dataclass(frozen=True, slots=True)
 class Bye:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """The guest's minimum level now in force: its answer to SET_LEVEL."""
+
+    level: Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +114,7 @@ class SetLevel:
     level: Severity
 
 
-Event = Hello | Record | Dropped | Bye | Ping | Pong | ErrorFrame | Ack | SetLevel
+Event = Hello | Record | Dropped | Bye | Level | Ping | Pong | ErrorFrame | Ack | SetLevel
 RecordRunConsumer = Callable[[bytearray, int, int, int], int]
 
 # Frame header:  length u32 | type u8
@@ -117,7 +128,9 @@ _U16 = struct.Struct(">H")
 _ERROR_HEAD = struct.Struct(">H")
 _DROPPED = struct.Struct(">QQ")
 # HELLO head: version u8 | flags u8 | boot_id 16 bytes
+#   flags: bit 3 set = bits 0-2 hold the guest's minimum level; bits 4-7 reserved
 _HELLO_HEAD = struct.Struct(">BB16s")
+_HELLO_HAS_LEVEL = 0x08
 # RECORD head (36 bytes):
 #   seq u64 | mono_ns u64 | wall_ns i64 | severity u8 | kind u8 | flags u8 |
 #   nfields u8 | line u32 | file_len u16 | func_len u16
@@ -318,11 +331,14 @@ def _decode_other_untrusted(ftype: int, body: bytes) -> Event:
         if ftype == FrameType.PING:
             return Ping(value)
         return Pong(value) if ftype == FrameType.PONG else Ack(value)
-    if ftype == FrameType.SET_LEVEL:
-        _need(body, 1, "SET_LEVEL")
+    if ftype in (FrameType.SET_LEVEL, FrameType.LEVEL):
+        # SET_LEVEL and LEVEL: level u8 (0-7)
+        name = FrameType(ftype).name
+        _need(body, 1, name)
         if body[0] > 7:
-            raise ProtocolError(f"SET_LEVEL level {body[0]} is not 0-7")
-        return SetLevel(Severity(body[0]))
+            raise ProtocolError(f"{name} level {body[0]} is not 0-7")
+        level = _SEVERITIES[body[0]]
+        return SetLevel(level) if ftype == FrameType.SET_LEVEL else Level(level)
     if ftype == FrameType.ERROR:
         if len(body) < _ERROR_HEAD.size:
             raise ProtocolError("ERROR frame too short")
@@ -334,7 +350,7 @@ def _decode_other_untrusted(ftype: int, body: bytes) -> Event:
 def _decode_hello_untrusted(body: bytes) -> Hello:
     if len(body) < _HELLO_HEAD.size + 1:
         raise ProtocolError("HELLO frame too short")
-    version, _flags, boot_id = _HELLO_HEAD.unpack_from(body)
+    version, flags, boot_id = _HELLO_HEAD.unpack_from(body)
     if version != VERSION:
         raise ProtocolError(
             f"unsupported protocol version {version}; this collector speaks {VERSION}",
@@ -356,7 +372,8 @@ def _decode_hello_untrusted(body: bytes) -> Hello:
     name, token, library = parts
     if not name:
         raise ProtocolError("HELLO with an empty instance name")
-    return Hello(_text(name), boot_id, token, _text(library), version)
+    level = _SEVERITIES[flags & 0x07] if flags & _HELLO_HAS_LEVEL else None
+    return Hello(_text(name), boot_id, token, _text(library), version, level)
 
 
 # -- encoding -----------------------------------------------------------------------
@@ -380,9 +397,10 @@ def encode_hello(hello: Hello) -> bytes:
         raise ValueError("instance name must not be empty")
     token = _short(hello.token, "token")
     library = _short(hello.library.encode(), "library name")
+    flags = 0 if hello.level is None else _HELLO_HAS_LEVEL | int(hello.level)
     body = b"".join(
         (
-            _HELLO_HEAD.pack(hello.version, 0, hello.boot_id),
+            _HELLO_HEAD.pack(hello.version, flags, hello.boot_id),
             bytes((len(name),)),
             name,
             bytes((len(token),)),
@@ -444,6 +462,8 @@ def encode(event: Event) -> bytes:
         return _frame(FrameType.ACK, _U64.pack(event.seq))
     if isinstance(event, SetLevel):
         return _frame(FrameType.SET_LEVEL, bytes((int(event.level),)))
+    if isinstance(event, Level):
+        return _frame(FrameType.LEVEL, bytes((int(event.level),)))
     return _frame(FrameType.ERROR, _ERROR_HEAD.pack(event.code) + event.reason.encode())
 
 

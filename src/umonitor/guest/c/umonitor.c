@@ -136,7 +136,7 @@
 #define MSG_NOSIGNAL 0
 #endif
 
-#define TX_CONTROL_ROOM 64u /* tx space kept free of records for PONG, DROPPED, BYE */
+#define TX_CONTROL_ROOM 64u /* tx space kept free of records for LEVEL, PONG, DROPPED, BYE */
 #define TX_BYTES (UMON_RECORD_MAX + TX_CONTROL_ROOM + 1024u) /* + preface and HELLO */
 #define RX_BYTES 512u          /* host frames are 6-13 bytes; ERROR reasons get cut */
 #define LOCATION_MAX 255u      /* bytes kept of file (its end) and function names */
@@ -213,7 +213,7 @@ void umon_wire_seal(unsigned char *out, size_t size)
 }
 
 size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_id[16],
-                       const char *name, const char *token, const char *library)
+                       const char *name, const char *token, const char *library, int level)
 {
     size_t n = name ? strlen(name) : 0;
     size_t t = token ? strlen(token) : 0;
@@ -225,7 +225,8 @@ size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_
         return 0;
     out[4] = UMON_FRAME_HELLO;
     *p++ = 1; /* version */
-    *p++ = 0; /* flags */
+    /* flags: bit 3 = bits 0-2 hold the level */
+    *p++ = level >= 0 && level <= 7 ? (unsigned char)(0x08 | level) : 0u;
     memcpy(p, boot_id, 16);
     p += 16;
     *p++ = (unsigned char)n;
@@ -318,6 +319,14 @@ size_t umon_wire_dropped(unsigned char *out, unsigned long long count, unsigned 
     put_u64(out + 13, through);
     umon_wire_seal(out, 21);
     return 21;
+}
+
+size_t umon_wire_level(unsigned char *out, unsigned level)
+{
+    out[4] = UMON_FRAME_LEVEL;
+    out[5] = (unsigned char)level;
+    umon_wire_seal(out, 6);
+    return 6;
 }
 
 size_t umon_wire_bye(unsigned char *out)
@@ -457,6 +466,7 @@ static struct {
 
     int pong_pending;
     unsigned long long pong_nonce;
+    int level_pending; /* answer SET_LEVEL with LEVEL */
 
     size_t tx_start, tx_end; /* bytes of tx_buf still to send */
     size_t rx_len;           /* bytes in rx_buf */
@@ -728,6 +738,7 @@ static void reset_link(void)
     S.tx_seq = ring_first_seq();
     S.tx_off = 0;
     S.pong_pending = 0;
+    S.level_pending = 0;
 }
 
 /* Close the connection; retry after the backoff unless stopped. */
@@ -764,7 +775,7 @@ static void on_connected(void)
     reset_link();
     memcpy(tx_buf, UMON_WIRE_PREFACE, UMON_WIRE_PREFACE_LEN);
     n = umon_wire_hello(tx_buf + UMON_WIRE_PREFACE_LEN, TX_BYTES - UMON_WIRE_PREFACE_LEN, S.boot_id,
-                        S.name, S.token, UMON_LIBRARY);
+                        S.name, S.token, UMON_LIBRARY, S.level);
     S.tx_end = UMON_WIRE_PREFACE_LEN + n;
     if (S.connected_before)
         S.stats.reconnects++;
@@ -841,6 +852,7 @@ static int handle_frame(const struct umon_wire_frame *f)
         return 0;
     case UMON_FRAME_SET_LEVEL:
         S.level = (int)f->value;
+        S.level_pending = 1;
         return 0;
     case UMON_FRAME_PING:
         S.pong_pending = 1;
@@ -933,6 +945,13 @@ static int refill_tx(void)
     size_t room = tx_room();
     int added = 0;
 
+    /* LEVEL first: the host sends SET_LEVEL, then a PING whose PONG ends its wait. */
+    if (S.level_pending && room >= 6) {
+        S.tx_end += umon_wire_level(tx_buf + S.tx_end, (unsigned)S.level);
+        S.level_pending = 0;
+        room -= 6;
+        added = 1;
+    }
     if (S.pong_pending && room >= 13) {
         S.tx_end += umon_wire_u64(tx_buf + S.tx_end, UMON_FRAME_PONG, S.pong_nonce);
         S.pong_pending = 0;
@@ -1063,7 +1082,7 @@ static int coop_backlog(void)
     if (S.state != READY)
         return 1; /* connecting, or waiting for the ACK to HELLO */
     return S.tx_start != S.tx_end || S.tx_seq < S.next_seq || S.pong_pending ||
-           S.tx_off > UMON_COOP_INFLIGHT;
+           S.level_pending || S.tx_off > UMON_COOP_INFLIGHT;
 }
 
 /* Yield until the backlog is gone or the time is up; returns the result of the

@@ -176,7 +176,7 @@ void umon_vlogx(int severity, int kind, const char *file, unsigned line, const c
 /*
  * umon_poll - make progress without blocking: connect or reconnect when due
  * (backoff from 100 ms doubling to 5 s), send what the socket takes, read ACK,
- * PING and SET_LEVEL frames (under a cooperative scheduler it yields for up to
+ * PING and SET_LEVEL frames (answered with PONG and LEVEL) (under a cooperative scheduler it yields for up to
  * UMON_COOP_WAIT_MS, as the logging calls do). Returns 0 while a connection to the collector is
  * up, -1 otherwise (not initialized, connecting, waiting to retry, or stopped
  * because the collector does not speak this protocol version).
@@ -200,8 +200,11 @@ void umon_close(void);
 /*
  * umon_set_level - records with severity > level are no longer logged (they
  * count as filtered). 7 (UMON_DEBUG, the default) logs everything. The host can
- * change the level too (SET_LEVEL); the latest change wins. Records buffered
- * before the change are still sent. Values outside 0-7 are clamped.
+ * change the level too (SET_LEVEL, `umonitor level`); the latest change wins.
+ * Records buffered before the change are still sent. Values outside 0-7 are
+ * clamped. The host learns the level from each HELLO and from the library's
+ * answer to SET_LEVEL; a change made here shows on the host after the next
+ * reconnect or SET_LEVEL.
  */
 void umon_set_level(int level);
 
@@ -257,6 +260,7 @@ enum umon_wire_type {
     UMON_FRAME_RECORD = 0x02,
     UMON_FRAME_DROPPED = 0x03,
     UMON_FRAME_BYE = 0x04,
+    UMON_FRAME_LEVEL = 0x05,
     UMON_FRAME_PING = 0x10,
     UMON_FRAME_PONG = 0x11,
     UMON_FRAME_ERROR = 0x7F,
@@ -295,9 +299,13 @@ struct umon_wire_frame {
 #define UMON_WIRE_INVALID (-1)
 
 /* HELLO frame into out; returns its size, 0 if it does not fit in cap or a
- * string is too long (name 1-255 bytes, token and library 0-255; NULL = ""). */
+ * string is too long (name 1-255 bytes, token and library 0-255; NULL = "").
+ * level 0-7 is announced in the flags (bit 3, bits 0-2); -1 announces none. */
 size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_id[16],
-                       const char *name, const char *token, const char *library);
+                       const char *name, const char *token, const char *library, int level);
+
+/* LEVEL frame (6 bytes) into out, the answer to SET_LEVEL; returns its size. */
+size_t umon_wire_level(unsigned char *out, unsigned level);
 
 /* RECORD frame without its message into out: head, file, function, then the
  * fields that fit while leaving `reserve` bytes of cap free (the last field's
