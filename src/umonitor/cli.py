@@ -999,6 +999,12 @@ def ping(name: str, data: Path | None) -> None:
     help="The guest listens on this TCP port (2018 API): the collector connects to it.",
 )
 @click.option(
+    "--symbols",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="ELF file with DWARF for crash backtraces (default: KERNEL if it has DWARF, "
+    "else KERNEL.dbg or KERNEL's stem .dbg beside it).",
+)
+@click.option(
     "--restart", type=click.Choice(["no", "on-failure", "always"]), default="no", show_default=True
 )
 @data_option
@@ -1012,10 +1018,12 @@ def run(
     app_args: str,
     nanos_dir: Path | None,
     listen: int | None,
+    symbols: Path | None,
     restart: str,
     data: Path | None,
 ) -> None:
     """Start one more instance in the running fleet ('umonitor up' first)."""
+    from umonitor.debug.symbols_file import is_elf
     from umonitor.fleet.config import PROBE_NET
     from umonitor.fleet.daemon import request
     from umonitor.fleet.flavors import FLAVORS, boot_spec
@@ -1028,6 +1036,8 @@ def run(
         raise UsageError(f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)}")
     if (flavor == "nanos") != (nanos_dir is not None):
         raise UsageError("--nanos DIR goes with --flavor nanos, and only with it")
+    if symbols is not None and not is_elf(symbols):
+        raise UsageError(f"--symbols {symbols}: not an ELF file")
     # Words no command line can hold, args where there is no kernel command line:
     # one clear error now rather than a failed start.
     boot_spec(flavor, PROBE_NET, args, "{ip}", app_args)
@@ -1041,6 +1051,7 @@ def run(
         "app_args": app_args,
         "nanos": str(nanos_dir.resolve()) if nanos_dir else None,
         "listen": listen,
+        "symbols": str(symbols.resolve()) if symbols else None,
         "restart": restart,
     }
     request(_data_dir(data), {"op": "run", "instance": instance})

@@ -166,3 +166,23 @@ def test_send_bad_field_and_level() -> None:
 def test_serve_rejects_bad_listen_address(tmp_path: Path) -> None:
     code, _, err = run("serve", "--data", str(tmp_path), "--listen", "127.0.0.1:http")
     assert code == 2 and "port must be a number" in err
+
+
+def test_run_passes_symbols_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from umonitor.fleet import daemon
+
+    sent: list[dict[str, object]] = []
+    monkeypatch.setattr(daemon, "request", lambda root, message: sent.append(message) or {})
+    (tmp_path / "app").write_bytes(b"k")
+    (tmp_path / "app.dbg").write_bytes(b"\x7fELF\x02\x01\x01")
+    (tmp_path / "notes.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    runner = CliRunner()
+    args = ["run", "app", "--name", "uk", "--flavor", "unikraft", "--data", str(tmp_path)]
+    done = runner.invoke(main, [*args, "--symbols", "app.dbg"])
+    assert done.exit_code == 0, done.output
+    refused = runner.invoke(main, [*args, "--symbols", "notes.txt"])
+    plain = runner.invoke(main, args)
+    assert sent[0]["instance"]["symbols"] == str(tmp_path / "app.dbg")  # type: ignore[index]
+    assert refused.exit_code != 0 and "not an ELF file" in refused.output
+    assert plain.exit_code == 0 and sent[1]["instance"]["symbols"] is None  # type: ignore[index]

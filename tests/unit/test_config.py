@@ -368,3 +368,58 @@ flavor = "nanos"
     assert len(problems) == len(expected), problems
     for start in expected:
         assert [p for p in problems if p.startswith(start)], (start, problems)
+
+
+ELF_HEAD = b"\x7fELF\x02\x01\x01" + bytes(57)  # no sections: an ELF without DWARF
+
+
+def test_symbols_key_is_relative_to_the_config_file(tree: Path) -> None:
+    (tree / "img" / "app.dbg").write_bytes(ELF_HEAD)
+    config = load_config(
+        write(
+            tree,
+            """[[instance]]
+name = "uk"
+kernel = "img/vmlinuz"
+flavor = "unikraft"
+symbols = "img/app.dbg"
+[[instance]]
+name = "plain"
+kernel = "img/vmlinuz"
+""",
+        )
+    )
+    uk, plain = config.instances
+    assert uk.symbols == (tree / "img" / "app.dbg").resolve()
+    assert plain.symbols is None  # the default rule decides when it is needed
+
+
+def test_bad_symbols_are_config_errors_with_their_lines(tree: Path) -> None:
+    bad = """[[instance]]
+name = "a"
+kernel = "img/vmlinuz"
+symbols = "img/missing.dbg"
+[[instance]]
+name = "b"
+kernel = "img/vmlinuz"
+symbols = "img/initrd.img"
+[[instance]]
+name = "c"
+kernel = "img/vmlinuz"
+symbols = 3
+[[instance]]
+name = "d"
+kernel = "img/vmlinuz"
+symbols = "img"
+"""
+    with pytest.raises(UsageError) as info:
+        load_config(write(tree, bad))
+    problems = [p.strip() for p in str(info.value).splitlines()[1:]]
+    assert problems == [
+        f"umonitor.toml:4: instance 'a': symbols 'img/missing.dbg' does not exist "
+        f"(looked at {(tree / 'img' / 'missing.dbg').resolve()})",
+        "umonitor.toml:8: instance 'b': symbols 'img/initrd.img' is not an ELF file",
+        "umonitor.toml:12: instance 'c': symbols must be the path of an ELF file with DWARF",
+        f"umonitor.toml:16: instance 'd': symbols 'img' is not a file "
+        f"(looked at {(tree / 'img').resolve()})",
+    ]

@@ -20,13 +20,13 @@ import asyncio
 import contextlib
 import json
 import os
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from umonitor.debug.symbolize import Frame, Symbolizer
+from umonitor.debug.symbols_file import SHT_NOBITS, elf_sections
 from umonitor.protocol.crash_dump import CrashDump
 
 GDB = "gdb"
@@ -154,29 +154,8 @@ def from_gdb_untrusted(output: str) -> CrashState:
 def _section_is_nobits(elf: Path, names: Sequence[str]) -> bool:
     """Whether any of ``names`` is a NOBITS section of an ELF64 file (objcopy
     --only-keep-debug leaves .text and .eh_frame so): gdb then needs the kernel too."""
-    try:
-        with open(elf, "rb") as f:
-            head = f.read(64)
-            if head[:5] != b"\x7fELF\x02" or head[5] != 1:
-                return False
-            (shoff,) = struct.unpack_from("<Q", head, 0x28)
-            shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
-            if shentsize != 64 or shnum > 4096 or shstrndx >= shnum:
-                return False
-            f.seek(shoff)
-            table = f.read(shentsize * shnum)
-            sections = [struct.unpack_from("<IIQQQQIIQQ", table, i * 64) for i in range(shnum)]
-            strtab = sections[shstrndx]
-            f.seek(strtab[4])
-            strings = f.read(min(strtab[5], 1 << 20))
-    except (OSError, struct.error):
-        return False
-    wanted = {n.encode() for n in names}
-    for sh_name, sh_type, *_ in sections:
-        name = strings[sh_name : strings.find(b"\0", sh_name)]
-        if name in wanted and sh_type == 8:  # SHT_NOBITS
-            return True
-    return False
+    sections = elf_sections(elf)
+    return any(sections.get(name) == SHT_NOBITS for name in names)
 
 
 def gdb_command(symbols: Path, socket: Path, kernel: Path | None, *, gdb: str = GDB) -> list[str]:

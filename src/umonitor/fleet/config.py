@@ -31,6 +31,8 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     app_args = "the application's own arguments"   # unikraft, rumprun, nanos: main()'s
     nanos = "nanos/"           # nanos flavor: directory with kernel.img, boot.img, mkfs
     listen = 2333              # the guest listens there; the collector connects to it
+    symbols = "build/app.dbg"  # ELF with DWARF for crash backtraces; default: the kernel
+                               # if it has DWARF, else KERNEL.dbg or KERNEL's stem .dbg
     restart = "on-failure"     # no | on-failure | always
     backoff = 1.0              # first restart delay, seconds; doubles up to backoff_max
     backoff_max = 60.0
@@ -58,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from umonitor.collector.server import GuestLimits
+from umonitor.debug.symbols_file import is_elf
 from umonitor.errors import UsageError
 from umonitor.export.config import ExportSpec, parse_export
 from umonitor.fleet.flavors import FLAVORS, GuestNet, boot_spec, split_args
@@ -88,7 +91,7 @@ PROBE_NET = GuestNet(
 )
 _INSTANCE_KEYS = {
     "name", "kernel", "initrd", "flavor", "template", "memory", "cpus", "args", "restart",
-    "backoff", "backoff_max", "count", "accel", "app_args", "nanos", "listen",
+    "backoff", "backoff_max", "count", "accel", "app_args", "nanos", "listen", "symbols",
 }  # fmt: skip
 # What the nanos flavor needs from a Nanos build (an ops release directory has the first
 # two; mkfs must be copied in from a build).
@@ -112,6 +115,7 @@ class InstanceConfig:
     app_args: str = ""
     nanos: Path | None = None  # flavor nanos: kernel.img, boot.img and mkfs are here
     listen: int | None = None  # a guest that listens (2018 API): the collector dials it
+    symbols: Path | None = None  # given symbols file; None: debug/symbols_file.py's rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +344,15 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
         ):
             bad("listen", "listen must be the TCP port the guest listens on, 1-65535")
             listen = None
+        symbols = None
+        if "symbols" in raw:
+            if not isinstance(raw["symbols"], str) or not raw["symbols"]:
+                bad("symbols", "symbols must be the path of an ELF file with DWARF")
+            else:
+                before = len(errors)
+                symbols = _image(base, raw["symbols"], "symbols", bad)
+                if symbols is not None and len(errors) == before and not is_elf(symbols):
+                    bad("symbols", f"symbols {raw['symbols']!r} is not an ELF file")
         restart = raw.get("restart", "no")
         if restart not in RESTART_POLICIES:
             bad("restart", f"restart must be one of {', '.join(RESTART_POLICIES)}")
@@ -384,6 +397,7 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
                     app_args,
                     nanos_dir,
                     listen,
+                    symbols,
                 )
             )
     exports: list[ExportSpec] = []
@@ -416,7 +430,8 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
 
 
 def _image(base: Path, text: str | None, key: str, bad: Callable[[str, str], None]) -> Path | None:
-    """The absolute path of a kernel or initrd; ``bad`` unless it is an existing file."""
+    """The absolute path of a kernel, initrd or symbols file; ``bad`` unless it is an
+    existing file."""
     if text is None:
         return None
     if "\0" in text:

@@ -115,6 +115,7 @@ class Fleet:
                 app_args=str(spec.get("app_args", "")),
                 nanos=Path(spec["nanos"]) if spec.get("nanos") else None,
                 listen=int(spec["listen"]) if spec.get("listen") else None,
+                symbols=Path(spec["symbols"]) if spec.get("symbols") else None,
             )
             if cfg.name in sup.instances and sup.instances[cfg.name].pid is not None:
                 return {"ok": False, "error": f"instance {cfg.name} is already running"}
