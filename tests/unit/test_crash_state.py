@@ -3,6 +3,7 @@ from a console dump, and the gdb command line for symbols with or without code."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -10,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from umonitor.debug import symbolize
 from umonitor.debug.crash_state import (
     CAPTURE_SCRIPT,
     MARK,
+    CaptureRequest,
     CrashState,
+    capture_crash,
+    crash_summary,
     from_console,
     from_gdb_untrusted,
     gdb_command,
@@ -176,3 +181,99 @@ def test_gdb_command_adds_the_kernel_only_when_symbols_lack_code(
     assert not any(a.startswith("add-symbol-file") for a in whole)
     assert gdb_command(tmp_path / "missing", sock, program)[:3] == ["gdb", "-q", "-batch"]
     assert CAPTURE_SCRIPT.is_file()
+
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "crash"
+
+
+def console_of(name: str) -> tuple[str, ...]:
+    from umonitor.protocol.console_lines import ConsoleDecoder
+
+    decoder = ConsoleDecoder()
+    decoder.receive_data((VECTORS / name).read_bytes())
+    return tuple(r.message for r in decoder.next_events() + decoder.end_of_stream())
+
+
+def fake_gdb(tmp_path: Path, state: object, status: int = 0) -> Path:
+    """A gdb that prints what gdb_capture.py would have, and says how it was called."""
+    script = tmp_path / "gdb"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > {tmp_path}/argv\n'
+        f'echo "$UMON_CRASH_REGISTERS" > {tmp_path}/registers\n'
+        f"cat <<'EOF'\n{gdb_output(state)}EOF\nexit {status}\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_capture_crash_uses_the_gdbstub_and_keeps_the_consoles_fault(tmp_path: Path) -> None:
+    symbols = tmp_path / "crash.dbg"
+    symbols.write_bytes(b"\x7fELF symbols")
+    request = CaptureRequest(
+        "rumprun", tmp_path / "crash.bin", symbols, tmp_path / "gdb.sock",
+        console_of("rumprun-crash.console"),
+    )  # fmt: skip
+    report = asyncio.run(capture_crash(request, gdb=str(fake_gdb(tmp_path, RUMPRUN))))
+    assert report["backtrace_source"] == "gdbstub" and report["capture_errors"] == []
+    assert [f["function"] for f in report["backtrace"]][:3] == [
+        "write_through_null", "crash", "main"
+    ]  # fmt: skip
+    assert report["fault"]["reason"] == "page fault" and report["fault"]["address"] == "0x0"
+    assert report["fault"]["handler"] == "x86_trap_14"
+    assert report["symbols"]["path"] == str(symbols) and len(report["symbols"]["sha256"]) == 64
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert f"target remote {tmp_path / 'gdb.sock'}" in argv
+    assert (tmp_path / "registers").read_text().strip() == ""  # not Nanos: none handed
+
+
+def test_capture_crash_hands_nanos_the_consoles_registers(tmp_path: Path) -> None:
+    symbols = tmp_path / "crash.dbg"
+    symbols.write_bytes(b"\x7fELF")
+    request = CaptureRequest(
+        "nanos", tmp_path / "crash", symbols, tmp_path / "gdb.sock",
+        console_of("nanos-crash.console"),
+    )  # fmt: skip
+    asyncio.run(capture_crash(request, gdb=str(fake_gdb(tmp_path, RUMPRUN))))
+    registers = json.loads((tmp_path / "registers").read_text())
+    assert "rip" in registers and "rsp" in registers and "cs" not in registers
+
+
+def test_capture_crash_falls_back_to_the_console(tmp_path: Path) -> None:
+    symbols = tmp_path / "crash.dbg"
+    symbols.write_bytes(b"\x7fELF")
+    console = console_of("unikraft-0.17-crash.console")
+    broken = fake_gdb(tmp_path, "not a state", status=1)
+    request = CaptureRequest("unikraft", tmp_path / "k", symbols, tmp_path / "gdb.sock", console)
+    report = asyncio.run(capture_crash(request, gdb=str(broken)))
+    assert report["backtrace_source"] == "console"
+    assert report["capture_errors"][0].startswith("gdb printed a malformed crash state")
+    assert [f["address"] for f in report["backtrace"]][:3] == ["0x115e14", "0x115e33", "0x15d92b"]
+    gone = asyncio.run(capture_crash(CaptureRequest("unikraft", tmp_path / "k", None, None,
+                                                    console)))  # fmt: skip
+    assert gone["capture_errors"] == ["no symbols"] and gone["symbols"] is None
+    assert gone["registers"]["rip"] == "0x115e14"
+    ended = CaptureRequest("unikraft", tmp_path / "k", symbols, None, ())
+    nothing = asyncio.run(capture_crash(ended))
+    assert nothing["capture_errors"] == [
+        "QEMU had ended: no gdbstub to read",
+        "no crash dump on the console",
+    ]
+    assert nothing["backtrace"] == []
+    missing = CaptureRequest("unikraft", tmp_path / "k", symbols, tmp_path / "s", console)
+    without_gdb = asyncio.run(capture_crash(missing, gdb=str(tmp_path / "no-gdb")))
+    assert without_gdb["capture_errors"][0].startswith("no ")
+    symbolize.close_all()  # the addr2line kept for this file
+
+
+def test_crash_summary_is_one_line_each() -> None:
+    report = from_gdb_untrusted(gdb_output(UNIKRAFT)).to_report()
+    report["fault"]["reason"] = "page fault"
+    fields = dict(crash_summary(report, frames=3))
+    assert fields["fault"] == (
+        "page fault at 0x0, pc 0x115e14 in write_through_null crash_app.c:56"
+    )
+    assert fields["backtrace"] == (
+        "write_through_null crash_app.c:56; crash crash_app.c:62; main crash_app.c:104; ... 2 more"
+    )
+    assert crash_summary({}) == () and crash_summary({"capture_errors": ["x"]}) == ()

@@ -116,6 +116,9 @@ def test_qemu_command_linux_on_tap(tmp_path: Path) -> None:
     assert argv[argv.index("-m") + 1] == "512" and argv[argv.index("-smp") + 1] == "2"
     assert "-no-reboot" in argv and "-nodefaults" in argv
     assert f"unix:{tmp_path}/qmp.sock,server=on,wait=off" in argv
+    # A power-off pauses QEMU, and its gdbstub waits in the run directory (the capture).
+    assert "-no-shutdown" in argv
+    assert argv[argv.index("-gdb") + 1] == f"unix:{tmp_path}/gdb.sock,server=on,wait=off"
     assert f"logfile={tmp_path}/console.raw,logappend=on" in joined
     assert "tap,id=net0,ifname=umt1234,script=no,downscript=no" in argv
     assert f"virtio-net-pci,netdev=net0,mac={mac_for('web-1')}" in argv

@@ -22,10 +22,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from umonitor.debug.crash_state import CaptureRequest
 from umonitor.fleet import accel as accel_mod
 from umonitor.fleet import supervisor as sup_mod
 from umonitor.fleet.config import InstanceConfig
 from umonitor.fleet.qemu import ProbeResult
+from umonitor.fleet.qmp import QmpEvent
 from umonitor.fleet.supervisor import (
     Exit,
     Instance,
@@ -70,8 +72,8 @@ class FakeClock:
 
     async def settle(self) -> None:
         """Let every task run until it waits (threads, e.g. the probe, included)."""
-        for _ in range(3):
-            for _ in range(10):
+        for _ in range(5):
+            for _ in range(20):
                 await asyncio.sleep(0)
             await asyncio.sleep(0.0005)
 
@@ -154,7 +156,23 @@ class FakeLauncher:
     procs: dict[int, FakeProcess] = field(default_factory=dict)
     killed: list[tuple[int, int]] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    honours_quit: bool = False  # QMP quit ends the process (a real QEMU does)
+    powers_down: bool = False  # system_powerdown: the guest powers off (SHUTDOWN)
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(4000))
+    _events: dict[int, asyncio.Queue[QmpEvent]] = field(default_factory=dict)
+
+    def emit(self, proc: FakeProcess, name: str, **data: Any) -> None:
+        """A QMP event from this QEMU."""
+        self._events.setdefault(proc.pid, asyncio.Queue()).put_nowait(QmpEvent(name, data, 0.0))
+
+    def power_off(self, proc: FakeProcess, reason: str = "guest-shutdown") -> None:
+        """The guest powers off under -no-shutdown: QEMU says so and holds the VM."""
+        self.emit(proc, "SHUTDOWN", guest=True, reason=reason)
+
+    async def events(self, inst: Instance) -> Any:
+        queue = self._events.setdefault(inst.pid or -1, asyncio.Queue())
+        while True:
+            yield await queue.get()
 
     async def start(self, argv: list[str], stderr: Path) -> FakeProcess:
         accel = argv[argv.index("-accel") + 1]
@@ -179,11 +197,63 @@ class FakeLauncher:
             self.procs[pid].kill()
 
     async def command(self, inst: Instance, command: str) -> None:
-        self.commands.append(command)  # this guest ignores power-down and quit
+        self.commands.append(command)  # by default this guest ignores power-down and quit
+        proc = self.procs.get(inst.pid or -1)
+        if proc is None or proc.returncode is not None:
+            return
+        if command == "quit" and self.honours_quit:
+            proc.exit(0)
+        elif command == "system_powerdown" and self.powers_down:
+            self.power_off(proc)
 
     @property
     def accels(self) -> list[str]:
         return [accel for _, accel, _ in self.started]
+
+
+FRAMES = [
+    {"address": "0x115e14", "function": "write_through_null", "file": "/src/crash_app.c",
+     "line": 56},
+    {"address": "0x115e33", "function": "crash", "file": "/src/crash_app.c", "line": 62},
+    {"address": "0x15d92b", "function": "main", "file": "/src/crash_app.c", "line": 104},
+    {"address": "0x12bde1", "function": "do_main", "file": "/uk/boot.c", "line": 543,
+     "inlined": True},
+]  # fmt: skip
+
+
+@dataclass
+class FakeCapture:
+    """The crash capture: what it was asked, how many ran at once, what it answers."""
+
+    clock: FakeClock
+    seconds: float = 0.0  # virtual time one capture takes
+    hang: bool = False
+    error: Exception | None = None
+    requests: list[CaptureRequest] = field(default_factory=list)
+    running: int = 0
+    most: int = 0
+
+    async def __call__(self, request: CaptureRequest) -> dict[str, Any]:
+        self.requests.append(request)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            if self.seconds:
+                await self.clock.sleep(self.seconds)
+            if self.hang:
+                await asyncio.Event().wait()
+            if self.error is not None:
+                raise self.error
+            return {
+                "fault": {"reason": "page fault", "address": "0x0", "pc": "0x115e14",
+                          "function": "write_through_null"},
+                "backtrace": FRAMES,
+                "backtrace_source": "gdbstub",
+                "capture_errors": [],
+                "symbols": {"path": str(request.symbols), "sha256": "ab" * 32},
+            }  # fmt: skip
+        finally:
+            self.running -= 1
 
 
 @dataclass
@@ -197,6 +267,7 @@ class Rig:
     store: Store
     said: list[str]
     probes: list[str]
+    capture: FakeCapture
 
     def instance(self, name: str = "web", **config: Any) -> Instance:
         cfg = InstanceConfig(name, Path("/img/vmlinuz"), **config)
@@ -245,12 +316,13 @@ def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...
             return ProbeResult(kvm_probe, "" if kvm_probe else "a test guest did not finish")
 
         chooser = accel_mod.AccelChooser(root, "qemu-system-x86_64", probe=probe)
+        capture = FakeCapture(clock)
         sup = Supervisor(
             root, store, 2333, store.commit, chooser=chooser, clock=clock, launcher=launcher,
             alive=launcher.alive, command=launcher.command, kill=launcher.kill,
-            notify=said.append,
+            notify=said.append, capture=capture, events=launcher.events,
         )  # fmt: skip
-        return Rig(root, clock, launcher, sup, store, said, probes)
+        return Rig(root, clock, launcher, sup, store, said, probes, capture)
 
     yield make  # type: ignore[misc]
     for store in stores:
@@ -655,3 +727,207 @@ def test_a_guest_that_halts_without_powering_off_is_stopped_and_exited(
     assert inst.last_exit is not None
     assert inst.last_exit["reason"] == 'main() of "app" returned 3'
     assert len(rig.launcher.started) == 1  # an exit, not a crash: on-failure does not restart
+
+
+# -- -no-shutdown: the guest ends, QEMU is held, the supervisor quits it -----------------
+
+
+def powers_off_after(seconds: float, console: str = "") -> Behaviour:
+    """Boots, prints ``console``, and powers off: QEMU pauses (-no-shutdown) and waits."""
+
+    async def run(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+        await boots(fl, proc, spool, stderr)
+        await fl.clock.sleep(seconds)
+        with open(spool, "ab") as out:
+            out.write(console.encode())
+        fl.power_off(proc)
+
+    return run
+
+
+UK_CRASH = "crash_app: crashing now\nRIP: 0000000000115e14 CS: 0008\nCrashing\nUnikraft halted\n"
+
+
+def test_a_held_power_off_is_an_exit_and_qemu_is_quit(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": powers_off_after(1.0)})
+    rig.launcher.honours_quit = True
+
+    async def scenario() -> Instance:
+        inst = rig.instance(accel="tcg", restart="on-failure")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.EXITED, limit=60)
+        return inst
+
+    inst = run(scenario())
+    last = inst.last_exit or {}
+    assert (last["outcome"], last["reason"], last["status"]) == ("exited", "guest-shutdown", 0)
+    assert rig.launcher.commands == ["quit"] and rig.launcher.killed == []
+    assert rig.capture.requests == [] and len(rig.launcher.started) == 1
+
+
+def test_a_held_crash_is_captured_before_qemu_is_quit(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": powers_off_after(1.0, UK_CRASH)})
+    rig.launcher.honours_quit = True
+    rig.capture.seconds = 0.5
+
+    async def scenario() -> Instance:
+        inst = rig.instance(
+            accel="tcg", flavor="unikraft", restart="on-failure", symbols=Path("/img/app.dbg")
+        )
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: len(rig.launcher.started) == 2, limit=60)
+        await rig.stop_all()
+        return inst
+
+    inst = run(scenario())
+    (request,) = rig.capture.requests[:1]
+    assert request.flavor == "unikraft" and request.kernel == Path("/img/vmlinuz")
+    assert request.symbols == Path("/img/app.dbg")
+    assert request.socket == inst.run_dir / "gdb.sock"  # the VM is still there
+    assert "Crashing" in request.console and "RIP: 0000000000115e14 CS: 0008" in request.console
+    # quit came after the capture: the capture's half second passed before the restart
+    first, second = (t for t, _, _ in rig.launcher.started)
+    assert second - first == pytest.approx(0.5 + 1.0 + 0.5 + 1.0, abs=0.3)
+    assert rig.launcher.commands[0] == "quit" and rig.launcher.killed == []
+    reports = sorted((layout.instance_dir(rig.root, "web") / "crashes").glob("crash-*.json"))
+    report = json.loads(reports[0].read_text())
+    assert report["reason"] == "crash" and report["exit_status"] == 0
+    assert [f["function"] for f in report["backtrace"]][:3] == [
+        "write_through_null", "crash", "main"
+    ]  # fmt: skip
+    assert report["backtrace_source"] == "gdbstub" and report["capture_errors"] == []
+    assert report["symbols"]["path"] == "/img/app.dbg"
+    console = rig.console()
+    crash_line = next(line for line in console.splitlines() if "instance crashed" in line)
+    assert 'fault="page fault at 0x0, pc 0x115e14 in write_through_null crash_app.c:56"' in (
+        crash_line
+    )
+    assert (
+        'backtrace="write_through_null crash_app.c:56; crash crash_app.c:62; '
+        'main crash_app.c:104; do_main boot.c:543 (inlined)"'
+    ) in crash_line
+
+
+def test_a_capture_that_hangs_is_cut_and_the_restart_goes_on(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"tcg": powers_off_after(1.0, UK_CRASH)})
+    rig.launcher.honours_quit = True
+    rig.capture.hang = True
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg", flavor="unikraft", restart="on-failure")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: len(rig.launcher.started) == 2, limit=120)
+        await rig.stop_all()
+
+    run(scenario())
+    first, second = (t for t, _, _ in rig.launcher.started)
+    assert second - first == pytest.approx(1.5 + sup_mod.CAPTURE_BOUND + 1.0, abs=0.3)
+    report = json.loads(
+        next((layout.instance_dir(rig.root, "web") / "crashes").glob("crash-*.json")).read_text()
+    )
+    assert report["capture_errors"] == [f"capture timed out after {sup_mod.CAPTURE_BOUND:g} s"]
+    assert rig.capture.running == 0  # cancelled, not left behind
+
+
+def test_a_capture_that_fails_is_recorded_and_never_blocks(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"tcg": powers_off_after(1.0, UK_CRASH)})
+    rig.launcher.honours_quit = True
+    rig.capture.error = RuntimeError("gdb exploded")
+
+    async def scenario() -> Instance:
+        inst = rig.instance(accel="tcg", flavor="unikraft", restart="on-failure")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: len(rig.launcher.started) == 2, limit=60)
+        await rig.stop_all()
+        return inst
+
+    run(scenario())
+    report = json.loads(
+        next((layout.instance_dir(rig.root, "web") / "crashes").glob("crash-*.json")).read_text()
+    )
+    assert report["capture_errors"] == ["capture failed: RuntimeError: gdb exploded"]
+    assert report["reason"] == "crash" and "backtrace" not in report
+    assert "instance crashed: crash" in rig.console()
+
+
+def test_a_crash_after_qemu_ended_is_captured_from_the_console_only(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"tcg": crashes_after(2.0)})
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg", restart="no")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.CRASHED, limit=60)
+
+    run(scenario())
+    (request,) = rig.capture.requests
+    assert request.socket is None  # nothing to attach to
+    assert rig.launcher.commands == []  # and nothing to quit
+
+
+def test_crashes_are_captured_one_at_a_time(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": powers_off_after(1.0, UK_CRASH)})
+    rig.launcher.honours_quit = True
+    rig.capture.seconds = 2.0
+
+    async def scenario() -> None:
+        a, b = rig.instance("a", accel="tcg"), rig.instance("b", accel="tcg")
+        rig.sup.launch(a)
+        rig.sup.launch(b)
+        await rig.clock.run_until(
+            lambda: a.state is State.CRASHED and b.state is State.CRASHED, limit=60
+        )
+
+    run(scenario())
+    assert len(rig.capture.requests) == 2 and rig.capture.most == 1
+
+
+async def rumprun_trap(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+    """rumprun: a page fault prints FATAL TRAP and halts the CPU; QEMU runs on."""
+    await boots(fl, proc, spool, stderr)
+    await fl.clock.sleep(1.0)
+    with open(spool, "ab") as out:
+        out.write(b"FATAL TRAP: page fault at 0x110cd2 (0x0)\n")
+
+
+def test_a_rumprun_trap_is_stopped_captured_then_quit(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": rumprun_trap})
+    rig.launcher.honours_quit = True
+
+    async def scenario() -> Instance:
+        inst = rig.instance(accel="tcg", flavor="rumprun", restart="no")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.CRASHED, limit=60)
+        return inst
+
+    inst = run(scenario())
+    assert rig.launcher.commands == ["stop", "quit"] and rig.launcher.killed == []
+    (request,) = rig.capture.requests
+    assert request.socket == inst.run_dir / "gdb.sock"
+    assert "FATAL TRAP: page fault at 0x110cd2 (0x0)" in request.console
+    assert (inst.last_exit or {})["reason"] == "page fault"
+
+
+def test_stop_of_a_held_guest_quits_it_at_once(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": boots})
+    rig.launcher.honours_quit = True
+    rig.launcher.powers_down = True
+
+    async def scenario() -> Instance:
+        inst = rig.instance(accel="tcg", restart="always")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.console_seen)
+        before = rig.clock.now
+        await rig.stop_all()
+        assert rig.clock.now - before < 1.0  # no grace period waited out
+        return inst
+
+    inst = run(scenario())
+    assert inst.state is State.STOPPED and rig.capture.requests == []
+    assert rig.launcher.commands == ["system_powerdown", "quit"] and rig.launcher.killed == []
+    assert len(rig.launcher.started) == 1

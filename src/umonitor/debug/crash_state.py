@@ -10,6 +10,13 @@ keys a ``crashes/crash-*.json`` gains, docs/debugging.md "The report").
 * **The console** (``from_console``): a ``protocol.crash_dump.CrashDump`` (registers,
   the faulting pc, frame addresses) symbolized here with ``symbolize.Symbolizer``.
 
+``capture_crash`` is what the supervisor runs on a crash (``CaptureRequest`` in, the
+report's keys out): the gdbstub first, when there are symbols, gdb and a VM still held
+by ``-no-shutdown``; the console dump otherwise, or when gdb gives nothing; every
+reason a better source was not used goes into ``capture_errors``. The console's fault
+address and error code are kept over gdb's CR2 (Nanos' CR2 at power-off is the
+kernel's own).
+
 The gdb line comes from a process reading guest memory: it is parsed as untrusted,
 and anything malformed becomes a capture error, not an exception.
 """
@@ -18,16 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from umonitor.debug.symbolize import Frame, Symbolizer
+from umonitor.debug.symbolize import Frame, Symbolizer, symbolizer_for
 from umonitor.debug.symbols_file import SHT_NOBITS, elf_sections
-from umonitor.protocol.crash_dump import CrashDump
+from umonitor.protocol.crash_dump import CrashDump, crash_dump_untrusted
 
 GDB = "gdb"
 CAPTURE_SCRIPT = Path(__file__).with_name("gdb_capture.py")
@@ -248,3 +257,121 @@ def from_console(dump: CrashDump, symbolizer: Symbolizer | None) -> CrashState:
     if dump.error_code is not None:
         fault.append(("error_code", dump.error_code))
     return CrashState(source, dump.pc, dump.registers, (), frames, (), tuple(fault), tuple(errors))
+
+
+# -- what the supervisor runs ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRequest:
+    """One crashed instance, as the supervisor knows it when the guest has ended."""
+
+    flavor: str
+    kernel: Path  # gdb's code and CFI when the symbols lack them; Nanos: the program
+    symbols: Path | None
+    socket: Path | None  # the gdbstub of a VM still held; None when QEMU has ended
+    console: tuple[str, ...]  # the console's last messages, crash dump included
+
+
+def _sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _symbolize_console(dump: CrashDump, symbols: Path | None) -> CrashState:
+    try:
+        symbolizer = symbolizer_for(symbols) if symbols is not None else None
+    except Exception as exc:  # an unreadable file: the addresses stay
+        state = from_console(dump, None)
+        return CrashState(state.source, state.pc, state.registers, (), state.backtrace, (),
+                          state.fault, (f"symbols unusable: {exc}",))  # fmt: skip
+    return from_console(dump, symbolizer)
+
+
+async def capture_crash(
+    request: CaptureRequest, *, timeout: float = CAPTURE_TIMEOUT, gdb: str = GDB
+) -> dict[str, Any]:
+    """The crash report's keys for ``request``; never raises for what it finds."""
+    dump = crash_dump_untrusted(request.console)
+    errors: list[str] = []
+    state: CrashState | None = None
+    if request.symbols is None:
+        errors.append("no symbols")
+    elif request.socket is None:
+        errors.append("QEMU had ended: no gdbstub to read")
+    elif shutil.which(gdb) is None:
+        errors.append(f"no {gdb} (Debian: apt-get install gdb)")
+    else:
+        registers = None
+        if request.flavor == "nanos" and dump is not None and dump.registers:
+            # The power-off path is on the CPU; the faulting thread's context is here.
+            registers = {k: v for k, v in dump.registers if k not in ("cs", "ss", "eflags")}
+        got = await capture(
+            request.symbols, request.socket, request.kernel,
+            registers=registers, timeout=timeout, gdb=gdb,
+        )  # fmt: skip
+        if got.errors or not got.backtrace:
+            errors.extend(got.errors or ("gdb found no frames",))
+        else:
+            state = got
+    if state is None and dump is not None:
+        state = await asyncio.to_thread(_symbolize_console, dump, request.symbols)
+    if state is None:
+        errors.append("no crash dump on the console")
+        state = CrashState("console")
+    elif dump is not None and state.source == "gdbstub":
+        kept = [(k, v) for k, v in state.fault if k not in ("address", "error_code")]
+        gdb_address = [(k, v) for k, v in state.fault if k == "address"]
+        console = [
+            (k, v)
+            for k, v in (("address", dump.fault_address), ("error_code", dump.error_code))
+            if v is not None
+        ]
+        reason = [("reason", dump.trap)] if dump.trap else []
+        fault = (*reason, *kept, *(console or gdb_address))
+        state = CrashState(state.source, state.pc, state.registers, state.registers_lost,
+                           state.backtrace, state.handler_frames, fault, state.errors)  # fmt: skip
+    report = state.to_report()
+    report["capture_errors"] = list(dict.fromkeys([*errors, *state.errors]))
+    symbols = None
+    if request.symbols is not None:
+        symbols = {"path": str(request.symbols),
+                   "sha256": await asyncio.to_thread(_sha256, request.symbols)}  # fmt: skip
+    report["symbols"] = symbols
+    return report
+
+
+def crash_summary(report: dict[str, Any], frames: int = 8) -> tuple[tuple[str, str], ...]:
+    """The crash record's ``fault`` and ``backtrace`` fields from the report's keys:
+    one line each, ``function file:line`` per frame (the file without its directory)."""
+
+    def where(entry: dict[str, Any]) -> str:
+        name = entry.get("function") or "??"
+        file = Path(str(entry["file"])).name if entry.get("file") else "??"
+        line = f":{entry['line']}" if entry.get("line") else ""
+        return f"{name} {file}{line}{' (inlined)' if entry.get('inlined') else ''}"
+
+    out: list[tuple[str, str]] = []
+    fault = report.get("fault") or {}
+    trace = report.get("backtrace") or []
+    if fault.get("pc") or fault.get("reason"):
+        what = str(fault.get("reason") or "fault")
+        if fault.get("address") is not None:
+            what += f" at {fault['address']}"
+        if fault.get("pc"):
+            what += f", pc {fault['pc']}"
+        if trace and fault.get("function"):
+            what += f" in {where(trace[0])}"
+        out.append(("fault", what))
+    if trace:
+        shown = [where(f) for f in trace[:frames]]
+        if len(trace) > frames:
+            shown.append(f"... {len(trace) - frames} more")
+        out.append(("backtrace", "; ".join(shown)))
+    return tuple(out)

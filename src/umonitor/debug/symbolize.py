@@ -22,6 +22,7 @@ often at the next line or into the next function, so it is looked up less one.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -182,6 +183,7 @@ class Symbolizer:
     def _process(self) -> subprocess.Popen[str]:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
+        self.close()  # an addr2line that ended (a file it cannot read): its pipes too
         tool = shutil.which(self._tool)
         if tool is None:
             raise EnvironmentProblem(
@@ -205,7 +207,9 @@ class Symbolizer:
         if proc is None:
             return
         if proc.stdin is not None:
-            proc.stdin.close()
+            # A broken pipe: what was still buffered cannot be written; wait all the same.
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         try:
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:

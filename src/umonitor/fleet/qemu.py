@@ -2,7 +2,10 @@
 
 How this works: ``qemu_command`` is pure — a ``LaunchSpec`` in, an argv out — so
 every option is unit-tested. Each instance gets a run directory holding its QMP
-socket, console socket, raw console capture and pid file. The console is a socket
+socket, gdbstub socket, console socket, raw console capture and pid file. With
+``-no-shutdown`` a guest's power-off, reset or panic pauses the VM instead of ending
+QEMU, so that a crashed guest can be read through the gdbstub before the supervisor
+quits it (docs/debugging.md). The console is a socket
 chardev whose ``logfile`` keeps every byte the guest writes from the first one,
 whether or not anyone is connected. ``probe`` tells whether an accelerator runs a
 tiny guest (probe.S) that walks the path real guests take, under the very machine
@@ -29,6 +32,7 @@ QEMU = "qemu-system-x86_64"
 CONSOLE_SOCKET = "console.sock"
 CONSOLE_RAW = "console.raw"
 QMP_SOCKET = "qmp.sock"
+GDB_SOCKET = "gdb.sock"  # QEMU's gdbstub: the crash capture and a debugger attach here
 PID_FILE = "qemu.pid"
 
 
@@ -95,8 +99,10 @@ def qemu_command(spec: LaunchSpec, qemu: str = QEMU) -> list[str]:
         "-no-user-config",
         "-display", "none",
         "-no-reboot",
+        "-no-shutdown",  # a power-off pauses the VM: the supervisor reads it, then quits
         "-pidfile", str(run / PID_FILE),
         "-qmp", f"unix:{run / QMP_SOCKET},server=on,wait=off",
+        "-gdb", f"unix:{run / GDB_SOCKET},server=on,wait=off",
         "-chardev",
         f"socket,id=console0,path={run / CONSOLE_SOCKET},server=on,wait=off,"
         f"logfile={spec.console_log or run / CONSOLE_RAW},logappend=on",

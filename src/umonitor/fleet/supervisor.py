@@ -19,12 +19,25 @@ How this works, per instance:
   relaunched under TCG at once, and KVM is marked unusable for this host when the
   TCG run prints (see accel.py).
 * **watch**: QMP events (GUEST_PANICKED, SHUTDOWN with its reason) and the process
-  exit, classified by ``classify``: stopped on request; a KVM fallback; a start
-  failure (QEMU ended before the guest printed anything, and the guest neither
-  panicked nor reset); guest panicked; a console crash marker; a guest reset (with
-  -no-reboot a reboot or a triple fault ends QEMU); a non-zero QEMU status;
+  exit. QEMU runs with ``-no-shutdown``: a guest's power-off, reset or panic pauses
+  the VM instead of ending QEMU (QMP ``SHUTDOWN`` with ``guest: true``), and a guest
+  that halts without powering off (rumprun's ``halted`` or ``FATAL TRAP``) is
+  stopped over QMP. Either way the guest has *ended* while QEMU is *held*: the
+  console is read to its end, the run classified as if QEMU had exited with status 0,
+  a crash captured (below), and then the supervisor quits QEMU (QMP ``quit``, then
+  SIGTERM, then SIGKILL, ``STOP_GRACE`` apart). Runs are classified by ``classify``:
+  stopped on request; a KVM fallback; a start failure (QEMU ended before the guest
+  printed anything, and the guest neither panicked nor reset); guest panicked; a
+  console crash marker; a guest reset (with -no-reboot a reboot or a triple fault
+  ends the run); a non-zero QEMU status;
   otherwise a clean exit. QEMU's stderr of that run goes into the last exit (first
   line), the report (whole) and the record.
+* **capture**: a crash is read before QEMU is quit (debug/crash_state.py
+  ``capture_crash``: gdb through the gdbstub of the held VM, else the console's dump,
+  symbolized with the instance's symbols), one capture at a time in the fleet, bounded
+  by ``CAPTURE_BOUND``; its keys go into the crash report and a short backtrace into
+  the crash record. A capture that fails or hangs is a ``capture_errors`` entry: the
+  restart never waits longer than the bound.
 * **restart**: a crash (or any exit, per policy) restarts after a delay doubling per
   consecutive failure from ``backoff`` up to ``backoff_max``. A start failure is
   retried ``START_ATTEMPTS`` times in all whatever the policy, then the instance is
@@ -32,11 +45,13 @@ How this works, per instance:
 * **adopt**: a supervisor that finds a live QEMU (its pid's command line names the
   instance) takes it over instead of starting another: it tails the console from
   the saved offset and polls the pid, since it cannot wait() for a process it did
-  not start.
+  not start. A QEMU found holding an ended guest (QMP ``query-status``: ``shutdown``
+  or ``guest-panicked``) ends its run at once, as above.
 
-Time, process start, liveness, QMP commands and signals go through small seams
-(``Clock``, ``Launcher``, ``alive``, ``command``, ``kill``) so that every decision
-above is unit-tested with a fake clock and fake QEMU processes.
+Time, process start, liveness, QMP commands and events, signals and the crash capture go
+through seams (``Clock``, ``Launcher``, ``alive``, ``command``, ``events``, ``kill``,
+``capture``) so that every decision above is unit-tested with a fake clock and fake
+QEMU processes.
 """
 
 from __future__ import annotations
@@ -53,17 +68,19 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from umonitor.debug.crash_state import CAPTURE_TIMEOUT, CaptureRequest, capture_crash, crash_summary
+from umonitor.debug.symbols_file import symbols_for
 from umonitor.errors import UmonitorError
 from umonitor.fleet import accel as accel_mod
 from umonitor.fleet import nanos, qemu, spool
 from umonitor.fleet.config import InstanceConfig
 from umonitor.fleet.flavors import BootSpec, GuestNet, boot_spec
-from umonitor.fleet.qmp import QmpClient, QmpError
+from umonitor.fleet.qmp import QmpClient, QmpError, QmpEvent
 from umonitor.procs import process_running
 from umonitor.protocol.console_lines import ConsoleDecoder, crash_reason, guest_end, halted
 from umonitor.protocol.redact import Redactor, redact_text
@@ -81,6 +98,8 @@ STABLE_AFTER = 60.0  # seconds up after which consecutive failures are forgotten
 START_ATTEMPTS = 3  # a start failure is tried this many times in all, then "failed"
 STDERR_MAX = 64 * 1024  # of QEMU's stderr per run, kept for the report
 GUEST_SHUTDOWNS = ("guest-shutdown", "guest-reset", "guest-panic")  # QMP: the guest ran
+HELD_STATUS = 0  # what QEMU exited with on a guest's power-off before -no-shutdown
+CAPTURE_BOUND = CAPTURE_TIMEOUT + 5.0  # seconds for a whole capture, symbolizing included
 
 
 class State(enum.Enum):
@@ -189,6 +208,8 @@ class Instance:
     silent_kill: str | None = None  # killed for printing nothing under KVM
     crash_hint: str | None = None
     guest_end: str | None = None  # how the program ended, from the console (rumprun)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # the guest is done
+    halted: bool = False  # it said so on the console and will never power off
     panicked: bool = False
     shutdown_reason: str | None = None
     stderr_offset: int = 0
@@ -336,11 +357,14 @@ class Supervisor:
     alive: Callable[[int | None, str], bool] = qemu_alive
     command: Callable[[Instance, str], Awaitable[None]] = qmp_command
     kill: Callable[[int, int], None] = os.kill
+    capture: Callable[[CaptureRequest], Awaitable[dict[str, Any]]] = capture_crash
+    events: Callable[[Instance], AsyncIterator[QmpEvent]] | None = None  # None: QMP socket
     notify: Callable[[str], None] = lambda line: print(f"umonitor: {line}", file=sys.stderr)
     first_output_seconds: float = accel_mod.FIRST_OUTPUT_SECONDS
     syslog_port: int = 0  # where guests' own syslog reaches the collector (0: nowhere)
 
     def __post_init__(self) -> None:
+        self._capturing = asyncio.Lock()  # one gdb at a time in the whole fleet
         if self.chooser is None:
             self.chooser = accel_mod.AccelChooser(self.root, self.qemu_binary)
 
@@ -447,6 +471,7 @@ class Supervisor:
         inst.stop_requested = False
         inst.crash_hint = None
         inst.guest_end = None
+        inst.halted = False
         inst.panicked = False
         inst.shutdown_reason = None
         inst.silent_kill = None
@@ -458,7 +483,7 @@ class Supervisor:
         )
         for file_name, content in spec_boot.files.items():
             layout.write_private(inst.run_dir / file_name, content)
-        for stale in (qemu.QMP_SOCKET, qemu.CONSOLE_SOCKET, qemu.PID_FILE):
+        for stale in (qemu.QMP_SOCKET, qemu.GDB_SOCKET, qemu.CONSOLE_SOCKET, qemu.PID_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (inst.run_dir / stale).unlink()
         inst.console_spool = spool.spool_path(self.root, inst.name)
@@ -530,19 +555,42 @@ class Supervisor:
     async def _watch(self, inst: Instance) -> State:
         loop = asyncio.get_running_loop()
         decoder = ConsoleDecoder()
+        inst.ended = asyncio.Event()
         helpers = [
             loop.create_task(self._tail_console(inst, decoder)),
             loop.create_task(self._watch_qmp(inst)),
         ]
         if self._under_auto_kvm(inst) and not inst.adopted:
             helpers.append(loop.create_task(self._first_output(inst)))
+        exiting = loop.create_task(self._wait_exit(inst))
         try:
-            status = await self._wait_exit(inst)
+            return await self._end_run(inst, decoder, helpers, exiting)
         finally:
+            if not exiting.done():  # cancelled (stop, down): QEMU is not ours to end here
+                exiting.cancel()
+
+    async def _end_run(
+        self,
+        inst: Instance,
+        decoder: ConsoleDecoder,
+        helpers: list[asyncio.Task[None]],
+        exiting: asyncio.Task[int | None],
+    ) -> State:
+        """Wait for QEMU to exit or the guest to end; classify, capture, quit QEMU."""
+        ended = asyncio.get_running_loop().create_task(inst.ended.wait())
+        try:
+            await asyncio.wait({exiting, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
             for helper in helpers:
                 helper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
+        held = not exiting.done()  # the guest ended, QEMU runs on (paused or halted)
+        if held and inst.halted:
+            with contextlib.suppress(QmpError, UmonitorError, OSError):
+                await self.command(inst, "stop")  # the CPU stays as it is for the capture
+        status = HELD_STATUS if held else exiting.result()
         self._read_console(inst, decoder, final=True)
         stderr = self._stderr(inst)
         end = Exit(
@@ -558,6 +606,11 @@ class Supervisor:
             inst.guest_end,
         )
         outcome, reason = classify(end)
+        crash: dict[str, Any] = {}
+        if outcome is State.CRASHED:
+            crash = await self._capture(inst, held)
+        if held:
+            status = await self._end_qemu(inst, exiting)
         inst.state = outcome
         inst.pid = None
         inst.proc = None
@@ -571,7 +624,7 @@ class Supervisor:
         if stderr.strip():
             inst.last_exit["stderr"] = _stderr_note(stderr)
         if outcome is State.CRASHED or outcome is State.START_FAILED:
-            inst.last_exit["report"] = self._report(inst, outcome, reason, status, stderr)
+            inst.last_exit["report"] = self._report(inst, outcome, reason, status, stderr, crash)
         elif outcome is State.FALLBACK:
             inst.force_tcg = True
             inst.kvm_suspect = reason.removeprefix("under KVM: ")
@@ -589,6 +642,61 @@ class Supervisor:
         except OSError:
             return ""
         return redact_text(text, [inst.token])
+
+    async def _capture(self, inst: Instance, held: bool) -> dict[str, Any]:
+        """The crash state for the report: bounded, one at a time, never raising."""
+        request = CaptureRequest(
+            inst.config.flavor,
+            inst.config.kernel,
+            symbols_for(inst.config.kernel, inst.config.symbols),
+            inst.run_dir / qemu.GDB_SOCKET if held else None,
+            tuple(inst.console_tail),
+        )
+        loop = asyncio.get_running_loop()
+
+        async def run() -> dict[str, Any]:
+            return await self.capture(request)
+
+        async with self._capturing:
+            work = loop.create_task(run())
+            bound = loop.create_task(self.clock.sleep(CAPTURE_BOUND))
+            await asyncio.wait({work, bound}, return_when=asyncio.FIRST_COMPLETED)
+            bound.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+                why = f"capture timed out after {CAPTURE_BOUND:g} s"
+            elif work.cancelled():
+                why = "capture cancelled"
+            elif (exc := work.exception()) is not None:
+                log.warning("instance %s: crash capture failed", inst.name, exc_info=exc)
+                why = f"capture failed: {type(exc).__name__}: {exc}"
+            else:
+                return work.result()
+        symbols = request.symbols
+        return {
+            "capture_errors": [why],
+            "symbols": {"path": str(symbols), "sha256": None} if symbols else None,
+        }
+
+    async def _end_qemu(self, inst: Instance, exiting: asyncio.Task[int | None]) -> int | None:
+        """Quit a held QEMU: QMP quit, then SIGTERM, then SIGKILL; its exit status."""
+        for step in ("quit", signal.SIGTERM, signal.SIGKILL):
+            if step == "quit":
+                with contextlib.suppress(QmpError, UmonitorError, OSError):
+                    await self.command(inst, "quit")
+            else:
+                self._signal(inst, int(step))
+            deadline = self.clock.monotonic() + STOP_GRACE
+            while not exiting.done() and self.clock.monotonic() < deadline:
+                await self.clock.sleep(0.1)
+            if exiting.done():
+                break
+        if not exiting.done():
+            exiting.cancel()
+            return None
+        return exiting.result()
 
     async def _first_output(self, inst: Instance) -> None:
         """Kill a QEMU that ``auto`` put under KVM and that prints nothing in time."""
@@ -618,6 +726,17 @@ class Supervisor:
         return None
 
     async def _watch_qmp(self, inst: Instance) -> None:
+        source = self.events(inst) if self.events is not None else self._qmp_events(inst)
+        async for event in source:
+            if event.name == "GUEST_PANICKED":
+                inst.panicked = True
+            elif event.name == "SHUTDOWN":
+                inst.shutdown_reason = str(event.data.get("reason", ""))
+                if event.data.get("guest") is True or inst.shutdown_reason in GUEST_SHUTDOWNS:
+                    inst.ended.set()  # -no-shutdown: QEMU holds the VM for us
+
+    async def _qmp_events(self, inst: Instance) -> AsyncIterator[QmpEvent]:
+        """The instance's QMP events until QEMU closes the socket."""
         socket_path = inst.run_dir / qemu.QMP_SOCKET
         client = None
         for _ in range(100):
@@ -629,11 +748,15 @@ class Supervisor:
         if client is None:
             return
         try:
+            if inst.adopted:  # a guest that ended while no supervisor ran is held paused
+                with contextlib.suppress(QmpError):
+                    status = await client.execute("query-status")
+                    held = status.get("status") if isinstance(status, dict) else None
+                    if held in ("shutdown", "guest-panicked"):
+                        reason = "guest-panic" if held == "guest-panicked" else "guest-shutdown"
+                        yield QmpEvent("SHUTDOWN", {"guest": True, "reason": reason}, 0.0)
             while (event := await client.next_event()) is not None:
-                if event.name == "GUEST_PANICKED":
-                    inst.panicked = True
-                elif event.name == "SHUTDOWN":
-                    inst.shutdown_reason = str(event.data.get("reason", ""))
+                yield event
         finally:
             await client.close()
 
@@ -672,8 +795,10 @@ class Supervisor:
             if inst.guest_end is None:
                 inst.guest_end = guest_end(record)
             if halted(record):
-                # It will never power off (rumprun spins): end QEMU, as a power-off would.
-                self._signal(inst, signal.SIGTERM)
+                # It will never power off (rumprun spins): its run ends here, as at a
+                # power-off; the watch stops it, captures a crash, then quits QEMU.
+                inst.halted = True
+                inst.ended.set()
         log = self._console_log(inst)
         # Console lines are numbered per decoder; offset by what this boot already holds.
         base = log.high.get(inst.console_boot, 0)
@@ -731,7 +856,13 @@ class Supervisor:
         self.commit()
 
     def _report(
-        self, inst: Instance, outcome: State, reason: str, status: int | None, stderr: str
+        self,
+        inst: Instance,
+        outcome: State,
+        reason: str,
+        status: int | None,
+        stderr: str,
+        crash: dict[str, Any] | None = None,
     ) -> str:
         """Write a crash or start-failure report into the instance's directory and a
         record saying so; returns the report's file name."""
@@ -751,16 +882,19 @@ class Supervisor:
             "restarts_so_far": inst.restarts,
             "console": list(inst.console_tail),
             "app": app_lines,
+            **(crash or {}),
         }
         name = f"{'crash' if crashed else 'start-failure'}-{stamp}.json"
         path = self.store.write_report(inst.name, name, json.dumps(report, indent=1))
         if crashed:
             message = f"instance crashed: {reason} (exit status {status}); report {path.name}"
             severity, kind = Severity.CRIT, Kind.CRASH
+            fields = (("report", name), *crash_summary(crash or {}))
         else:
             message = f"instance failed to start: {reason}; report {path.name}"
             severity, kind = Severity.ERR, Kind.LOG
-        self._note(inst, severity, message, stderr, kind, (("report", name),))
+            fields = (("report", name),)
+        self._note(inst, severity, message, stderr, kind, fields)
         return name
 
     # -- control --------------------------------------------------------------------
