@@ -361,7 +361,8 @@ def crash_summary(report: dict[str, Any], frames: int = 8) -> tuple[tuple[str, s
     fault = report.get("fault") or {}
     trace = report.get("backtrace") or []
     if fault.get("pc") or fault.get("reason"):
-        what = str(fault.get("reason") or "fault")
+        # Unikraft's console names no trap: the handler gdb found says which it was.
+        what = str(fault.get("reason") or fault.get("handler") or "fault")
         if fault.get("address") is not None:
             what += f" at {fault['address']}"
         if fault.get("pc"):
