@@ -176,6 +176,7 @@ def test_gdb_command_adds_the_kernel_only_when_symbols_lack_code(
     sock = tmp_path / "gdb.sock"
     split = gdb_command(symbols, sock, program)
     assert f"symbol-file {symbols}" in split and f"add-symbol-file {program} -o 0" in split
+    assert split[split.index("set auto-load off") - 1] == "-iex"  # before any file loads
     assert split[-4:] == ["-ex", f"target remote {sock}", "-x", str(CAPTURE_SCRIPT)]
     whole = gdb_command(program, sock, program)
     assert not any(a.startswith("add-symbol-file") for a in whole)

@@ -175,6 +175,10 @@ def gdb_command(symbols: Path, socket: Path, kernel: Path | None, *, gdb: str = 
         "-q",
         "-batch",
         "-nx",
+        # No script beside a symbols file runs (the supervisor is root, the file is not
+        # necessarily root's): only the capture script, given with -x.
+        "-iex",
+        "set auto-load off",
         "-ex",
         "set pagination off",
         "-ex",
