@@ -94,3 +94,8 @@ def test_malformed_files_have_no_sections(tmp_path: Path, data: bytes) -> None:
     path.write_bytes(data)
     assert elf_sections(path) == {} and not has_dwarf(path)
     assert elf_sections(tmp_path / "missing") == {}
+
+
+def test_default_rule_survives_names_it_cannot_look_at(tmp_path: Path) -> None:
+    assert default_symbols(tmp_path / ("k" * 255)) is None  # KERNEL.dbg: name too long
+    assert default_symbols(tmp_path / "missing") is None

@@ -13,6 +13,7 @@ file that is not a 64-bit little-endian ELF simply has no sections here.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from pathlib import Path
 
@@ -75,8 +76,9 @@ def default_symbols(kernel: Path) -> Path | None:
     if has_dwarf(kernel):
         return kernel
     for candidate in (kernel.with_name(kernel.name + ".dbg"), kernel.with_suffix(".dbg")):
-        if candidate != kernel and candidate.is_file():
-            return candidate
+        with contextlib.suppress(OSError, ValueError):  # a name too long, a bad name
+            if candidate != kernel and candidate.is_file():
+                return candidate
     return None
 
 
