@@ -609,12 +609,17 @@ _LINE_BREAKS_ESCAPED = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def _emit(rows: Iterable[index.Row], output: str, with_name: bool, colour: bool) -> int:
-    last = 0
+    """Print ``rows`` (in time order); the highest index id among them, 0 if none.
+
+    The highest, not the last: rows indexed in one round are printed by time, which
+    need not be their index order, and --follow goes on after this id.
+    """
+    highest = 0
     for row in rows:
         line = _format_json(row) if output == "json" else _format_text(row, with_name, colour)
         click.echo(line, color=colour)
-        last = row.id
-    return last
+        highest = max(highest, row.id)
+    return highest
 
 
 @main.command()

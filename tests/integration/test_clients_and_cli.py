@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 from tests.integration.conftest import Collector, umonitor, wait_for
 from umonitor.client import AsyncClient, Client, LogHandler
 from umonitor.protocol import frame_codec as fc
-from umonitor.records import Severity
+from umonitor.records import Origin, Record, Severity
+from umonitor.store.writer import Store
 
 
 def test_asyncio_client(collector: Collector) -> None:
@@ -149,6 +151,38 @@ def test_logs_follow_across_instances(collector: Collector) -> None:
     finally:
         follower.terminate()
         follower.communicate(timeout=10)
+
+
+def test_logs_follow_prints_each_record_once_whatever_its_time(tmp_path: Path) -> None:
+    """Records indexed in one round whose times are not in index order ("a" is indexed
+    first but is newer than "b") are printed once each, in time order, and never again."""
+    data = tmp_path / "data"
+    Store(data).close()
+    command = ["logs", "-f", "-n", "0", "--data", str(data), "-o", "json"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "umonitor", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        follower.send_signal(signal.SIGSTOP)  # both arrive before its next round
+        store = Store(data)
+        now = time.time_ns()
+        for name, wall in (("a", now + 10_000_000), ("b", now)):
+            log = store.log(name)
+            store.begin_boot(log, "ab" * 16, "umonitor-py/1.0.0", "", name)
+            record = Record(1, Severity.INFO, f"from {name}", wall_ns=wall)
+            store.add_records(log, "ab" * 16, [record], Origin.APP, now)
+        store.close()
+        follower.send_signal(signal.SIGCONT)
+        time.sleep(2.0)  # eight more rounds, each of which would print a repeat
+    finally:
+        follower.terminate()
+        out, err = follower.communicate(timeout=10)
+    messages = [json.loads(line)["message"] for line in out.splitlines()]
+    assert messages == ["from b", "from a"], (messages, err)
 
 
 def test_logs_text_follow_prefixes_names(collector: Collector) -> None:

@@ -158,6 +158,15 @@ def _refuse(error: str) -> Reply:
     return {"ok": False, "error": error}
 
 
+def in_data_dir(root: Path) -> Callable[[str], bool]:
+    """Whether a name is an instance with a directory in ``root`` (known, maybe offline)."""
+
+    def known(name: str) -> bool:
+        return is_instance_name(name) and layout.instance_dir(root, name).is_dir()
+
+    return known
+
+
 class GuestControl:
     """``level`` and ``ping`` on the live connection of a named instance."""
 
@@ -166,15 +175,6 @@ class GuestControl:
     def __init__(self, collector: Collector, known: Callable[[str], bool]) -> None:
         self.collector = collector
         self.known = known  # names that exist though not connected (data dir, fleet)
-
-    @classmethod
-    def of_data_dir(cls, collector: Collector, root: Path) -> GuestControl:
-        """Known names: the instances with a directory in ``root``."""
-
-        def known(name: str) -> bool:
-            return is_instance_name(name) and layout.instance_dir(root, name).is_dir()
-
-        return cls(collector, known)
 
     async def handle(self, request: dict[str, Any]) -> Reply | None:
         """The answer to a guest-control request; None for any other operation."""

@@ -23,6 +23,7 @@ from umonitor.collector.connection import Connection
 from umonitor.collector.control import (
     GuestControl,
     check_no_collector,
+    in_data_dir,
     serve_control,
     stop_control,
 )
@@ -733,7 +734,7 @@ async def serve_standalone_control(
     Without one (say the path is too long for a unix socket) the collector still
     collects; it says so once, and ``level`` and ``ping`` cannot reach it.
     """
-    guests = GuestControl.of_data_dir(collector, root)
+    guests = GuestControl(collector, in_data_dir(root))
 
     async def handle(request: dict[str, Any]) -> dict[str, Any]:
         answer = await guests.handle(request)

@@ -19,7 +19,7 @@ from typing import Any
 
 from umonitor.collector import control
 from umonitor.collector.admission import LOCAL_TOOLS, FleetAdmission
-from umonitor.collector.control import GuestControl
+from umonitor.collector.control import GuestControl, in_data_dir
 from umonitor.collector.server import (
     Collector,
     Dial,
@@ -57,6 +57,13 @@ class Fleet:
     done: asyncio.Event
     remove_network: bool = False
 
+    def __post_init__(self) -> None:
+        # level and ping: for its instances, and for guests it only has the files of.
+        by_dir = in_data_dir(self.root)
+        self.guests = GuestControl(
+            self.collector, lambda name: name in self.supervisor.instances or by_dir(name)
+        )
+
     def instance_for(self, cfg: InstanceConfig) -> Instance:
         address = self.leases.lease(cfg.name)
         tap = self.leases.tap_name(cfg.name)
@@ -77,14 +84,8 @@ class Fleet:
             self.collector.dial(Dial(cfg.name, endpoint))
         return inst
 
-    def guest_control(self) -> GuestControl:
-        by_dir = GuestControl.of_data_dir(self.collector, self.root).known
-        return GuestControl(
-            self.collector, lambda name: name in self.supervisor.instances or by_dir(name)
-        )
-
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        answer = await self.guest_control().handle(request)
+        answer = await self.guests.handle(request)
         if answer is not None:
             return answer
         op = request.get("op")
