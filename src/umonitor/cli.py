@@ -213,6 +213,12 @@ def main() -> None:
     metavar="N",
     help="Records/s per instance (burst 2N); above it its connections are read slower.",
 )
+@click.option(
+    "--pause-timeout",
+    default=3600.0,
+    show_default=True,
+    help="Seconds a guest that does not answer (e.g. stopped in gdb) keeps its connection.",
+)
 @data_option
 def serve(
     listen: tuple[str, ...],
@@ -240,6 +246,7 @@ def serve(
     frame_timeout: float,
     idle_timeout: float,
     rate_limit: float,
+    pause_timeout: float,
     data: Path | None,
 ) -> None:
     """Run the collector: receive guests' records (and syslog), store them, forward them.
@@ -304,6 +311,7 @@ def serve(
                 frame_timeout,
                 idle_timeout,
                 rate_limit,
+                pause_timeout,
             )
         ),
         ready=lambda where: click.echo(
@@ -320,6 +328,8 @@ def _guest_limits(limits: GuestLimits) -> GuestLimits:
         raise UsageError("--handshake-timeout and --frame-timeout must be above 0")
     if limits.idle_seconds < 0 or limits.rate < 0:
         raise UsageError("--idle-timeout and --rate-limit must not be negative")
+    if limits.pause_seconds <= 0:
+        raise UsageError("--pause-timeout must be above 0")
     return limits
 
 
@@ -936,6 +946,81 @@ def rm(name: str, data: Path | None) -> None:
     _fleet_request(data, "rm", name)
 
 
+@main.command()
+@click.argument("name")
+@data_option
+def cont(name: str, data: Path | None) -> None:
+    """Let paused instance NAME run (started with --paused or 'paused = true', or
+    stopped over QMP), without a debugger."""
+    from umonitor.fleet.daemon import request
+
+    reply = request(_data_dir(data), {"op": "cont", "name": name})
+    click.echo(f"{name}: running (was {reply.get('was', '?')})")
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--print-command",
+    is_flag=True,
+    help="Print the gdb command line, and what an IDE's remote session needs; attach nothing.",
+)
+@click.option(
+    "--batch",
+    "script",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Run this gdb script, detach, and exit: 1 if the script failed.",
+)
+@data_option
+def debug(name: str, print_command: bool, script: Path | None, data: Path | None) -> None:
+    """Attach gdb to running fleet instance NAME through QEMU's gdbstub, symbols loaded.
+
+    Breakpoints, stepping and inspection work as in any remote gdb session; Ctrl-C
+    stops the guest, 'continue' lets it run, and quitting gdb (or 'detach') leaves it
+    running. While gdb holds it, ps shows the instance 'debugging', and the fleet
+    neither takes a stopped guest for hung nor cuts its connection to the collector
+    (for up to [collector] pause_timeout). Start an instance with 'umonitor run
+    --paused' (or 'paused = true') to debug it from its first instruction. Symbols: the
+    instance's 'symbols' (or --symbols), else the kernel's own (see docs/debugging.md).
+    Needs Debian's gdb.
+    """
+    import shutil
+
+    from umonitor.debug.gdb import GDB, SCRIPT_ENV, Target, attach_argv, batch_argv, describe
+    from umonitor.fleet.daemon import request
+
+    if print_command and script is not None:
+        raise UsageError("--print-command and --batch go separately")
+    gdb = shutil.which(GDB)
+    if gdb is None and not print_command:
+        raise EnvironmentProblem("gdb is not installed; install it with 'apt-get install gdb'")
+    message: dict[str, Any] = {"op": "debug", "name": name}
+    if not print_command:
+        message["pid"] = os.getpid()  # exec keeps it: the fleet shows gdb's life
+    reply = request(_data_dir(data), message)
+    symbols = Path(reply["symbols"]) if reply.get("symbols") else None
+    target = Target(name, Path(reply["socket"]), symbols, Path(reply["kernel"]))
+    if symbols is None:
+        click.echo(f"umonitor: {name} has no symbols file with DWARF: gdb gets the kernel's "
+                   "symbols only (set 'symbols' or run --symbols)", err=True)  # fmt: skip
+    if reply.get("accel") == "kvm" and reply.get("vm_status") == "prelaunch":
+        click.echo("umonitor: under KVM a software breakpoint set before the kernel is "
+                   "loaded is overwritten; use 'hbreak'", err=True)  # fmt: skip
+    if print_command:
+        click.echo(describe(target, attach_argv(target)))
+        return
+    argv = (
+        attach_argv(target, gdb=gdb or GDB)
+        if script is None
+        else batch_argv(target, gdb=gdb or GDB)
+    )
+    if script is not None:
+        os.environ[SCRIPT_ENV] = str(script.resolve())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
 def _control_request(data: Path | None, message: dict[str, Any]) -> dict[str, Any]:
     from umonitor.collector.control import ANSWER_SECONDS, request
 
@@ -1010,6 +1095,12 @@ def ping(name: str, data: Path | None) -> None:
     "else KERNEL.dbg or KERNEL's stem .dbg beside it).",
 )
 @click.option(
+    "--paused",
+    is_flag=True,
+    help="Start halted at the first instruction, for 'umonitor debug NAME' from boot "
+    "('umonitor cont NAME' runs it without a debugger).",
+)
+@click.option(
     "--restart", type=click.Choice(["no", "on-failure", "always"]), default="no", show_default=True
 )
 @data_option
@@ -1024,6 +1115,7 @@ def run(
     nanos_dir: Path | None,
     listen: int | None,
     symbols: Path | None,
+    paused: bool,
     restart: str,
     data: Path | None,
 ) -> None:
@@ -1057,6 +1149,7 @@ def run(
         "nanos": str(nanos_dir.resolve()) if nanos_dir else None,
         "listen": listen,
         "symbols": str(symbols.resolve()) if symbols else None,
+        "paused": paused,
         "restart": restart,
     }
     request(_data_dir(data), {"op": "run", "instance": instance})
@@ -1071,9 +1164,11 @@ def ps(output: str, data: Path | None) -> None:
     LEVEL is the minimum level the guest library said it has (at connect, and in its
     answer to 'umonitor level'); '-' while it is not connected or does not say.
 
-    States: starting, running, stopping, stopped, exited, crashed, restarting, failed
-    (gave up: the reason is in LAST EXIT). When KVM is not usable on this host, one
-    line on stderr says why. JSON adds pid, accel, tap and the last exit's stderr.
+    States: starting, running, paused (its VM stopped: --paused, or stopped in gdb),
+    debugging ('umonitor debug' attached), stopping, stopped, exited, crashed,
+    restarting, failed (gave up: the reason is in LAST EXIT). When KVM is not usable
+    on this host, one line on stderr says why. JSON adds pid, accel, tap, vm_status
+    (QEMU's: running, prelaunch, debug, paused...) and the last exit's stderr.
     """
     from umonitor.fleet.daemon import request
 

@@ -165,6 +165,7 @@ handshake_timeout = 5
 frame_timeout = 12.5
 idle_timeout = 600
 rate_limit = 5000
+pause_timeout = 90
 [[instance]]
 name = "web"
 kernel = "img/vmlinuz"
@@ -172,7 +173,7 @@ kernel = "img/vmlinuz"
     limits = load_config(write(tree, text)).guest_limits
     assert (limits.max_connections, limits.max_per_source) == (4096, 64)
     assert (limits.handshake_seconds, limits.frame_seconds) == (5, 12.5)
-    assert (limits.idle_seconds, limits.rate) == (600, 5000)
+    assert (limits.idle_seconds, limits.rate, limits.pause_seconds) == (600, 5000, 90)
     without = "[collector]\n[[instance]]" + text.split("[[instance]]")[1]
     assert load_config(write(tree, without)).guest_limits == GuestLimits()
 
@@ -423,3 +424,23 @@ symbols = "img"
         f"umonitor.toml:16: instance 'd': symbols 'img' is not a file "
         f"(looked at {(tree / 'img').resolve()})",
     ]
+
+
+def test_paused_instances(tree: Path) -> None:
+    text = """[[instance]]
+name = "dbg"
+kernel = "img/vmlinuz"
+paused = true
+[[instance]]
+name = "plain"
+kernel = "img/vmlinuz"
+[[instance]]
+name = "bad"
+kernel = "img/vmlinuz"
+paused = "yes"
+"""
+    with pytest.raises(UsageError) as info:
+        load_config(write(tree, text))
+    assert "umonitor.toml:11: instance 'bad': paused must be true or false" in str(info.value)
+    dbg, plain = load_config(write(tree, text.rsplit("[[instance]]", 1)[0])).instances
+    assert dbg.paused and not plain.paused

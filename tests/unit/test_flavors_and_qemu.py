@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,9 @@ def test_qemu_command_linux_on_tap(tmp_path: Path) -> None:
     assert argv[argv.index("-initrd") + 1] == "/img/initrd.img"
     assert argv[argv.index("-append") + 1].startswith("console=ttyS0 ")
     assert "pvpanic" in argv
+    assert "-S" not in argv  # runs at once unless asked to wait
+    paused = qemu_command(replace(spec, paused=True))
+    assert paused == [*argv[: argv.index("-netdev")], "-S", *argv[argv.index("-netdev") :]]
 
 
 def test_qemu_command_kvm_rumprun_and_nanos(tmp_path: Path) -> None:

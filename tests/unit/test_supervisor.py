@@ -14,7 +14,9 @@ import heapq
 import ipaddress
 import itertools
 import json
+import os
 import signal
+import subprocess
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -931,3 +933,119 @@ def test_stop_of_a_held_guest_quits_it_at_once(rig_factory: Callable[..., Rig]) 
     assert inst.state is State.STOPPED and rig.capture.requests == []
     assert rig.launcher.commands == ["system_powerdown", "quit"] and rig.launcher.killed == []
     assert len(rig.launcher.started) == 1
+
+
+# -- a guest stopped in a debugger ---------------------------------------------------
+
+
+def paused_until_resumed(after: float) -> Behaviour:
+    """Started with -S: prints nothing until something continues it after ``after`` s."""
+
+    async def run(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+        await fl.clock.sleep(after)
+        fl.emit(proc, "RESUME")
+        await boots(fl, proc, spool, stderr)
+
+    return run
+
+
+def test_a_paused_guest_under_kvm_is_not_killed_for_silence(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    # Three times the first-output bound stopped at its first instruction, then it runs
+    # and prints: only running time counts, so KVM is kept.
+    rig = rig_factory({"kvm": paused_until_resumed(3 * accel_mod.FIRST_OUTPUT_SECONDS)})
+    held: list[tuple[str, bool]] = []
+    rig.sup.vm_held = lambda name, on: held.append((name, on))
+
+    async def scenario() -> Instance:
+        inst = rig.instance(paused=True)
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.state is State.RUNNING)
+        assert inst.vm_status == "prelaunch" and inst.summary()["state"] == "paused"
+        await rig.clock.run_until(lambda: inst.console_seen, limit=120)
+        assert inst.summary()["state"] == "running" and inst.accel == "kvm"
+        await rig.stop_all()
+        return inst
+
+    inst = run(scenario())
+    assert rig.launcher.accels == ["kvm"], "relaunched: the pause was taken for silence"
+    assert "-S" in rig.launcher.started[0][2]
+    assert inst.restarts == 0 and inst.last_exit is not None
+    assert held == [("web", True), ("web", False)]  # held from its start until it ran
+
+
+def test_a_silent_guest_under_kvm_is_still_killed_when_it_runs(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    # The same bound applies once it runs: resumed after 5 s, silent for 10 s of running.
+    rig = rig_factory({"kvm": paused_until_silent(5.0), "tcg": boots})
+
+    async def scenario() -> None:
+        inst = rig.instance(paused=True)
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: len(rig.launcher.started) == 2)
+        (t_kvm, _, _), (t_tcg, _, _) = rig.launcher.started
+        assert t_tcg - t_kvm == pytest.approx(5.0 + accel_mod.FIRST_OUTPUT_SECONDS, abs=0.3)
+        await rig.stop_all()
+
+    run(scenario())
+
+
+def paused_until_silent(after: float) -> Behaviour:
+    async def run(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
+        await fl.clock.sleep(after)
+        fl.emit(proc, "RESUME")
+
+    return run
+
+
+def test_stop_and_resume_are_told_to_the_collector_and_shown(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory({"tcg": boots})
+    held: list[tuple[str, bool]] = []
+    rig.sup.vm_held = lambda name, on: held.append((name, on))
+
+    async def scenario() -> None:
+        inst = rig.instance(accel="tcg")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.console_seen)
+        proc = rig.launcher.procs[inst.pid or -1]
+        assert inst.summary()["state"] == "running" and held == []
+        rig.launcher.emit(proc, "umonitor-status", status="debug")  # gdb stopped it
+        await rig.clock.settle()
+        assert inst.summary()["state"] == "paused" and inst.summary()["vm_status"] == "debug"
+        rig.launcher.emit(proc, "STOP")  # stopped again: already held, said once
+        await rig.clock.settle()
+        assert held == [("web", True)]
+        rig.launcher.emit(proc, "RESUME")
+        await rig.clock.settle()
+        assert inst.summary()["state"] == "running" and held == [("web", True), ("web", False)]
+        rig.launcher.emit(proc, "STOP")
+        await rig.clock.settle()
+        assert held[-1] == ("web", True)
+        rig.launcher.power_off(proc)  # it ends while stopped: no longer held
+        rig.launcher.honours_quit = True
+        await rig.clock.run_until(lambda: inst.state is State.EXITED)
+        assert held[-1] == ("web", False)
+
+    run(scenario())
+
+
+def test_a_debugger_shows_while_its_process_lives(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory({"tcg": boots})
+
+    async def scenario() -> Instance:
+        inst = rig.instance(accel="tcg")
+        rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: inst.console_seen)
+        return inst
+
+    inst = run(scenario())
+    inst.debugger = os.getpid()
+    assert inst.shown_state() == "debugging"
+    child = subprocess.Popen(["true"])
+    child.wait()
+    inst.debugger = child.pid  # gone: the debugger was quit
+    assert inst.shown_state() == "running" and inst.debugger is None

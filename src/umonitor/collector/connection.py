@@ -15,9 +15,11 @@ messages must not be glued together while sniffing waits for more bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
+import socket
 import sys
 import termios
 import time
@@ -39,6 +41,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUIET_SECONDS = 0.1
+
+
+def keep_while_paused(transport: asyncio.BaseTransport, seconds: float) -> None:
+    """Let the host retransmit to a guest that does not answer for ``seconds``
+    (TCP_USER_TIMEOUT) before it gives the connection up: a guest stopped in a
+    debugger does not answer, and Linux alone would give up after about 15 min."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_USER_TIMEOUT"):
+        return
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        milliseconds = max(1, min(int(seconds * 1000), 2**31 - 1))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
 
 
 class Connection(asyncio.Protocol):
@@ -86,6 +100,8 @@ class Connection(asyncio.Protocol):
         if not self.collector.connection_opened(self):
             self._closing = True
             self.transport.abort()
+            return
+        keep_while_paused(transport, self.collector.guest_limits.pause_seconds)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -150,6 +166,13 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.gate is not None:
             self.gate.release(PEER)
+
+    def restart_clocks(self, now: float) -> None:
+        """Time limits count from ``now`` (the guest's VM was stopped until now)."""
+        if self.gate is not None:
+            self.gate.resumed_at = now
+            if self.gate.peer_since is not None:
+                self.gate.peer_since = now
 
     def over_time(self, now: float, limits: GuestLimits) -> str | None:
         """Which time limit this connection is over, if any."""

@@ -69,7 +69,11 @@ class GuestLimits:
     second per instance (0: unlimited), with a burst of ``2 * rate`` (at least 100);
     above it the instance's TCP connections stop being read until it is back under
     (its guests keep the records, back-pressured, nothing is dropped here) and its
-    UDP datagrams are dropped.
+    UDP datagrams are dropped. ``pause_seconds``: how long the host keeps sending to a
+    guest that does not acknowledge (``TCP_USER_TIMEOUT`` on every guest connection,
+    instead of Linux's ~15 min of retransmissions), so that a guest stopped in a
+    debugger keeps its connection that long; while the fleet says an instance's VM is
+    stopped, its connections' time limits do not run (``Collector.hold_instance``).
     """
 
     max_connections: int = 16384
@@ -78,6 +82,7 @@ class GuestLimits:
     frame_seconds: float = 30.0
     idle_seconds: float = 0.0
     rate: float = 0.0
+    pause_seconds: float = 3600.0
 
 
 LIMIT_NAMES = ("connections", "per_source", "handshake", "slow", "unread", "idle", "rate")
@@ -184,6 +189,7 @@ class Collector:
     _per_source: dict[str, int] = field(default_factory=dict)
     _buckets: dict[str, list[float]] = field(default_factory=dict)  # instance -> [tokens, t]
     connections: set[Connection] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)  # instances whose VM is stopped
     protocol_errors: int = 0
     refused: int = 0
     bad_datagrams: int = 0
@@ -354,10 +360,27 @@ class Collector:
         self.hit("rate", instance)
         return -bucket[0] / rate
 
+    def hold_instance(self, name: str, held: bool) -> None:
+        """The fleet says ``name``'s VM stopped (held) or runs again (or ended).
+
+        A stopped guest can neither send nor read: its connections' time limits do not
+        run while it is held, and count again from when it runs.
+        """
+        if held:
+            self.held.add(name)
+            return
+        self.held.discard(name)
+        now = time.monotonic()
+        for conn in self.connections:
+            if conn.instance is not None and conn.instance.name == name:
+                conn.restart_clocks(now)
+
     def sweep(self) -> None:
         """Close connections over a time limit (called once a second)."""
         now = time.monotonic()
         for conn in list(self.connections):
+            if conn.instance is not None and conn.instance.name in self.held:
+                continue
             over = conn.over_time(now, self.guest_limits)
             if over is not None:
                 self.hit(over)

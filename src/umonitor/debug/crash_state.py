@@ -29,16 +29,14 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from umonitor.debug.gdb import GDB, Target, attach_argv
 from umonitor.debug.symbolize import Frame, Symbolizer, symbolizer_for
-from umonitor.debug.symbols_file import SHT_NOBITS, elf_sections
 from umonitor.protocol.crash_dump import CrashDump, crash_dump_untrusted
 
-GDB = "gdb"
 CAPTURE_SCRIPT = Path(__file__).with_name("gdb_capture.py")
 CAPTURE_TIMEOUT = 10.0
 MARK = "UMON-CRASH-STATE "
@@ -160,37 +158,12 @@ def from_gdb_untrusted(output: str) -> CrashState:
     )
 
 
-def _section_is_nobits(elf: Path, names: Sequence[str]) -> bool:
-    """Whether any of ``names`` is a NOBITS section of an ELF64 file (objcopy
-    --only-keep-debug leaves .text and .eh_frame so): gdb then needs the kernel too."""
-    sections = elf_sections(elf)
-    return any(sections.get(name) == SHT_NOBITS for name in names)
-
-
 def gdb_command(symbols: Path, socket: Path, kernel: Path | None, *, gdb: str = GDB) -> list[str]:
     """gdb in batch mode with the symbols (and the kernel's code and CFI if the symbols
-    lack them), attached to the gdbstub, running the capture script."""
-    argv = [
-        gdb,
-        "-q",
-        "-batch",
-        "-nx",
-        # No script beside a symbols file runs (the supervisor is root, the file is not
-        # necessarily root's): only the capture script, given with -x.
-        "-iex",
-        "set auto-load off",
-        "-ex",
-        "set pagination off",
-        "-ex",
-        f"symbol-file {symbols}",
-    ]
-    if (
-        kernel is not None
-        and kernel != symbols
-        and _section_is_nobits(symbols, (".text", ".eh_frame"))
-    ):
-        argv += ["-ex", f"add-symbol-file {kernel} -o 0"]
-    return [*argv, "-ex", f"target remote {socket}", "-x", str(CAPTURE_SCRIPT)]
+    lack them), attached to the gdbstub, running the capture script. No script beside a
+    symbols file runs (the supervisor is root, the file is not necessarily root's)."""
+    target = Target("", socket, symbols, kernel or symbols)
+    return [*attach_argv(target, batch=True, gdb=gdb), "-x", str(CAPTURE_SCRIPT)]
 
 
 async def capture(

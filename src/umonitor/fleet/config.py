@@ -16,7 +16,8 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     handshake_timeout = 10.0   #   seconds to say who it is,
     frame_timeout = 30.0       #   for a started frame / to read its ACKs,
     idle_timeout = 0.0         #   silent this long: closed (0: never),
-    rate_limit = 0.0           #   records/s per instance (0: unlimited)
+    rate_limit = 0.0           #   records/s per instance (0: unlimited),
+    pause_timeout = 3600.0     #   a guest stopped in gdb keeps its connection this long
     [syslog]                   # optional: syslog UDP + TCP on the bridge address
     port = 514                 # 0 turns it off
     [[instance]]
@@ -33,6 +34,8 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     listen = 2333              # the guest listens there; the collector connects to it
     symbols = "build/app.dbg"  # ELF with DWARF for crash backtraces; default: the kernel
                                # if it has DWARF, else KERNEL.dbg or KERNEL's stem .dbg
+    paused = false             # true: start halted at the first instruction, for
+                               # 'umonitor debug' from boot ('umonitor cont' runs it)
     restart = "on-failure"     # no | on-failure | always
     backoff = 1.0              # first restart delay, seconds; doubles up to backoff_max
     backoff_max = 60.0
@@ -79,6 +82,7 @@ _LIMIT_KEYS = {
     "frame_timeout": ("frame_seconds", 0.001, "seconds"),
     "idle_timeout": ("idle_seconds", 0.0, "number"),
     "rate_limit": ("rate", 0.0, "number"),
+    "pause_timeout": ("pause_seconds", 0.001, "seconds"),
 }
 # What a flavor is called with at load time, so that args and templates fail here, with
 # their line, and not when the instance is launched.
@@ -92,6 +96,7 @@ PROBE_NET = GuestNet(
 _INSTANCE_KEYS = {
     "name", "kernel", "initrd", "flavor", "template", "memory", "cpus", "args", "restart",
     "backoff", "backoff_max", "count", "accel", "app_args", "nanos", "listen", "symbols",
+    "paused",
 }  # fmt: skip
 # What the nanos flavor needs from a Nanos build (an ops release directory has the first
 # two; mkfs must be copied in from a build).
@@ -116,6 +121,7 @@ class InstanceConfig:
     nanos: Path | None = None  # flavor nanos: kernel.img, boot.img and mkfs are here
     listen: int | None = None  # a guest that listens (2018 API): the collector dials it
     symbols: Path | None = None  # given symbols file; None: debug/symbols_file.py's rule
+    paused: bool = False  # QEMU -S: halted at the first instruction until gdb or cont
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +359,10 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
                 symbols = _image(base, raw["symbols"], "symbols", bad)
                 if symbols is not None and len(errors) == before and not is_elf(symbols):
                     bad("symbols", f"symbols {raw['symbols']!r} is not an ELF file")
+        paused = raw.get("paused", False)
+        if not isinstance(paused, bool):
+            bad("paused", "paused must be true or false")
+            paused = False
         restart = raw.get("restart", "no")
         if restart not in RESTART_POLICIES:
             bad("restart", f"restart must be one of {', '.join(RESTART_POLICIES)}")
@@ -398,6 +408,7 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
                     nanos_dir,
                     listen,
                     symbols,
+                    paused,
                 )
             )
     exports: list[ExportSpec] = []

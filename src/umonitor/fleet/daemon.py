@@ -30,13 +30,14 @@ from umonitor.collector.server import (
     stop_helper,
 )
 from umonitor.collector.syslog_listeners import listen_syslog
+from umonitor.debug.symbols_file import symbols_for
 from umonitor.export.runner import prepare_exports
 from umonitor.fleet import accel as accel_mod
-from umonitor.fleet import net
+from umonitor.fleet import net, qemu
 from umonitor.fleet.config import FleetConfig, InstanceConfig
 from umonitor.fleet.leases import Leases, leases_path
 from umonitor.fleet.qemu import find_qemu
-from umonitor.fleet.supervisor import Instance, Supervisor
+from umonitor.fleet.supervisor import Instance, State, Supervisor
 from umonitor.store import layout
 from umonitor.store.writer import FsyncPolicy, Store
 
@@ -85,6 +86,11 @@ class Fleet:
         return inst
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        held = self.supervisor.instances.get(str(request.get("name", "")))
+        if request.get("op") in ("level", "ping") and held is not None and held.vm_held:
+            # its library cannot answer while the VM is stopped: say so rather than wait
+            return {"ok": False, "error": f"{held.name} is {held.shown_state()}: its VM is "
+                    f"stopped ('umonitor cont {held.name}' or continue in gdb)"}  # fmt: skip
         answer = await self.guests.handle(request)
         if answer is not None:
             return answer
@@ -106,6 +112,7 @@ class Fleet:
         if op == "run":
             spec = request.get("instance", {})
             cfg = InstanceConfig(
+                paused=bool(spec.get("paused", False)),
                 name=str(spec["name"]),
                 kernel=Path(spec["kernel"]),
                 initrd=Path(spec["initrd"]) if spec.get("initrd") else None,
@@ -128,6 +135,30 @@ class Fleet:
         if op == "stop":
             await sup.stop(name)
             return {"ok": True}
+        if op in ("cont", "debug") and (inst.state is not State.RUNNING or inst.pid is None):
+            return {"ok": False, "error": f"{name} is {inst.shown_state()}, not running"}
+        if op == "cont":
+            if inst.debugged():
+                return {"ok": False, "error": f"{name} is being debugged (gdb, pid "
+                        f"{inst.debugger}): continue it there"}  # fmt: skip
+            await sup.command(inst, "cont")
+            return {"ok": True, "was": inst.vm_status}
+        if op == "debug":
+            if inst.debugged():
+                return {"ok": False, "error": f"{name} is already being debugged (gdb, pid "
+                        f"{inst.debugger}); one debugger at a time"}  # fmt: skip
+            pid = request.get("pid")
+            if isinstance(pid, int) and pid > 1:
+                inst.debugger = pid  # ps shows "debugging" while this process lives
+            symbols = symbols_for(inst.config.kernel, inst.config.symbols)
+            return {
+                "ok": True,
+                "socket": str(inst.run_dir / qemu.GDB_SOCKET),
+                "symbols": str(symbols) if symbols is not None else None,
+                "kernel": str(inst.config.kernel),
+                "vm_status": inst.vm_status,
+                "accel": inst.accel,
+            }
         if op == "restart":
             await sup.stop(name)
             inst.restarts += 1
@@ -209,7 +240,7 @@ async def run_fleet(
     supervisor = Supervisor(
         root, store, config.collector_port, commit, qemu_binary,
         chooser=chooser or accel_mod.AccelChooser(root, qemu_binary),
-        syslog_port=config.syslog_port,
+        syslog_port=config.syslog_port, vm_held=collector.hold_instance,
     )  # fmt: skip
     done = asyncio.Event()
     fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, done)

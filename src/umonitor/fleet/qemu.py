@@ -51,6 +51,7 @@ class LaunchSpec:
     tap: str | None = None
     mac: str | None = None
     console_log: Path | None = None  # where QEMU keeps every console byte (else console.raw)
+    paused: bool = False  # -S: the CPU waits at its first instruction for gdb or QMP cont
 
 
 def mac_for(name: str) -> str:
@@ -108,6 +109,8 @@ def qemu_command(spec: LaunchSpec, qemu: str = QEMU) -> list[str]:
         f"logfile={spec.console_log or run / CONSOLE_RAW},logappend=on",
         "-serial", "chardev:console0",
     ]  # fmt: skip
+    if spec.paused:
+        argv.append("-S")
     if spec.tap is not None:
         argv += [
             "-netdev", f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",

@@ -97,6 +97,7 @@ STOP_GRACE = 5.0
 STABLE_AFTER = 60.0  # seconds up after which consecutive failures are forgotten
 START_ATTEMPTS = 3  # a start failure is tried this many times in all, then "failed"
 STDERR_MAX = 64 * 1024  # of QEMU's stderr per run, kept for the report
+VM_STATUS = "umonitor-status"  # not QEMU's: query-status's answer, as an event
 GUEST_SHUTDOWNS = ("guest-shutdown", "guest-reset", "guest-panic")  # QMP: the guest ran
 HELD_STATUS = 0  # what QEMU exited with on a guest's power-off before -no-shutdown
 CAPTURE_BOUND = CAPTURE_TIMEOUT + 5.0  # seconds for a whole capture, symbolizing included
@@ -169,7 +170,14 @@ class QemuLauncher:
 
 
 async def qmp_command(inst: Instance, command: str) -> None:
-    """Send one QMP command to the instance's QEMU (errors are the caller's to ignore)."""
+    """Send one QMP command to the instance's QEMU (errors are the caller's to ignore).
+
+    QEMU's QMP socket takes one client at a time: while the watcher holds it, the
+    command goes over the watcher's session.
+    """
+    if inst.qmp is not None and not inst.qmp.closed.is_set():
+        await asyncio.wait_for(inst.qmp.execute(command), timeout=5)
+        return
     client = await QmpClient.connect(inst.run_dir / qemu.QMP_SOCKET, timeout=2)
     try:
         await client.execute(command)
@@ -217,6 +225,9 @@ class Instance:
         default_factory=lambda: collections.deque(maxlen=REPORT_LINES)
     )
     redactor: Redactor | None = None
+    vm_status: str = "running"  # QEMU's (running, prelaunch, debug, paused, ...); off: ended
+    debugger: int | None = None  # pid of the gdb that 'umonitor debug' started
+    qmp: QmpClient | None = None  # the watcher's QMP session, while it is open
     proc: Process | None = None
     task: asyncio.Task[None] | None = None
 
@@ -224,13 +235,40 @@ class Instance:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def vm_running(self) -> bool:
+        return self.vm_status == "running"
+
+    @property
+    def vm_held(self) -> bool:
+        """QEMU holds the VM stopped (paused, in gdb, ...): not running, not ended."""
+        return self.vm_status not in ("running", "off")
+
+    def debugged(self) -> bool:
+        """A gdb from 'umonitor debug' is attached (its process still lives)."""
+        if self.debugger is None:
+            return False
+        if not process_running(self.debugger):
+            self.debugger = None
+        return self.debugger is not None
+
+    def shown_state(self) -> str:
+        """The state ``ps`` shows: a running instance whose VM is stopped is paused,
+        or debugging while 'umonitor debug' holds it."""
+        if self.state is not State.RUNNING:
+            return str(self.state.value)
+        if self.debugged():
+            return "debugging"
+        return "running" if self.vm_running else "paused"
+
     def summary(self) -> dict[str, Any]:
         """What ``umonitor ps`` shows."""
         now = time.time_ns()
         running = self.state in (State.RUNNING, State.STARTING, State.STOPPING)
         return {
             "name": self.name,
-            "state": self.state.value,
+            "state": self.shown_state(),
+            "vm_status": self.vm_status if running else None,
             "address": str(self.address.ip),
             "tap": self.tap,
             "pid": self.pid if running else None,
@@ -361,6 +399,9 @@ class Supervisor:
     events: Callable[[Instance], AsyncIterator[QmpEvent]] | None = None  # None: QMP socket
     notify: Callable[[str], None] = lambda line: print(f"umonitor: {line}", file=sys.stderr)
     first_output_seconds: float = accel_mod.FIRST_OUTPUT_SECONDS
+    # told when an instance's VM stops (True) and runs again or ends (False): the
+    # collector holds a stopped guest's connections rather than timing them out
+    vm_held: Callable[[str, bool], None] = lambda name, held: None
     syslog_port: int = 0  # where guests' own syslog reaches the collector (0: nowhere)
 
     def __post_init__(self) -> None:
@@ -476,6 +517,8 @@ class Supervisor:
         inst.shutdown_reason = None
         inst.silent_kill = None
         inst.console_seen = False
+        self._set_vm_status(inst, "prelaunch" if inst.config.paused else "running")
+        inst.debugger = None
         inst.redactor = Redactor([inst.token])
         net = GuestNet(inst.name, inst.address, inst.gateway, self.collector_port, inst.token)
         spec_boot = boot_spec(
@@ -514,6 +557,7 @@ class Supervisor:
             accel=inst.accel,
             tap=inst.tap,
             console_log=inst.console_spool,
+            paused=inst.config.paused,
         )
         argv = qemu.qemu_command(spec, self.qemu_binary)
         err = inst.run_dir / "qemu.err"
@@ -587,6 +631,7 @@ class Supervisor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
         held = not exiting.done()  # the guest ended, QEMU runs on (paused or halted)
+        self._set_vm_status(inst, "off")  # ended: its connections are not held for it
         if held and inst.halted:
             with contextlib.suppress(QmpError, UmonitorError, OSError):
                 await self.command(inst, "stop")  # the CPU stays as it is for the capture
@@ -699,12 +744,21 @@ class Supervisor:
         return exiting.result()
 
     async def _first_output(self, inst: Instance) -> None:
-        """Kill a QEMU that ``auto`` put under KVM and that prints nothing in time."""
-        deadline = self.clock.monotonic() + self.first_output_seconds
-        while self.clock.monotonic() < deadline:
+        """Kill a QEMU that ``auto`` put under KVM and that prints nothing in time.
+
+        Only time the VM runs counts: a guest started paused, or stopped in a debugger,
+        is not silent.
+        """
+        ran = 0.0
+        last = self.clock.monotonic()
+        while ran < self.first_output_seconds:
             if inst.console_seen or inst.pid is None:
                 return
             await self.clock.sleep(TAIL_INTERVAL)
+            now = self.clock.monotonic()
+            if inst.vm_running:
+                ran += now - last
+            last = now
         if inst.console_seen or inst.pid is None:
             return
         inst.silent_kill = f"no console output within {self.first_output_seconds:g} s"
@@ -728,12 +782,23 @@ class Supervisor:
     async def _watch_qmp(self, inst: Instance) -> None:
         source = self.events(inst) if self.events is not None else self._qmp_events(inst)
         async for event in source:
-            if event.name == "GUEST_PANICKED":
+            if event.name in ("STOP", "RESUME", VM_STATUS):
+                running = event.name == "RESUME" or event.data.get("status") == "running"
+                self._set_vm_status(inst, "running" if running else str(
+                    event.data.get("status") or "paused"))  # fmt: skip
+            elif event.name == "GUEST_PANICKED":
                 inst.panicked = True
             elif event.name == "SHUTDOWN":
                 inst.shutdown_reason = str(event.data.get("reason", ""))
                 if event.data.get("guest") is True or inst.shutdown_reason in GUEST_SHUTDOWNS:
                     inst.ended.set()  # -no-shutdown: QEMU holds the VM for us
+
+    def _set_vm_status(self, inst: Instance, status: str) -> None:
+        """Keep QEMU's run state; the collector holds a stopped VM's connections."""
+        was_held = inst.vm_held
+        inst.vm_status = status
+        if was_held != inst.vm_held:
+            self.vm_held(inst.name, inst.vm_held)
 
     async def _qmp_events(self, inst: Instance) -> AsyncIterator[QmpEvent]:
         """The instance's QMP events until QEMU closes the socket."""
@@ -747,17 +812,26 @@ class Supervisor:
                 await self.clock.sleep(0.1)
         if client is None:
             return
+        inst.qmp = client
         try:
-            if inst.adopted:  # a guest that ended while no supervisor ran is held paused
-                with contextlib.suppress(QmpError):
-                    status = await client.execute("query-status")
-                    held = status.get("status") if isinstance(status, dict) else None
-                    if held in ("shutdown", "guest-panicked"):
-                        reason = "guest-panic" if held == "guest-panicked" else "guest-shutdown"
-                        yield QmpEvent("SHUTDOWN", {"guest": True, "reason": reason}, 0.0)
+            with contextlib.suppress(QmpError):
+                status = await client.execute("query-status")
+                now = str(status.get("status")) if isinstance(status, dict) else "running"
+                if inst.adopted and now in ("shutdown", "guest-panicked"):
+                    # a guest that ended while no supervisor ran is held paused
+                    reason = "guest-panic" if now == "guest-panicked" else "guest-shutdown"
+                    yield QmpEvent("SHUTDOWN", {"guest": True, "reason": reason}, 0.0)
+                else:
+                    yield QmpEvent(VM_STATUS, {"status": now}, 0.0)
             while (event := await client.next_event()) is not None:
+                if event.name == "STOP":  # stopped by whom: gdb (debug) or QMP (paused)
+                    with contextlib.suppress(QmpError):
+                        status = await asyncio.wait_for(client.execute("query-status"), 5)
+                        if isinstance(status, dict) and status.get("status") != "running":
+                            event = QmpEvent(VM_STATUS, {"status": str(status["status"])}, 0.0)
                 yield event
         finally:
+            inst.qmp = None
             await client.close()
 
     async def _tail_console(self, inst: Instance, decoder: ConsoleDecoder) -> None:
