@@ -141,8 +141,9 @@ class Fleet:
             if inst.debugged():
                 return {"ok": False, "error": f"{name} is being debugged (gdb, pid "
                         f"{inst.debugger}): continue it there"}  # fmt: skip
+            was = inst.vm_status
             await sup.command(inst, "cont")
-            return {"ok": True, "was": inst.vm_status}
+            return {"ok": True, "was": was}
         if op == "debug":
             if inst.debugged():
                 return {"ok": False, "error": f"{name} is already being debugged (gdb, pid "
