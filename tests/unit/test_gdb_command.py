@@ -12,7 +12,6 @@ from umonitor.debug.gdb import BATCH_SCRIPT, Target, attach_argv, batch_argv, de
 from umonitor.errors import UsageError
 
 
-
 def target(tmp_path: Path, symbols: Path | None) -> Target:
     return Target("uk", tmp_path / "run" / "gdb.sock", symbols, tmp_path / "uk.kernel")
 

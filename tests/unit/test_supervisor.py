@@ -777,7 +777,10 @@ def test_a_held_crash_is_captured_before_qemu_is_quit(rig_factory: Callable[...,
             accel="tcg", flavor="unikraft", restart="on-failure", symbols=Path("/img/app.dbg")
         )
         rig.sup.launch(inst)
+        await rig.clock.run_until(lambda: rig.capture.running == 1, limit=60)
+        assert inst.summary()["state"] == "crashed"  # while it is read, not "running"
         await rig.clock.run_until(lambda: len(rig.launcher.started) == 2, limit=60)
+        assert inst.summary()["state"] == "running"
         await rig.stop_all()
         return inst
 

@@ -31,6 +31,7 @@ from umonitor.collector.server import (
 )
 from umonitor.collector.syslog_listeners import listen_syslog
 from umonitor.debug.symbols_file import symbols_for
+from umonitor.errors import UmonitorError
 from umonitor.export.runner import prepare_exports
 from umonitor.fleet import accel as accel_mod
 from umonitor.fleet import net, qemu
@@ -142,7 +143,10 @@ class Fleet:
                 return {"ok": False, "error": f"{name} is being debugged (gdb, pid "
                         f"{inst.debugger}): continue it there"}  # fmt: skip
             was = inst.vm_status
-            await sup.command(inst, "cont")
+            try:
+                await sup.command(inst, "cont")
+            except (UmonitorError, OSError) as exc:  # QMP broke or timed out
+                return {"ok": False, "error": f"{name}: QEMU did not take 'cont': {exc}"}
             return {"ok": True, "was": was}
         if op == "debug":
             if inst.debugged():

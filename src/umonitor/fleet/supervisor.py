@@ -227,6 +227,7 @@ class Instance:
     redactor: Redactor | None = None
     vm_status: str = "running"  # QEMU's (running, prelaunch, debug, paused, ...); off: ended
     debugger: int | None = None  # pid of the gdb that 'umonitor debug' started
+    ending: str | None = None  # how this run ended, while its QEMU is read and quit
     qmp: QmpClient | None = None  # the watcher's QMP session, while it is open
     proc: Process | None = None
     task: asyncio.Task[None] | None = None
@@ -257,6 +258,8 @@ class Instance:
         or debugging while 'umonitor debug' holds it."""
         if self.state is not State.RUNNING:
             return str(self.state.value)
+        if self.ending is not None:  # ended, QEMU held: being read (a crash) and quit
+            return self.ending
         if self.debugged():
             return "debugging"
         return "running" if self.vm_running else "paused"
@@ -519,6 +522,7 @@ class Supervisor:
         inst.console_seen = False
         self._set_vm_status(inst, "prelaunch" if inst.config.paused else "running")
         inst.debugger = None
+        inst.ending = None
         inst.redactor = Redactor([inst.token])
         net = GuestNet(inst.name, inst.address, inst.gateway, self.collector_port, inst.token)
         spec_boot = boot_spec(
@@ -651,6 +655,7 @@ class Supervisor:
             inst.guest_end,
         )
         outcome, reason = classify(end)
+        inst.ending = outcome.value  # ps shows it while the capture runs
         crash: dict[str, Any] = {}
         if outcome is State.CRASHED:
             crash = await self._capture(inst, held)
@@ -825,7 +830,7 @@ class Supervisor:
                     yield QmpEvent(VM_STATUS, {"status": now}, 0.0)
             while (event := await client.next_event()) is not None:
                 if event.name == "STOP":  # stopped by whom: gdb (debug) or QMP (paused)
-                    with contextlib.suppress(QmpError):
+                    with contextlib.suppress(QmpError, TimeoutError):
                         status = await asyncio.wait_for(client.execute("query-status"), 5)
                         if isinstance(status, dict) and status.get("status") != "running":
                             event = QmpEvent(VM_STATUS, {"status": str(status["status"])}, 0.0)
