@@ -13,6 +13,7 @@ not build them now.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "guests" / "build.py"
+CRASH_APP = ROOT / "src" / "umonitor" / "guest" / "demo" / "crash_app.c"
+
+
+def crash_app_lines(name: str) -> range:
+    """The source lines of crash_app.c's function ``name``, declaration to closing brace:
+    where a frame of that function may point."""
+    lines = CRASH_APP.read_text().splitlines()
+    declared = re.compile(rf"^(static |int ).*\b{name}\(.*\)$")
+    start = next(n for n, line in enumerate(lines, 1) if declared.match(line))
+    end = next(n for n in range(start, len(lines) + 1) if lines[n - 1] == "}")
+    return range(start, end + 1)
 
 
 def built(kind: str) -> Path:

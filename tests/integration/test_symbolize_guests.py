@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.unikernels import built
+from tests.unikernels import built, crash_app_lines
 from umonitor.debug.symbolize import Symbolizer
 
 ROOT = Path(__file__).resolve().parents[2]
-CRASH_APP = ROOT / "src" / "umonitor" / "guest" / "demo" / "crash_app.c"
 
 # kind -> (symbols file, file with the code: rumprun's .dbg keeps no .text)
 FILES = {
@@ -57,15 +56,6 @@ def _after_call(code: Path, table: dict[str, tuple[int, int]], caller: str, call
     raise AssertionError(f"{caller} calls no {callee} in {code}")
 
 
-def _body(name: str) -> range:
-    """The source lines of crash_app.c's function ``name``, declaration to closing brace."""
-    lines = CRASH_APP.read_text().splitlines()
-    declared = re.compile(rf"^(static |int ).*\b{name}\(.*\)$")
-    start = next(n for n, line in enumerate(lines, 1) if declared.match(line))
-    end = next(n for n in range(start, len(lines) + 1) if lines[n - 1] == "}")
-    return range(start, end + 1)
-
-
 @pytest.mark.parametrize("kind", sorted(FILES))
 def test_crash_app_frames(kind: str) -> None:
     out = built(kind)
@@ -82,7 +72,7 @@ def test_crash_app_frames(kind: str) -> None:
     assert [f.function for f in frames] == ["write_through_null", "crash", "main"]
     for frame in frames:
         assert frame.file is not None and Path(frame.file).name == "crash_app.c"
-        assert frame.line in _body(frame.function or ""), frame
+        assert frame.line in crash_app_lines(frame.function or ""), frame
         assert not frame.inlined
 
 

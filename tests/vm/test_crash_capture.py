@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import subprocess
 import time
@@ -21,23 +20,14 @@ from typing import Any
 
 import pytest
 
-from tests.unikernels import built
+from tests.unikernels import built, crash_app_lines
 from umonitor.debug.crash_state import capture
 from umonitor.protocol.console_lines import ConsoleDecoder
 from umonitor.protocol.crash_dump import crash_dump_untrusted
 
 ROOT = Path(__file__).resolve().parents[2]
-CRASH_APP = ROOT / "src" / "umonitor" / "guest" / "demo" / "crash_app.c"
 APP_WORDS = "umon.count=2 umon.rate=10"
 BOOT_SECONDS = 45.0
-
-
-def _body(name: str) -> range:
-    lines = CRASH_APP.read_text().splitlines()
-    declared = re.compile(rf"^(static |int ).*\b{name}\(.*\)$")
-    start = next(n for n, line in enumerate(lines, 1) if declared.match(line))
-    end = next(n for n in range(start, len(lines) + 1) if lines[n - 1] == "}")
-    return range(start, end + 1)
 
 
 def _machine(kind: str, out: Path, tmp: Path) -> tuple[list[str], Path, Path, bytes]:
@@ -129,7 +119,7 @@ def test_backtrace_of_a_crashed_guest(kind: str, tmp_path: Path) -> None:
     assert names == ["write_through_null", "crash", "main"], state.backtrace
     for frame in state.backtrace[:3]:
         assert frame.file is not None and Path(frame.file).name == "crash_app.c"
-        assert frame.line in _body(frame.function or ""), frame
+        assert frame.line in crash_app_lines(frame.function or ""), frame
     assert state.pc == state.backtrace[0].address == dump.pc
     report = state.to_report()
     assert report["fault"]["function"] == "write_through_null"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.vm.test_crash_capture import _body
+from tests.unikernels import crash_app_lines
 from tests.vm.test_fleet import fleet_config, records
 from tests.vm.test_unikernels import CRASHING, check_crashing_guest, down, instance, up
 
@@ -29,7 +29,7 @@ def check_report(data: Path, name: str, report: dict[str, Any], symbols: Path) -
     assert [f["function"] for f in frames] == FUNCTIONS, report["backtrace"]
     for frame in frames:
         assert Path(frame["file"]).name == "crash_app.c", frame
-        assert frame["line"] in _body(frame["function"]), frame
+        assert frame["line"] in crash_app_lines(frame["function"]), frame
     assert report["fault"]["function"] == "write_through_null"
     assert report["fault"]["pc"] == frames[0]["address"]
     assert report["registers"]["rip"] == frames[0]["address"]
