@@ -941,13 +941,15 @@ def test_stop_of_a_held_guest_quits_it_at_once(rig_factory: Callable[..., Rig]) 
 # -- a guest stopped in a debugger ---------------------------------------------------
 
 
-def paused_until_resumed(after: float) -> Behaviour:
-    """Started with -S: prints nothing until something continues it after ``after`` s."""
+def paused_until_resumed(after: float, prints: bool = True) -> Behaviour:
+    """Started with -S: nothing until something continues it after ``after`` s; then it
+    boots, or (``prints=False``) runs without a word."""
 
     async def run(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
         await fl.clock.sleep(after)
         fl.emit(proc, "RESUME")
-        await boots(fl, proc, spool, stderr)
+        if prints:
+            await boots(fl, proc, spool, stderr)
 
     return run
 
@@ -982,7 +984,7 @@ def test_a_silent_guest_under_kvm_is_still_killed_when_it_runs(
     rig_factory: Callable[..., Rig],
 ) -> None:
     # The same bound applies once it runs: resumed after 5 s, silent for 10 s of running.
-    rig = rig_factory({"kvm": paused_until_silent(5.0), "tcg": boots})
+    rig = rig_factory({"kvm": paused_until_resumed(5.0, prints=False), "tcg": boots})
 
     async def scenario() -> None:
         inst = rig.instance(paused=True)
@@ -993,14 +995,6 @@ def test_a_silent_guest_under_kvm_is_still_killed_when_it_runs(
         await rig.stop_all()
 
     run(scenario())
-
-
-def paused_until_silent(after: float) -> Behaviour:
-    async def run(fl: FakeLauncher, proc: FakeProcess, spool: Path, stderr: Path) -> None:
-        await fl.clock.sleep(after)
-        fl.emit(proc, "RESUME")
-
-    return run
 
 
 def test_stop_and_resume_are_told_to_the_collector_and_shown(
