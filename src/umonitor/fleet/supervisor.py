@@ -263,6 +263,13 @@ class Instance:
         }
         layout.write_private(self.run_dir / "instance.json", json.dumps(state, indent=1))
 
+    def symbols(self) -> Path | None:
+        """The instance's symbols file (debug/symbols_file.py's rule), or None."""
+        config = self.config
+        return symbols_for(
+            config.kernel, config.symbols, flavor=config.flavor, initrd=config.initrd
+        )
+
 
 def load_saved(run_dir: Path) -> dict[str, Any] | None:
     try:
@@ -648,7 +655,7 @@ class Supervisor:
         request = CaptureRequest(
             inst.config.flavor,
             inst.config.kernel,
-            symbols_for(inst.config.kernel, inst.config.symbols),
+            inst.symbols(),
             inst.run_dir / qemu.GDB_SOCKET if held else None,
             tuple(inst.console_tail),
         )
