@@ -5,7 +5,9 @@ set, ``-fno-omit-frame-pointer``), as a position-independent program and as a fi
 one, and crashed: the fatal-signal handler's ``umon-crash:`` line must parse
 (``protocol/crash_dump.py``), and symbolized with the program itself (its load bias
 from ``text``) name ``write_through_null``, ``crash`` and ``main`` with lines inside
-those functions.
+those functions. The same addresses as a record's ``umon.stack`` field go through
+``debug/record_stack.py``. tests/integration/test_record_stack.py has the records the
+library sends.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from umonitor.debug.crash_state import from_console
-from umonitor.debug.symbolize import Symbolizer
+from umonitor.debug.record_stack import RecordStacks, stack_untrusted, where
+from umonitor.debug.symbolize import Frame, Symbolizer
 from umonitor.debug.symbols_file import load_bias, symbol_value
 from umonitor.protocol.crash_dump import crash_dump_untrusted
 
@@ -103,6 +106,27 @@ def test_crash_line_names_the_nested_functions(guest: Path) -> None:
     assert first[0].address == dump.pc  # the guest's own addresses are kept
 
 
+def test_a_record_stack_of_those_addresses_symbolizes_alike(guest: Path) -> None:
+    dump = crash_dump_untrusted(crash(guest).stderr.splitlines())
+    assert dump is not None
+    fields = (
+        ("n", "1"),
+        ("umon.stack", " ".join(f"{a:#x}" for a in dump.frames)),
+        ("umon.text", f"{dump.text:#x}"),
+    )
+    stacks = RecordStacks(Path("/nonexistent"), guest)
+    frames = stacks.frames("t", fields) or []
+    assert [f.function for f in frames[:2]] == ["crash", "main"]
+    assert [f.address for f in frames[:2]] == list(dump.frames[:2])
+    text = stacks.text_lines("t", fields)
+    assert re.fullmatch(r"  at crash \(stack_guest\.c:\d+\)", text[0]), text
+    stack = stacks.json_stack("t", fields)
+    assert stack is not None and stack[0]["function"] == "crash"
+    assert stack[0]["address"] == f"{dump.frames[0]:#x}" and stack[0]["line"] in function_lines(
+        "crash"
+    )
+
+
 def test_without_frame_pointers_the_first_frame_still_names_the_fault(tmp_path: Path) -> None:
     binary = compile_guest(tmp_path / "g", "-fomit-frame-pointer", "-fno-pie", "-no-pie")
     done = crash(binary)
@@ -122,3 +146,51 @@ def test_the_handler_can_be_left_out(tmp_path: Path) -> None:
     done = crash(binary)
     assert done.returncode == -signal.SIGSEGV
     assert "umon-crash:" not in done.stderr
+
+
+STACKS = [
+    ((("umon.stack", "0x401bc8 0x4018f4"), ("umon.text", "0x401a90")),
+     ((0x401BC8, 0x4018F4), 0x401A90)),
+    ((("umon.stack", "0x401bc8 junk 0x4018f4"),), ((0x401BC8,), None)),
+    ((("umon.stack", "0x" + "f" * 17),), ((), None)),
+    ((("umon.stack", ""), ("umon.text", "x")), ((), None)),
+    ((("other", "0x1"),), ((), None)),
+    ((("umon.stack", " ".join(["0x1"] * 200)),), ((1,) * 64, None)),
+    ((("umon.stack", "0x1"), ("umon.text", "0x" + "1" * 40)), ((1,), None)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "expected"), STACKS)
+def test_stack_fields_untrusted(fields: tuple[tuple[str, str], ...], expected: object) -> None:
+    assert stack_untrusted(fields) == expected
+
+
+def test_without_symbols_the_addresses_stay(tmp_path: Path) -> None:
+    stacks = RecordStacks(tmp_path)  # no instance.json: no symbols
+    fields = (("umon.stack", "0x401bc8 0x4018f4"),)
+    assert stacks.frames("t", fields) == [
+        Frame(0x401BC8, None, None, None),
+        Frame(0x4018F4, None, None, None),
+    ]
+    assert stacks.text_lines("t", fields) == ["  at 0x401bc8", "  at 0x4018f4"]
+    assert stacks.frames("t", (("n", "1"),)) is None
+    assert stacks.json_stack("t", (("n", "1"),)) is None
+
+
+def test_the_instance_symbols_noted_by_the_supervisor(tmp_path: Path, guest: Path) -> None:
+    run = tmp_path / "run" / "t"
+    run.mkdir(parents=True)
+    (run / "instance.json").write_text(f'{{"name": "t", "symbols": "{guest}"}}')
+    stacks = RecordStacks(tmp_path)
+    assert stacks.symbols("t") == guest
+    assert stacks.symbols("../t") is None and stacks.symbols("other") is None
+    (tmp_path / "run" / "bad").mkdir()
+    (tmp_path / "run" / "bad" / "instance.json").write_text("[1]")
+    assert stacks.symbols("bad") is None
+
+
+def test_where() -> None:
+    assert where(Frame(0x10, None, None, None)) == "0x10"
+    assert where(Frame(0x10, "f", None, None)) == "f (0x10)"
+    assert where(Frame(0x10, "f", "/a/b.c", 3)) == "f (b.c:3)"
+    assert where(Frame(0x10, "f", "/a/b.c", 3, True)) == "f (b.c:3, inlined)"

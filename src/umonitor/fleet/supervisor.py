@@ -260,6 +260,8 @@ class Instance:
             "console_seen": self.console_seen,
             "state": self.state.value,
             "last_exit": self.last_exit,
+            # For `logs`, which symbolizes the call stacks of the C library's records.
+            "symbols": str(symbols) if (symbols := self.symbols()) else None,
         }
         layout.write_private(self.run_dir / "instance.json", json.dumps(state, indent=1))
 
