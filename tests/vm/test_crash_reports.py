@@ -98,12 +98,18 @@ def test_unikraft_crash_report(tmp_path: Path, unikraft: Path, subnet: tuple[str
 def test_rumprun_crash_report(tmp_path: Path, rumprun: Path, subnet: tuple[str, str]) -> None:
     kernel = rumprun / "crash.bin"
     table = instance("rr-crash", "rumprun", kernel, memory="128M", **CRASHING)
-    run_crash_guest(tmp_path, subnet, "rr-crash", table, "FATAL TRAP", rumprun / "crash.dbg")
+    run_crash_guest(
+        tmp_path, subnet, "rr-crash", table, "FATAL TRAP", rumprun / "crash.dbg",
+        also=lambda data: check_error_record_stack(data, "rr-crash"),
+    )  # fmt: skip
 
 
 def test_nanos_crash_report(tmp_path: Path, nanos: Path, subnet: tuple[str, str]) -> None:
     table = instance("nv-crash", "nanos", nanos / "crash", nanos=str(nanos), **CRASHING)
-    run_crash_guest(tmp_path, subnet, "nv-crash", table, "Page fault", nanos / "crash.dbg")
+    run_crash_guest(
+        tmp_path, subnet, "nv-crash", table, "Page fault", nanos / "crash.dbg",
+        also=lambda data: check_error_record_stack(data, "nv-crash"),
+    )  # fmt: skip
 
 
 def test_linux_crash_report(
