@@ -1248,8 +1248,9 @@ static void text_address(char *out)
 /*
  * The fatal-signal handler. On SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT it
  * writes one line to standard error with write(2), then lets the signal kill
- * the process as it would have (SA_RESETHAND restored the default action; the
- * signal, raised again, is delivered when the handler returns):
+ * the process as it would have (the default action restored, by SA_RESETHAND
+ * and by the handler itself; the signal, raised again, is delivered at once or
+ * when the handler returns):
  *
  *   umon-crash: signal 11 code 1 addr 0x0 pc 0x401b9e sp 0x7ffd6c0f1bd8
  *               fp 0x7ffd6c0f1be0 text 0x401a90 stack 0x401bc8 0x4018f4
@@ -1271,6 +1272,7 @@ static void text_address(char *out)
 
 static char crash_stack[16384];
 static int crash_handler_installed;
+static volatile sig_atomic_t crash_reported;
 static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
 
 static char *put_text(char *p, const char *text)
@@ -1306,8 +1308,20 @@ static void on_fatal_signal(int sig, siginfo_t *info, void *context)
     uintptr_t frames[UMON_STACK_DEPTH];
     unsigned n = 0, i;
     char line[CRASH_LINE_MAX], *p = line;
+    struct sigaction dfl;
     int saved = errno;
 
+    /* The default action again, also where SA_RESETHAND is not honoured (Nanos
+     * keeps the handler: the signal raised below would come back here forever). */
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    (void)sigaction(sig, &dfl, NULL);
+    if (crash_reported) { /* a second fatal signal: no second line */
+        (void)raise(sig);
+        errno = saved;
+        return;
+    }
+    crash_reported = 1;
     if (fp >= sp && fp - sp < UMON_FRAME_MAX)
         n = walk_frames(fp, frames, UMON_STACK_DEPTH);
     p = put_text(p, "umon-crash: signal ");
