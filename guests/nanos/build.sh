@@ -147,8 +147,14 @@ lib=$repo/src/umonitor/guest/c
 demo=$repo/src/umonitor/guest/demo
 spin_src=$repo/tests/c/spin_guest.c
 # The library's own warning set; records name their source file without this
-# checkout's path (-fmacro-prefix-map), the .dbg files keep full paths.
-prog_cflags=(-std=c99 -O2 -g -static -Wall -Wextra -pedantic
+# checkout's path (-fmacro-prefix-map), the .dbg files keep full paths. Frame
+# pointers for the call stacks of the library's error records. The library's
+# fatal-signal handler is left out (UMON_CRASH_HANDLER=0): it works on Nanos, but
+# the signal it raises again makes Nanos print the handler's context ("Process
+# abort: Unhandled SIGSEGV") instead of the faulting thread's, which the crash
+# capture hands to gdb (docs/debugging.md).
+prog_cflags=(-std=c99 -O2 -g -static -fno-omit-frame-pointer -DUMON_CRASH_HANDLER=0
+    -Wall -Wextra -pedantic
     "-fmacro-prefix-map=$lib/=" "-fmacro-prefix-map=$demo/=" "-fmacro-prefix-map=$repo/tests/c/=")
 
 # program NAME SOURCES...: OUT/NAME (stripped, static) and OUT/NAME.dbg. What the

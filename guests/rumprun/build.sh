@@ -31,8 +31,9 @@ SRC_NETBSD=src-netbsd-b8b951e
 # No -Werror: the library is kept clean against glibc and Unikraft, not NetBSD 7.99's
 # headers, and a warning there must not throw away a 4-minute toolchain build; it is
 # shown instead. The macro prefix map makes __FILE__ in records repo-relative
-# (src/umonitor/guest/demo/demo_app.c), whatever directory the repo is in.
-GUEST_CFLAGS=(-std=c99 -O2 -g -Wall -Wextra -pedantic)
+# (src/umonitor/guest/demo/demo_app.c), whatever directory the repo is in. Frame
+# pointers: the library's error records carry a frame-pointer walk of the call stack.
+GUEST_CFLAGS=(-std=c99 -O2 -g -fno-omit-frame-pointer -Wall -Wextra -pedantic)
 
 usage() {
     echo "usage: bash guests/rumprun/build.sh SOURCES OUT" >&2

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from umonitor import __version__
+from umonitor.debug.record_stack import RecordStacks
 from umonitor.errors import EnvironmentProblem, NotAcknowledged, UmonitorError, UsageError
 from umonitor.records import SEVERITY_NAMES, Severity
 from umonitor.store import index, layout
@@ -591,7 +592,7 @@ def _format_text(row: index.Row, with_name: bool, colour: bool) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _format_json(row: index.Row) -> str:
+def _format_json(row: index.Row, stack: list[dict[str, Any]] | None = None) -> str:
     stored = row.stored
     rec = stored.record
     return json.dumps(
@@ -608,6 +609,7 @@ def _format_json(row: index.Row) -> str:
             "message": rec.message,
             "fields": dict(rec.fields),
             "boot": row.boot,
+            **({"stack": stack} if stack is not None else {}),
         },
         ensure_ascii=False,
     ).translate(_LINE_BREAKS_ESCAPED)
@@ -618,15 +620,23 @@ def _format_json(row: index.Row) -> str:
 _LINE_BREAKS_ESCAPED = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
-def _emit(rows: Iterable[index.Row], output: str, with_name: bool, colour: bool) -> int:
+def _emit(
+    rows: Iterable[index.Row], output: str, with_name: bool, colour: bool, stacks: RecordStacks
+) -> int:
     """Print ``rows`` (in time order); the highest index id among them, 0 if none.
 
     The highest, not the last: rows indexed in one round are printed by time, which
-    need not be their index order, and --follow goes on after this id.
+    need not be their index order, and --follow goes on after this id. A record's call
+    stack (the C library's ``umon.stack``) follows it, one frame a line.
     """
     highest = 0
     for row in rows:
-        line = _format_json(row) if output == "json" else _format_text(row, with_name, colour)
+        name, fields = row.stored.instance, row.stored.record.fields
+        if output == "json":
+            line = _format_json(row, stacks.json_stack(name, fields))
+        else:
+            line = "\n".join([_format_text(row, with_name, colour),
+                              *stacks.text_lines(name, fields)])  # fmt: skip
         click.echo(line, color=colour)
         highest = max(highest, row.id)
     return highest
@@ -667,6 +677,11 @@ def _emit(rows: Iterable[index.Row], output: str, with_name: bool, colour: bool)
 @click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--symbols",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="ELF file with DWARF for the records' call stacks (default: the instance's).",
+)
 @data_option
 def logs(
     names: tuple[str, ...],
@@ -678,10 +693,12 @@ def logs(
     grep: str | None,
     origin: str,
     output: str,
+    symbols: Path | None,
     data: Path | None,
 ) -> None:
     """Show the records of NAMES (default: every instance), oldest first."""
     root = _data_dir(data)
+    stacks = RecordStacks(root, symbols)
     conn = _open_index(root)
     if names:
         known = {i.name for i in index.instances(conn)}
@@ -708,7 +725,7 @@ def logs(
     with_name = len(names) != 1
     colour = output == "text" and sys.stdout.isatty()
     newest = index.max_record_id(conn)
-    shown = _emit(index.select(conn, query, last=last), output, with_name, colour)
+    shown = _emit(index.select(conn, query, last=last), output, with_name, colour, stacks)
     after = max(shown, newest)
     if not follow:
         return
@@ -716,7 +733,9 @@ def logs(
         while True:
             time.sleep(0.25)
             index.catch_up(conn, root)
-            shown = _emit(index.select(conn, query, after_id=after), output, with_name, colour)
+            shown = _emit(
+                index.select(conn, query, after_id=after), output, with_name, colour, stacks
+            )
             after = max(after, shown)
             sys.stdout.flush()
     except KeyboardInterrupt:

@@ -201,6 +201,17 @@ CASES: list[tuple[bytes, int, str | None, str | None]] = [
     # Solo5
     (b"Solo5: ABORT: bindings/mem.c:10: out of memory", 2, "abort", None),
     (b"Solo5: Halted", 5, None, None),
+    # The C guest library's fatal-signal handler
+    (b"umon-crash: signal 11 code 1 addr 0x0 pc 0x401b9e sp 0x7ffd6c0f1bd8 fp 0x7ffd6c0f1be0"
+     b" text 0x401a90 stack 0x401bc8 0x4018f4", 2, "segmentation fault", None),
+    (b"umon-crash: signal 7 code 2 addr 0x7f0000 pc 0x401b9e stack", 2, "bus error", None),
+    (b"umon-crash: signal 4 code 2 addr 0x401b9e pc 0x401b9e stack", 2,
+     "illegal instruction", None),
+    (b"umon-crash: signal 8 code 1 addr 0x401b9e pc 0x401b9e stack", 2,
+     "floating point exception", None),
+    (b"umon-crash: signal 6 code -6 addr 0x0 pc 0x4052d4 stack", 2, "abort", None),
+    (b"umon-crash: signal 31 code 0 addr 0x0 pc 0x4052d4 stack", 2, "fatal signal", None),
+    (b"umon-crash: signals are fine", 6, None, None),
     # Any guest
     (b"Segmentation fault (core dumped)", 2, "segmentation fault", None),
     (b"app: main.c:5: main: Assertion `n > 0' failed.", 2, "assertion failed", None),

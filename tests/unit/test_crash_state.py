@@ -267,6 +267,36 @@ def test_capture_crash_falls_back_to_the_console(tmp_path: Path) -> None:
     symbolize.close_all()  # the addr2line kept for this file
 
 
+def test_a_linux_guest_uses_the_librarys_line_never_its_gdbstub(tmp_path: Path) -> None:
+    line = ("umon-crash: signal 11 code 1 addr 0x0 pc 0x401b9e sp 0x7ffd6c0f1bd8"
+            " fp 0x7ffd6c0f1be0 text 0x401a90 stack 0x401bc8 0x4018f4")  # fmt: skip
+    console = ("crash_app: crashing now", line, "umon-init: app killed by signal 11")
+    gdb = fake_gdb(tmp_path, UNIKRAFT)  # the kernel's state: must not be asked
+    request = CaptureRequest("linux", tmp_path / "vmlinux", None, tmp_path / "gdb.sock", console)
+    report = asyncio.run(capture_crash(request, gdb=str(gdb)))
+    assert not (tmp_path / "argv").exists()
+    assert report["backtrace_source"] == "guest-library"
+    assert report["capture_errors"] == ["no symbols"]
+    assert report["registers"] == {"rip": "0x401b9e", "rsp": "0x7ffd6c0f1bd8",
+                                   "rbp": "0x7ffd6c0f1be0"}  # fmt: skip
+    assert [f["address"] for f in report["backtrace"]] == ["0x401b9e", "0x401bc8", "0x4018f4"]
+    assert report["fault"] == {
+        "reason": "segmentation fault",
+        "signal": 11,
+        "address": "0x0",
+        "pc": "0x401b9e",
+        "function": None,
+        "file": None,
+        "line": None,
+    }
+    assert dict(crash_summary(report))["fault"] == "segmentation fault at 0x0, pc 0x401b9e"
+    panic = CaptureRequest("linux", tmp_path / "vmlinux", None, tmp_path / "gdb.sock",
+                           ("Kernel panic - not syncing: x",))  # fmt: skip
+    nothing = asyncio.run(capture_crash(panic, gdb=str(gdb)))
+    assert not (tmp_path / "argv").exists()
+    assert nothing["capture_errors"][0].startswith("no umon-crash: line from the program")
+
+
 def test_crash_summary_is_one_line_each() -> None:
     report = from_gdb_untrusted(gdb_output(UNIKRAFT)).to_report()
     report["fault"]["reason"] = "page fault"

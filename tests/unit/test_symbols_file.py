@@ -14,6 +14,8 @@ from umonitor.debug.symbols_file import (
     default_symbols,
     elf_sections,
     has_dwarf,
+    load_bias,
+    symbol_value,
     symbols_for,
 )
 
@@ -99,3 +101,37 @@ def test_malformed_files_have_no_sections(tmp_path: Path, data: bytes) -> None:
 def test_default_rule_survives_names_it_cannot_look_at(tmp_path: Path) -> None:
     assert default_symbols(tmp_path / ("k" * 255)) is None  # KERNEL.dbg: name too long
     assert default_symbols(tmp_path / "missing") is None
+
+
+def test_a_linux_images_program_is_its_default_symbols(
+    programs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    full, stripped = programs
+    image = tmp_path / "image"
+    image.mkdir()
+    kernel, initrd = image / "vmlinux", image / "initrd.img"
+    kernel.write_bytes(b"\x7fELF not really")
+    initrd.write_bytes(b"\x1f\x8b")
+    assert symbols_for(kernel, None, flavor="linux", initrd=initrd) is None  # no app yet
+    shutil.copy(stripped, image / "app")
+    assert symbols_for(kernel, None, flavor="linux", initrd=initrd) is None  # no DWARF
+    shutil.copy(full, image / "app")
+    assert symbols_for(kernel, None, flavor="linux", initrd=initrd) == image / "app"
+    assert symbols_for(kernel, full, flavor="linux", initrd=initrd) == full  # configured wins
+    assert symbols_for(kernel, None, flavor="unikraft", initrd=initrd) is None
+    assert symbols_for(kernel, None, flavor="linux") is None  # no initrd, no program
+
+
+def test_symbol_value_and_load_bias(programs: tuple[Path, Path], tmp_path: Path) -> None:
+    full, stripped = programs
+    nm = subprocess.run(["nm", str(full)], capture_output=True, text=True, check=True).stdout
+    main = next(int(x.split()[0], 16) for x in nm.splitlines() if x.endswith(" T main"))
+    assert symbol_value(full, "main") == main
+    assert symbol_value(full, "mai") is None and symbol_value(full, "main2") is None
+    assert symbol_value(stripped, "main") is None  # strip removes .symtab
+    (tmp_path / "junk").write_bytes(b"\x7fELF\x02\x01" + b"\xff" * 200)
+    assert symbol_value(tmp_path / "junk", "main") is None
+    assert symbol_value(tmp_path / "missing", "main") is None
+    # umon_logx is the C library's; this program has none: no bias.
+    assert load_bias(full, 0x555555554000) == 0
+    assert load_bias(full, None) == 0

@@ -8,7 +8,9 @@ keys a ``crashes/crash-*.json`` gains, docs/debugging.md "The report").
   ``from_gdb_untrusted`` turns it into frames (the kernel's own crash path, up to the
   trap, kept apart as handler frames) and registers. gdb symbolizes.
 * **The console** (``from_console``): a ``protocol.crash_dump.CrashDump`` (registers,
-  the faulting pc, frame addresses) symbolized here with ``symbolize.Symbolizer``.
+  the faulting pc, frame addresses) symbolized here with ``symbolize.Symbolizer``. The
+  C library's ``umon-crash:`` line is one (``backtrace_source: guest-library``), and
+  the only source for a Linux guest, whose gdbstub shows the kernel, not the program.
 
 ``capture_crash`` is what the supervisor runs on a crash (``CaptureRequest`` in, the
 report's keys out): the gdbstub first, when there are symbols, gdb and a VM still held
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,7 +38,8 @@ from typing import Any
 
 from umonitor.debug.gdb import GDB, Target, attach_argv
 from umonitor.debug.symbolize import Frame, Symbolizer, symbolizer_for
-from umonitor.protocol.crash_dump import CrashDump, crash_dump_untrusted
+from umonitor.debug.symbols_file import load_bias
+from umonitor.protocol.crash_dump import SIGNAL_REASONS, CrashDump, crash_dump_untrusted
 
 CAPTURE_SCRIPT = Path(__file__).with_name("gdb_capture.py")
 CAPTURE_TIMEOUT = 10.0
@@ -209,14 +213,23 @@ async def capture(
 # -- from the console ------------------------------------------------------------------
 
 
-def from_console(dump: CrashDump, symbolizer: Symbolizer | None) -> CrashState:
-    """A console crash dump, symbolized with the instance's symbols when there are some."""
+def from_console(dump: CrashDump, symbolizer: Symbolizer | None, bias: int = 0) -> CrashState:
+    """A console crash dump, symbolized with the instance's symbols when there are some.
+
+    ``bias``: how far the program was moved at load time (the C library's line says
+    where it is, ``symbols_file.load_bias``); the frames keep the guest's addresses.
+    """
     source = "guest-library" if dump.system == "library" else "console"
     addresses = [a for a in ([dump.pc] if dump.pc is not None else []) + list(dump.frames)]
     errors: list[str] = []
     if symbolizer is not None and addresses:
         try:
-            frames = tuple(symbolizer.backtrace(addresses, first_is_pc=dump.pc is not None))
+            moved = [(a - bias) & 0xFFFFFFFFFFFFFFFF for a in addresses]
+            found = symbolizer.backtrace(moved, first_is_pc=dump.pc is not None)
+            frames = tuple(
+                dataclasses.replace(f, address=(f.address + bias) & 0xFFFFFFFFFFFFFFFF)
+                for f in found
+            )
         except Exception as exc:  # a symbolizer problem must not lose the report
             errors.append(f"symbolizing failed: {exc}")
             frames = tuple(Frame(a, None, None, None) for a in addresses)
@@ -227,6 +240,8 @@ def from_console(dump: CrashDump, symbolizer: Symbolizer | None) -> CrashState:
     fault: list[tuple[str, Any]] = []
     if dump.trap:
         fault.append(("reason", dump.trap))
+    elif dump.system == "library" and dump.signal is not None:
+        fault.append(("reason", SIGNAL_REASONS.get(dump.signal, f"signal {dump.signal}")))
     if dump.signal is not None:
         fault.append(("signal", dump.signal))
     if dump.fault_address is not None:
@@ -268,7 +283,8 @@ def _symbolize_console(dump: CrashDump, symbols: Path | None) -> CrashState:
         state = from_console(dump, None)
         return CrashState(state.source, state.pc, state.registers, (), state.backtrace, (),
                           state.fault, (f"symbols unusable: {exc}",))  # fmt: skip
-    return from_console(dump, symbolizer)
+    bias = load_bias(symbols, dump.text) if symbols is not None else 0
+    return from_console(dump, symbolizer, bias)
 
 
 async def capture_crash(
@@ -278,7 +294,13 @@ async def capture_crash(
     dump = crash_dump_untrusted(request.console)
     errors: list[str] = []
     state: CrashState | None = None
-    if request.symbols is None:
+    if request.flavor == "linux":
+        # The gdbstub shows the Linux kernel; the program that crashed is a process
+        # already gone. The C library's umon-crash: line is the program's state.
+        if dump is None or dump.system != "library":
+            errors.append("no umon-crash: line from the program (a Linux guest's gdbstub"
+                          " shows its kernel, not the program)")  # fmt: skip
+    elif request.symbols is None:
         errors.append("no symbols")
     elif request.socket is None:
         errors.append("QEMU had ended: no gdbstub to read")

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
+SHT_SYMTAB = 2
 SHT_NOBITS = 8
 ELF_MAGIC = b"\x7fELF"
 _HEAD = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
@@ -24,6 +26,8 @@ _HEAD = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 _SECTION = struct.Struct("<IIQQQQIIQQ")
 MAX_SECTIONS = 4096
 MAX_NAMES = 1 << 20
+MAX_SYMBOL_BYTES = 64 << 20  # of .symtab and its string table, each
+_SYMBOL = struct.Struct("<IBBHQQ")  # Elf64_Sym: name, info, other, shndx, value, size
 
 
 def is_elf(path: Path) -> bool:
@@ -35,35 +39,82 @@ def is_elf(path: Path) -> bool:
         return False
 
 
-def elf_sections(path: Path) -> dict[str, int]:
-    """Section name -> section type of a 64-bit little-endian ELF file ({} otherwise)."""
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One section header of an ELF64 file: what this module needs of it."""
+
+    name: str
+    type: int
+    offset: int
+    size: int
+    link: int
+
+
+def _section_table(path: Path) -> list[Section]:
+    """The section headers of a 64-bit little-endian ELF file ([] otherwise)."""
     try:
         with open(path, "rb") as f:
             head = f.read(_HEAD.size)
             if len(head) < _HEAD.size or head[:6] != b"\x7fELF\x02\x01":
-                return {}
+                return []
             fields = _HEAD.unpack(head)
             shoff, shentsize, shnum, shstrndx = fields[6], fields[11], fields[12], fields[13]
             if shentsize != _SECTION.size or shnum > MAX_SECTIONS or shstrndx >= shnum:
-                return {}
+                return []
             f.seek(shoff)
             table = f.read(_SECTION.size * shnum)
             if len(table) < _SECTION.size * shnum:
-                return {}
+                return []
             sections = [_SECTION.unpack_from(table, i * _SECTION.size) for i in range(shnum)]
             names_at, names_size = sections[shstrndx][4], sections[shstrndx][5]
             f.seek(names_at)
             names = f.read(min(names_size, MAX_NAMES))
     except (OSError, ValueError):  # ValueError: a negative seek
-        return {}
-    out: dict[str, int] = {}
-    for sh_name, sh_type, *_ in sections:
+        return []
+    out: list[Section] = []
+    for sh_name, sh_type, _flags, _addr, offset, size, link, *_ in sections:
         if sh_name >= len(names):
-            continue
-        end = names.find(b"\0", sh_name)
-        name = names[sh_name : end if end >= 0 else len(names)]
-        out.setdefault(name.decode("latin-1"), sh_type)
+            name = ""
+        else:
+            end = names.find(b"\0", sh_name)
+            name = names[sh_name : end if end >= 0 else len(names)].decode("latin-1")
+        out.append(Section(name, sh_type, offset, size, link))
     return out
+
+
+def elf_sections(path: Path) -> dict[str, int]:
+    """Section name -> section type of a 64-bit little-endian ELF file ({} otherwise)."""
+    out: dict[str, int] = {}
+    for section in _section_table(path):
+        if section.name:
+            out.setdefault(section.name, section.type)
+    return out
+
+
+def symbol_value(path: Path, name: str) -> int | None:
+    """The value (link-time address) of the first symbol ``name`` in the file's
+    ``.symtab``, or None: no such symbol, no symbol table, not an ELF64 file."""
+    sections = _section_table(path)
+    wanted = name.encode("latin-1", "replace")
+    for table in sections:
+        if table.type != SHT_SYMTAB or not 0 <= table.link < len(sections):
+            continue
+        strings = sections[table.link]
+        try:
+            with open(path, "rb") as f:
+                f.seek(strings.offset)
+                names = f.read(min(strings.size, MAX_SYMBOL_BYTES))
+                f.seek(table.offset)
+                symbols = f.read(min(table.size, MAX_SYMBOL_BYTES))
+        except (OSError, ValueError):
+            return None
+        for at in range(0, len(symbols) - _SYMBOL.size + 1, _SYMBOL.size):
+            st_name, _info, _other, shndx, value, _size = _SYMBOL.unpack_from(symbols, at)
+            if shndx == 0 or not names.startswith(wanted, st_name):
+                continue
+            if names[st_name + len(wanted) : st_name + len(wanted) + 1] == b"\0":
+                return int(value)
+    return None
 
 
 def has_dwarf(path: Path) -> bool:
@@ -82,6 +133,35 @@ def default_symbols(kernel: Path) -> Path | None:
     return None
 
 
-def symbols_for(kernel: Path, configured: Path | None) -> Path | None:
-    """The instance's symbols: the configured file, else the default rule's."""
-    return configured if configured is not None else default_symbols(kernel)
+def symbols_for(
+    kernel: Path, configured: Path | None, *, flavor: str = "", initrd: Path | None = None
+) -> Path | None:
+    """The instance's symbols: the configured file, else the default rule's.
+
+    A Linux guest's program is not its kernel: the image builder keeps the program
+    with its debug information as ``app`` beside ``initrd.img`` (fleet/image.py), and
+    that is the default for a Linux instance with an initrd.
+    """
+    if configured is not None:
+        return configured
+    if flavor == "linux" and initrd is not None:
+        app = initrd.with_name("app")
+        with contextlib.suppress(OSError, ValueError):
+            if app.is_file() and has_dwarf(app):
+                return app
+    return default_symbols(kernel)
+
+
+LOGGING_SYMBOL = "umon_logx"  # the C library's umon.text is its run-time address
+
+
+def load_bias(symbols: Path, text: int | None) -> int:
+    """How far a program was moved at load time: the C library's ``umon.text`` (the
+    run-time address of ``umon_logx``) less that symbol's value in ``symbols``; 0 when
+    either is unknown or the difference is not a plausible load bias."""
+    if text is None:
+        return 0
+    value = symbol_value(symbols, LOGGING_SYMBOL)
+    if value is None or text < value or (text - value) % 4096:
+        return 0
+    return text - value

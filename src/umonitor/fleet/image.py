@@ -58,7 +58,9 @@ _COMPLETE = ".umonitor-complete"
 
 CC = "gcc"
 INIT_CFLAGS = ("-std=c99", "-static", "-O2", "-Wall", "-Wextra", "-Werror")
-APP_CFLAGS = ("-static", "-O2", "-g", "-Wall")
+# Frame pointers: the C library's records and its crash line carry a frame-pointer
+# walk of the call stack (docs/debugging.md), which needs them in the app's code.
+APP_CFLAGS = ("-static", "-O2", "-g", "-fno-omit-frame-pointer", "-Wall")
 
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+~]*(?:-[0-9A-Za-z.+~]+)*")
 _MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")

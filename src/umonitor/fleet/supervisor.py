@@ -301,8 +301,17 @@ class Instance:
             "console_seen": self.console_seen,
             "state": self.state.value,
             "last_exit": self.last_exit,
+            # For `logs`, which symbolizes the call stacks of the C library's records.
+            "symbols": str(symbols) if (symbols := self.symbols()) else None,
         }
         layout.write_private(self.run_dir / "instance.json", json.dumps(state, indent=1))
+
+    def symbols(self) -> Path | None:
+        """The instance's symbols file (debug/symbols_file.py's rule), or None."""
+        config = self.config
+        return symbols_for(
+            config.kernel, config.symbols, flavor=config.flavor, initrd=config.initrd
+        )
 
 
 def load_saved(run_dir: Path) -> dict[str, Any] | None:
@@ -698,7 +707,7 @@ class Supervisor:
         request = CaptureRequest(
             inst.config.flavor,
             inst.config.kernel,
-            symbols_for(inst.config.kernel, inst.config.symbols),
+            inst.symbols(),
             inst.run_dir / qemu.GDB_SOCKET if held else None,
             tuple(inst.console_tail),
         )

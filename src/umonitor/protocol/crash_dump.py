@@ -49,6 +49,16 @@ _NANOS_NAMES = {
 }  # fmt: skip
 _RENAME = {"rflags": "eflags", "fsbase": "fs_base", "gsbase": "gs_base"}
 
+# What the C library's fatal signals (Linux's numbers) are called in a crash's reason,
+# as the console rules call them.
+SIGNAL_REASONS = {
+    11: "segmentation fault",
+    7: "bus error",
+    4: "illegal instruction",
+    8: "floating point exception",
+    6: "abort",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class CrashDump:

@@ -60,6 +60,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +135,41 @@
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0
+#endif
+
+/* Call stacks (docs/debugging.md): a frame-pointer walk needs GCC's or clang's
+ * __builtin_frame_address; without them, or with UMON_STACK_DEPTH 0, records
+ * carry no stack and the crash handler is left out. */
+#ifndef UMON_STACK_DEPTH
+#define UMON_STACK_DEPTH 16
+#endif
+#if UMON_STACK_DEPTH < 0 || UMON_STACK_DEPTH > 64
+#error "UMON_STACK_DEPTH must be 0-64"
+#endif
+#ifndef UMON_STACK_LEVEL
+#define UMON_STACK_LEVEL UMON_ERR
+#endif
+#if UMON_STACK_DEPTH > 0 && (defined(__GNUC__) || defined(__clang__))
+#define UMON_WALK 1
+#define UMON_NOINLINE __attribute__((noinline))
+#define UMON_FRAME() ((uintptr_t)__builtin_frame_address(0))
+#else
+#define UMON_FRAME() ((uintptr_t)0)
+#endif
+#define UMON_FRAME_MAX 65536u /* bytes from one frame to the next, at most */
+#define HEX_MAX (2u + 2u * sizeof(uintptr_t)) /* "0x" and the digits */
+#define STACK_TEXT_MAX (UMON_STACK_DEPTH * (HEX_MAX + 1u) + 1u)
+
+/* The fatal-signal handler: where faults become POSIX signals with a ucontext
+ * (Linux with glibc or musl, x86-64). Unikraft and rumprun never turn a fault
+ * into a signal; UMON_CRASH_HANDLER=0 leaves it out anywhere. */
+#ifndef UMON_CRASH_HANDLER
+#define UMON_CRASH_HANDLER 1
+#endif
+#if UMON_CRASH_HANDLER && defined(UMON_WALK) && defined(__linux__) && defined(__x86_64__) && \
+    !defined(__Unikraft__)
+#define UMON_SIGNALS 1
+#include <signal.h>
 #endif
 
 #define TX_CONTROL_ROOM 64u /* tx space kept free of records for LEVEL, PONG, DROPPED, BYE */
@@ -243,6 +279,30 @@ size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_
     return size;
 }
 
+/* One field at out + pos, its value cut so that the field ends at or before limit;
+ * returns the position after it, or 0 when not even the key fits. */
+static size_t put_field(unsigned char *out, size_t limit, size_t pos, const char *key,
+                        const char *value)
+{
+    size_t klen, vlen, room;
+
+    klen = strlen(key);
+    if (klen > 255)
+        klen = umon_wire_utf8_cut(key, 255);
+    if (pos + 3 + klen > limit)
+        return 0;
+    room = limit - pos - 3 - klen;
+    vlen = strlen(value);
+    if (vlen > 0xFFFFu || vlen > room)
+        vlen = umon_wire_utf8_cut(value, room < 0xFFFFu ? room : 0xFFFFu);
+    out[pos] = (unsigned char)klen;
+    put_u16(out + pos + 1, (unsigned long)vlen);
+    memcpy(out + pos + 3, key, klen);
+    if (vlen)
+        memcpy(out + pos + 3 + klen, value, vlen);
+    return pos + 3 + klen + vlen;
+}
+
 size_t umon_wire_record_begin(unsigned char *out, size_t cap, const struct umon_wire_record *r,
                               size_t reserve)
 {
@@ -274,25 +334,14 @@ size_t umon_wire_record_begin(unsigned char *out, size_t cap, const struct umon_
     for (i = 0; i < r->nfields && count < 255; i++) {
         const char *key = r->fields[i].key;
         const char *value = r->fields[i].value ? r->fields[i].value : "";
-        size_t klen, vlen, room;
+        size_t next;
 
         if (key == NULL || key[0] == '\0')
             continue;
-        klen = strlen(key);
-        if (klen > 255)
-            klen = umon_wire_utf8_cut(key, 255);
-        if (pos + 3 + klen > limit)
+        next = put_field(out, limit, pos, key, value);
+        if (next == 0)
             break;
-        room = limit - pos - 3 - klen;
-        vlen = strlen(value);
-        if (vlen > 0xFFFFu || vlen > room)
-            vlen = umon_wire_utf8_cut(value, room < 0xFFFFu ? room : 0xFFFFu);
-        out[pos] = (unsigned char)klen;
-        put_u16(out + pos + 1, (unsigned long)vlen);
-        memcpy(out + pos + 3, key, klen);
-        if (vlen)
-            memcpy(out + pos + 3 + klen, value, vlen);
-        pos += 3 + klen + vlen;
+        pos = next;
         count++;
     }
     h[27] = (unsigned char)count;
@@ -1106,6 +1155,250 @@ static int coop_settle(int polled)
 #define coop_settle(polled) (polled)
 #endif
 
+/* ---- call stacks ------------------------------------------------------------ */
+
+/*
+ * A frame-pointer walk. With frame pointers, each frame starts with the caller's
+ * saved frame pointer (fp[0]) followed by the return address into the caller
+ * (fp[1]); frames lie at rising addresses towards the stack's base. The walk
+ * stops at `max` frames, at a zero return address, and at a next frame that is
+ * not above the current one, not word-aligned, or more than UMON_FRAME_MAX
+ * above it: code built without frame pointers ends the walk early instead of
+ * sending it anywhere, and only words inside that window above the current
+ * frame are ever read. Reads memory only: safe in a signal handler.
+ */
+#ifdef UMON_WALK
+static UMON_NOINLINE unsigned walk_frames(uintptr_t fp, uintptr_t *out, unsigned max)
+{
+    unsigned n = 0;
+
+    while (n < max && fp != 0 && (fp & (sizeof(uintptr_t) - 1u)) == 0) {
+        const uintptr_t *frame = (const uintptr_t *)fp;
+        uintptr_t next = frame[0], ret = frame[1];
+
+        if (ret == 0)
+            break;
+        out[n++] = ret;
+        if (next <= fp || next - fp > UMON_FRAME_MAX)
+            break;
+        fp = next;
+    }
+    return n;
+}
+#endif
+
+/* "0x" and v in lower-case hex at p; returns the end. Async-signal-safe. */
+static char *put_hex(char *p, uintptr_t v)
+{
+    char digits[2 * sizeof(uintptr_t)];
+    unsigned n = 0;
+
+    *p++ = '0';
+    *p++ = 'x';
+    do {
+        digits[n++] = "0123456789abcdef"[v & 15u];
+        v >>= 4;
+    } while (v != 0 && n < sizeof digits);
+    while (n > 0)
+        *p++ = digits[--n];
+    return p;
+}
+
+/*
+ * The umon.stack field of a record logged by the public entry whose frame is
+ * fp: the return addresses, innermost (into the function that logged) first,
+ * space-separated; "" when the record gets none (severity above
+ * UMON_STACK_LEVEL and not a crash record, or no walk on this compiler).
+ */
+#ifdef UMON_WALK
+static UMON_NOINLINE void stack_text(int severity, int kind, uintptr_t fp, char *out)
+{
+    uintptr_t frames[UMON_STACK_DEPTH];
+    unsigned n, i;
+    char *p = out;
+
+    out[0] = '\0';
+    if (severity > UMON_STACK_LEVEL && kind != UMON_KIND_CRASH)
+        return;
+    n = walk_frames(fp, frames, UMON_STACK_DEPTH);
+    for (i = 0; i < n; i++) {
+        if (i > 0)
+            *p++ = ' ';
+        p = put_hex(p, frames[i]);
+    }
+    *p = '\0';
+}
+#else
+static void stack_text(int severity, int kind, uintptr_t fp, char *out)
+{
+    (void)severity;
+    (void)kind;
+    (void)fp;
+    out[0] = '\0';
+}
+#endif
+
+/* umon.text: where umon_logx is at run time, from which the host finds the load
+ * bias of a position-independent program (its symbol's value subtracted). */
+static void text_address(char *out)
+{
+    *put_hex(out, (uintptr_t)&umon_logx) = '\0';
+}
+
+/*
+ * The fatal-signal handler. On SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT it
+ * writes one line to standard error with write(2), then lets the signal kill
+ * the process as it would have (the default action restored, by SA_RESETHAND
+ * and by the handler itself; the signal, raised again, is delivered at once or
+ * when the handler returns):
+ *
+ *   umon-crash: signal 11 code 1 addr 0x0 pc 0x401b9e sp 0x7ffd6c0f1bd8
+ *               fp 0x7ffd6c0f1be0 text 0x401a90 stack 0x401bc8 0x4018f4
+ *
+ * (one line) with the faulting pc, stack and frame pointers from the ucontext,
+ * the walk from that frame pointer, and umon.text's address. Everything here is
+ * async-signal-safe: no stdio, no lock, no library state; it runs on its own
+ * stack, so a stack overflow is reported too. The first frame must lie within
+ * UMON_FRAME_MAX above the stack pointer, or the walk is not tried: in code
+ * without frame pointers the register holds data.
+ */
+#ifdef UMON_SIGNALS
+/* glibc and musl lay out x86-64's general registers as the kernel's sigcontext
+ * does; REG_RBP and friends are GNU names, so the indices are written here. */
+#define UMON_GREG_RBP 10
+#define UMON_GREG_RSP 15
+#define UMON_GREG_RIP 16
+#define CRASH_LINE_MAX (160u + 6u * HEX_MAX + STACK_TEXT_MAX)
+
+static char crash_stack[16384];
+static int crash_handler_installed;
+static volatile sig_atomic_t crash_reported;
+static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+
+static char *put_text(char *p, const char *text)
+{
+    while (*text != '\0')
+        *p++ = *text++;
+    return p;
+}
+
+static char *put_decimal(char *p, long v)
+{
+    char digits[24];
+    unsigned long u = v < 0 ? 0ul - (unsigned long)v : (unsigned long)v;
+    unsigned n = 0;
+
+    if (v < 0)
+        *p++ = '-';
+    do {
+        digits[n++] = (char)('0' + (int)(u % 10u));
+        u /= 10u;
+    } while (u != 0);
+    while (n > 0)
+        *p++ = digits[--n];
+    return p;
+}
+
+static void on_fatal_signal(int sig, siginfo_t *info, void *context)
+{
+    const ucontext_t *uc = (const ucontext_t *)context;
+    uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[UMON_GREG_RIP];
+    uintptr_t sp = (uintptr_t)uc->uc_mcontext.gregs[UMON_GREG_RSP];
+    uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[UMON_GREG_RBP];
+    uintptr_t frames[UMON_STACK_DEPTH];
+    unsigned n = 0, i;
+    char line[CRASH_LINE_MAX], *p = line;
+    struct sigaction dfl;
+    int saved = errno;
+
+    /* The default action again, also where SA_RESETHAND is not honoured (Nanos
+     * keeps the handler: the signal raised below would come back here forever). */
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    (void)sigaction(sig, &dfl, NULL);
+    if (crash_reported) { /* a second fatal signal: no second line */
+        (void)raise(sig);
+        errno = saved;
+        return;
+    }
+    crash_reported = 1;
+    if (fp >= sp && fp - sp < UMON_FRAME_MAX)
+        n = walk_frames(fp, frames, UMON_STACK_DEPTH);
+    p = put_text(p, "umon-crash: signal ");
+    p = put_decimal(p, sig);
+    p = put_text(p, " code ");
+    p = put_decimal(p, info != NULL ? info->si_code : 0);
+    p = put_text(p, " addr ");
+    p = put_hex(p, info != NULL ? (uintptr_t)info->si_addr : 0u);
+    p = put_text(p, " pc ");
+    p = put_hex(p, pc);
+    p = put_text(p, " sp ");
+    p = put_hex(p, sp);
+    p = put_text(p, " fp ");
+    p = put_hex(p, fp);
+    p = put_text(p, " text ");
+    p = put_hex(p, (uintptr_t)&umon_logx);
+    p = put_text(p, " stack");
+    for (i = 0; i < n; i++) {
+        *p++ = ' ';
+        p = put_hex(p, frames[i]);
+    }
+    *p++ = '\n';
+    (void)!write(2, line, (size_t)(p - line));
+    (void)raise(sig); /* the default action now: delivered on return */
+    errno = saved;
+}
+
+/* Once per process: the alternate stack and the handler for each fatal signal
+ * whose action is still the default (a program's own handler stays). */
+static void install_crash_handler(void)
+{
+    struct sigaction sa, old;
+    stack_t ss;
+    unsigned i;
+
+    if (crash_handler_installed)
+        return;
+    crash_handler_installed = 1;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_sp = crash_stack;
+    ss.ss_size = sizeof crash_stack;
+    if (sigaltstack(&ss, NULL) != 0)
+        return;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fatal_signal;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+    (void)sigemptyset(&sa.sa_mask);
+    for (i = 0; i < sizeof crash_signals / sizeof crash_signals[0]; i++) {
+        if (sigaction(crash_signals[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+            (void)sigaction(crash_signals[i], &sa, NULL);
+    }
+}
+#else
+static void install_crash_handler(void)
+{
+}
+#endif
+
+/* The umon.stack and umon.text fields after the record's own (begun at scratch,
+ * `at` bytes so far), while the record has fewer than 255 fields and they fit
+ * before the message's reserve; returns the new end. */
+static size_t append_stack(unsigned char *out, size_t at, const char *stack, const char *text)
+{
+    size_t limit = UMON_RECORD_MAX - MESSAGE_RESERVE, next;
+    unsigned char *count = out + 5 + 27; /* the field count in the RECORD head */
+
+    if (*count < 255u && (next = put_field(out, limit, at, "umon.stack", stack)) != 0) {
+        at = next;
+        ++*count;
+    }
+    if (*count < 255u && (next = put_field(out, limit, at, "umon.text", text)) != 0) {
+        at = next;
+        ++*count;
+    }
+    return at;
+}
+
 /* ---- public API ------------------------------------------------------------- */
 
 static int clamp_severity(int severity)
@@ -1114,15 +1407,16 @@ static int clamp_severity(int severity)
 }
 
 static void log_locked(int severity, int kind, const char *file, unsigned line, const char *func,
-                       const struct umon_field *fields, unsigned nfields, const char *fmt,
-                       va_list ap) UMON_PRINTF(8, 0);
+                       const struct umon_field *fields, unsigned nfields, const char *stack,
+                       const char *fmt, va_list ap) UMON_PRINTF(9, 0);
 
 static void log_locked(int severity, int kind, const char *file, unsigned line, const char *func,
-                       const struct umon_field *fields, unsigned nfields, const char *fmt,
-                       va_list ap)
+                       const struct umon_field *fields, unsigned nfields, const char *stack,
+                       const char *fmt, va_list ap)
 {
     struct umon_wire_record r;
-    size_t at, len, room;
+    size_t at, len, room, reserve = MESSAGE_RESERVE;
+    char text[HEX_MAX + 1];
     int ok, n;
 
     severity = clamp_severity(severity);
@@ -1155,7 +1449,14 @@ static void log_locked(int severity, int kind, const char *file, unsigned line, 
     r.fields = fields;
     r.nfields = fields ? nfields : 0;
 
-    at = umon_wire_record_begin(scratch, UMON_RECORD_MAX, &r, MESSAGE_RESERVE);
+    if (stack[0] != '\0') { /* the caller's fields leave room for the stack's two */
+        text_address(text);
+        reserve += 3u + sizeof "umon.stack" + strlen(stack) + 3u + sizeof "umon.text" +
+                   strlen(text);
+    }
+    at = umon_wire_record_begin(scratch, UMON_RECORD_MAX, &r, reserve);
+    if (stack[0] != '\0' && at > 0)
+        at = append_stack(scratch, at, stack, text);
     room = UMON_RECORD_MAX - at;
     len = 0;
     if (fmt != NULL) {
@@ -1169,31 +1470,51 @@ static void log_locked(int severity, int kind, const char *file, unsigned line, 
     S.stats.logged++;
 }
 
+static void log_with_stack(int severity, int kind, const char *file, unsigned line,
+                           const char *func, const struct umon_field *fields, unsigned nfields,
+                           const char *stack, const char *fmt, va_list ap) UMON_PRINTF(9, 0);
+
+static void log_with_stack(int severity, int kind, const char *file, unsigned line,
+                           const char *func, const struct umon_field *fields, unsigned nfields,
+                           const char *stack, const char *fmt, va_list ap)
+{
+    LOCK();
+    log_locked(severity, kind, file, line, func, fields, nfields, stack, fmt, ap);
+    (void)coop_settle(poll_locked());
+    UNLOCK();
+}
+
+/* Each public entry walks from its own frame, while that frame is live, so that
+ * the first address is the return into the function that called it. */
 void umon_vlogx(int severity, int kind, const char *file, unsigned line, const char *func,
                 const struct umon_field *fields, unsigned nfields, const char *fmt, va_list ap)
 {
-    LOCK();
-    log_locked(severity, kind, file, line, func, fields, nfields, fmt, ap);
-    (void)coop_settle(poll_locked());
-    UNLOCK();
+    char stack[STACK_TEXT_MAX];
+
+    stack_text(clamp_severity(severity), kind, UMON_FRAME(), stack);
+    log_with_stack(severity, kind, file, line, func, fields, nfields, stack, fmt, ap);
 }
 
 void umon_logx(int severity, int kind, const char *file, unsigned line, const char *func,
                const struct umon_field *fields, unsigned nfields, const char *fmt, ...)
 {
+    char stack[STACK_TEXT_MAX];
     va_list ap;
 
+    stack_text(clamp_severity(severity), kind, UMON_FRAME(), stack);
     va_start(ap, fmt);
-    umon_vlogx(severity, kind, file, line, func, fields, nfields, fmt, ap);
+    log_with_stack(severity, kind, file, line, func, fields, nfields, stack, fmt, ap);
     va_end(ap);
 }
 
 void umon_log(int severity, const char *fmt, ...)
 {
+    char stack[STACK_TEXT_MAX];
     va_list ap;
 
+    stack_text(clamp_severity(severity), UMON_KIND_LOG, UMON_FRAME(), stack);
     va_start(ap, fmt);
-    umon_vlogx(severity, UMON_KIND_LOG, NULL, 0, NULL, NULL, 0, fmt, ap);
+    log_with_stack(severity, UMON_KIND_LOG, NULL, 0, NULL, NULL, 0, stack, fmt, ap);
     va_end(ap);
 }
 
@@ -1270,6 +1591,7 @@ int umon_init(const char *host, unsigned port, const char *name, const char *tok
     S.backoff_ms = BACKOFF_MIN_MS;
     S.retry_at_ms = now_ms();
     ensure_boot();
+    install_crash_handler();
     (void)coop_settle(poll_locked());
     UNLOCK();
     return 0;

@@ -40,6 +40,25 @@
  *                        milliseconds (default 20)
  *   UMON_COOP_INFLIGHT   cooperative schedulers only: record bytes that may await
  *                        the host's ACK when a call returns (default 2048)
+ *   UMON_STACK_DEPTH  return addresses a record's call stack holds (default 16,
+ *                     at most 64; 0 leaves the walk out)
+ *   UMON_STACK_LEVEL  records at this severity or worse, and crash records, carry
+ *                     the call stack of the function that logged (default UMON_ERR)
+ *   UMON_CRASH_HANDLER   0 leaves the fatal-signal handler out (default 1)
+ *
+ * Call stacks. A record at UMON_STACK_LEVEL or worse gets two fields: umon.stack,
+ * the return addresses from the function that called the logging function
+ * outwards ("0x401bc8 0x4018f4", found by following saved frame pointers: build
+ * with -fno-omit-frame-pointer, or the walk stops after the first frame), and
+ * umon.text, the run-time address of umon_logx (the host's load bias). The host
+ * turns them into function, file and line with the program's symbols.
+ *
+ * Crashes. On Linux (glibc or musl, x86-64) umon_init() also installs, once, a
+ * handler for SIGSEGV, SIGBUS, SIGILL, SIGFPE and SIGABRT (each still at its
+ * default action) on an alternate stack of its own. It writes one line to
+ * standard error, "umon-crash: signal N code C addr A pc P sp S fp F text T
+ * stack R R ...", and the signal then kills the process as before. The host reads
+ * the line from the console into the crash report.
  * On Unikraft, Config.uk sets these from menuconfig (CONFIG_LIBUMONITOR_*).
  *
  * No function allocates memory; all state is static, every buffer is bounded.
