@@ -30,7 +30,6 @@ from umonitor.collector.server import (
     stop_helper,
 )
 from umonitor.collector.syslog_listeners import listen_syslog
-from umonitor.debug.symbols_file import symbols_for
 from umonitor.errors import UmonitorError
 from umonitor.export.runner import prepare_exports
 from umonitor.fleet import accel as accel_mod
@@ -155,7 +154,7 @@ class Fleet:
             pid = request.get("pid")
             if isinstance(pid, int) and pid > 1:
                 inst.debugger = pid  # ps shows "debugging" while this process lives
-            symbols = symbols_for(inst.config.kernel, inst.config.symbols)
+            symbols = inst.symbols()
             return {
                 "ok": True,
                 "socket": str(inst.run_dir / qemu.GDB_SOCKET),
