@@ -25,7 +25,7 @@ from umonitor.store.logfile import escape, format_fields
 from umonitor.timeparse import format_age, format_time, parse_time
 
 if TYPE_CHECKING:
-    from umonitor.collector.server import GuestLimits
+    from umonitor.collector.base import GuestLimits
     from umonitor.export.config import ExportSpec
 
 _COLOURS = {
@@ -254,15 +254,12 @@ def serve(
 
     Stops on SIGTERM or Ctrl-C after storing and acknowledging what arrived.
     """
-    from umonitor.collector.server import (
-        GuestLimits,
-        ServeOptions,
-        parse_dial,
-        parse_endpoint,
-        run,
-    )
+    from umonitor import assembly
+    from umonitor.collector.base import GuestLimits, parse_dial, parse_endpoint
+    from umonitor.collector.server import Collector
+    from umonitor.collector.syslog_listeners import tls_context
     from umonitor.export.config import parse_export_option
-    from umonitor.store.writer import FsyncPolicy
+    from umonitor.store.writer import FsyncPolicy, Store
 
     if max_frame < 4096 or max_frame > 16 << 20:
         raise UsageError("--max-frame must be between 4096 and 16777216")
@@ -288,38 +285,51 @@ def serve(
             "add --open to mean it (serve has no guest tokens; `umonitor up` authenticates "
             "its instances)"
         )
-    options = ServeOptions(
-        data=root,
-        listen=endpoints,
-        syslog_udp=extra_udp,
-        syslog_tcp=extra_tcp,
-        syslog_tls=syslog_tls_endpoints,
-        syslog_relp=syslog_relp_endpoints,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        udp=udp,
-        dials=[parse_dial(x) for x in dial],
-        fsync=FsyncPolicy(fsync),
-        max_frame=max_frame,
-        indexer=not no_index,
-        exports=_unique_exports([parse_export_option(x) for x in exports]),
-        limits=limits,
-        guest_limits=_guest_limits(
-            GuestLimits(
-                max_connections,
-                max_per_source,
-                handshake_timeout,
-                frame_timeout,
-                idle_timeout,
-                rate_limit,
-                pause_timeout,
-            )
-        ),
-        ready=lambda where: click.echo(
-            f"umonitor: collecting into {root}, listening on {', '.join(where)}", err=True
-        ),
+    guest_limits = _guest_limits(
+        GuestLimits(
+            max_connections,
+            max_per_source,
+            handshake_timeout,
+            frame_timeout,
+            idle_timeout,
+            rate_limit,
+            pause_timeout,
+        )
     )
-    run(options)
+    exports_given = _unique_exports([parse_export_option(x) for x in exports])
+    if syslog_tls_endpoints and (tls_cert is None or tls_key is None):
+        raise UsageError("--syslog-tls needs --tls-cert and --tls-key")
+    syslog = [
+        *(("udp", e) for e in extra_udp),
+        *(("tcp", e) for e in extra_tcp),
+        *(("relp", e) for e in syslog_relp_endpoints),
+        *(("tls", e) for e in syslog_tls_endpoints),
+    ]
+    tls = (
+        tls_context(tls_cert, tls_key)
+        if syslog_tls_endpoints and tls_cert is not None and tls_key is not None
+        else None
+    )
+
+    async def main() -> None:
+        store = Store(root, FsyncPolicy(fsync), limits)
+        collector = Collector(store, max_frame=max_frame, guest_limits=guest_limits)
+        await assembly.run(
+            assembly.Assembly(
+                root,
+                collector,
+                assembly.Listeners(endpoints, udp, syslog, tls),
+                exports=exports_given,
+                dials=[parse_dial(x) for x in dial],
+                indexer=not no_index,
+                ready=lambda where: click.echo(
+                    f"umonitor: collecting into {root}, listening on {', '.join(where)}",
+                    err=True,
+                ),
+            )
+        )
+
+    assembly.run_loop(main())
 
 
 def _guest_limits(limits: GuestLimits) -> GuestLimits:
@@ -792,7 +802,7 @@ def send(
     MESSAGE '-' reads the message from standard input.
     """
     from umonitor.client import Client
-    from umonitor.collector.server import parse_endpoint
+    from umonitor.collector.base import parse_endpoint
 
     try:
         severity = Severity.parse(priority)

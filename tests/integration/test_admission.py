@@ -22,7 +22,8 @@ import pytest
 
 from tests.integration.conftest import wait_for
 from umonitor.collector.admission import FleetAdmission
-from umonitor.collector.server import Collector, Endpoint
+from umonitor.collector.base import Endpoint
+from umonitor.collector.server import Collector
 from umonitor.fleet.leases import Leases
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Record, Severity

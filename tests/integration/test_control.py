@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Collector, umonitor, wait_for
+from umonitor.assembly import Assembly, Listeners, open_control
 from umonitor.client import Client
 from umonitor.collector import server
+from umonitor.collector.base import Endpoint
 from umonitor.collector.control import stop_control
 from umonitor.fleet.config import FleetConfig, InstanceConfig, NetworkConfig
 from umonitor.fleet.daemon import Fleet
@@ -260,7 +262,7 @@ def test_the_fleet_control_socket_reaches_its_instances(
         store = Store(root, FsyncPolicy.BATCH)
         collector = server.Collector(store)
         collector.status_path = root / layout.STATUS
-        port = (await collector.listen_tcp(server.Endpoint("127.0.0.1", 0))).port
+        port = (await collector.listen_tcp(Endpoint("127.0.0.1", 0))).port
         netcfg = NetConfig()
         supervisor = Supervisor(root, store, port, lambda: None)
         for name in ("fl-1", "fl-2"):
@@ -270,7 +272,7 @@ def test_the_fleet_control_socket_reaches_its_instances(
         config = FleetConfig(tmp_path / "umonitor.toml", NetworkConfig(), port, ())
         leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
         fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, asyncio.Event())
-        control = await fleet.serve_control()
+        control = await open_control(Assembly(root, collector, Listeners([]), part=fleet))
         guest = CGuest(c_programs["control_guest"], port, "fl-1", "6")
         try:
             assert await asyncio.to_thread(guest.say, "log one") == "logged 7"

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from umonitor.collector import server
+from umonitor.collector.base import Endpoint, GuestLimits
 from umonitor.protocol import frame_codec as fc
 from umonitor.store import layout
 from umonitor.store.writer import FsyncPolicy, Store
@@ -35,9 +36,9 @@ def test_a_held_guest_is_not_cut_and_its_clock_restarts(tmp_path: Path) -> None:
 
     async def main() -> None:
         store = Store(root, FsyncPolicy.BATCH)
-        limits = server.GuestLimits(idle_seconds=1.0, pause_seconds=90.0)
+        limits = GuestLimits(idle_seconds=1.0, pause_seconds=90.0)
         collector = server.Collector(store, guest_limits=limits)
-        port = (await collector.listen_tcp(server.Endpoint("127.0.0.1", 0))).port
+        port = (await collector.listen_tcp(Endpoint("127.0.0.1", 0))).port
         ticker = asyncio.get_running_loop().create_task(collector.periodic())
         socks = []
         try:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from umonitor.collector.syslog_listeners import FACILITIES, syslog_fields
+from umonitor.collector.syslog_listeners import syslog_fields
 from umonitor.errors import ProtocolError
 from umonitor.export.base import ExportItem
 from umonitor.export.syslog_out import (
@@ -32,6 +32,7 @@ from umonitor.protocol.relp import (
     relp_status_untrusted,
 )
 from umonitor.protocol.syslog import (
+    FACILITIES,
     SyslogMessage,
     SyslogStreamDecoder,
     parse_syslog_untrusted,

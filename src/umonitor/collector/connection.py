@@ -23,9 +23,10 @@ import socket
 import sys
 import termios
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from umonitor.collector.admission import Refused
+from umonitor.collector.base import Acknowledger, GuestLimits
 from umonitor.collector.flow import PEER, RATE, ReadGate
 from umonitor.errors import ProtocolError
 from umonitor.protocol import frame_codec as fc
@@ -35,8 +36,7 @@ from umonitor.protocol.text_lines import LineDecoder
 from umonitor.records import Origin, Record, Severity
 
 if TYPE_CHECKING:
-    from umonitor.collector.server import Collector, GuestLimits
-    from umonitor.store.writer import InstanceLog
+    from umonitor.store.writer import InstanceLog, Store
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,34 @@ def keep_while_paused(transport: asyncio.BaseTransport, seconds: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
 
 
+class ConnectionHost(Protocol):
+    """What a guest's connection needs of the collector (collector/server.py's
+    ``Collector`` is the one)."""
+
+    store: Store
+    max_frame: int
+    guest_limits: GuestLimits
+    protocol_errors: int
+
+    def admit(self, requested: str, peer_host: str, token: bytes | None) -> str: ...
+
+    def want_commit(self, conn: Acknowledger | None, then_close: bool = False) -> None: ...
+
+    def connection_opened(self, conn: Connection) -> bool: ...
+
+    def connection_closed(self, conn: Connection) -> None: ...
+
+    def instance_attached(self, conn: Connection) -> None: ...
+
+    def charge(self, instance: str, records: int) -> float: ...
+
+    def status_changed(self) -> None: ...
+
+
 class Connection(asyncio.Protocol):
     """A TCP connection from (or, in dial mode, to) one guest."""
 
-    def __init__(self, collector: Collector, fixed_name: str | None = None) -> None:
+    def __init__(self, collector: ConnectionHost, fixed_name: str | None = None) -> None:
         self.collector = collector
         # A dialed guest is named by the user and, unless it starts with the native
         # preface, speaks the original format (it is the original Umonitor guest).

@@ -23,7 +23,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from umonitor.errors import EnvironmentProblem, UmonitorError, UsageError
 from umonitor.protocol import frame_codec as fc
@@ -33,7 +33,16 @@ from umonitor.store import layout
 from umonitor.store.names import is_instance_name
 
 if TYPE_CHECKING:
-    from umonitor.collector.server import Collector
+    from umonitor.collector.connection import Connection
+
+
+class ControlHost(Protocol):
+    """What guest control needs of the collector (collector/server.py's ``Collector``)."""
+
+    def live_connection(self, name: str) -> Connection | None: ...
+
+    def status_changed(self) -> None: ...
+
 
 CONTROL = "control.sock"
 ANSWER_SECONDS = 5.0  # how long a guest has to answer a control request
@@ -172,7 +181,7 @@ class GuestControl:
 
     OPS = ("level", "ping")
 
-    def __init__(self, collector: Collector, known: Callable[[str], bool]) -> None:
+    def __init__(self, collector: ControlHost, known: Callable[[str], bool]) -> None:
         self.collector = collector
         self.known = known  # names that exist though not connected (data dir, fleet)
 

@@ -4,44 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
-import resource
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 from umonitor.collector.admission import Admission, OpenAdmission, Refused
-from umonitor.collector.connection import Connection
-from umonitor.collector.control import (
-    GuestControl,
-    check_no_collector,
-    in_data_dir,
-    serve_control,
-    stop_control,
+from umonitor.collector.base import (
+    LIMIT_NAMES,
+    Acknowledger,
+    Dial,
+    Endpoint,
+    GuestLimits,
+    listen_error,
 )
+from umonitor.collector.connection import Connection
 from umonitor.collector.flow import DISK, ReadGate
-from umonitor.collector.syslog_listeners import SyslogIntake, listen_syslog, tls_context
-from umonitor.errors import EnvironmentProblem, ProtocolError, UsageError
-from umonitor.export.config import ExportSpec
+from umonitor.collector.syslog_listeners import SyslogIntake
+from umonitor.errors import ProtocolError
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Origin
-from umonitor.store import layout
 from umonitor.store.logfile import escape
 from umonitor.store.names import sanitize_instance_name
-from umonitor.store.retention import Limits
-from umonitor.store.writer import FsyncPolicy, Store
+from umonitor.store.writer import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 2333
 SECURITY_LOG = "security.log"  # refused guests, one line each, cut at SECURITY_LOG_LIMIT
 SECURITY_LOG_LIMIT = 10 << 20
 # Queued text that makes the collector write at once instead of at the loop's turn.
@@ -51,93 +43,6 @@ COMMIT_BYTES = 1 << 20
 DISK_RETRY = 1.0
 DISK_SAY_EVERY = 10.0
 DISK_BACKLOG = 64 << 20
-# What only a fleet's control socket answers (fleet/daemon.py).
-FLEET_OPS = frozenset({"ps", "stop", "restart", "rm", "run", "down"})
-
-
-@dataclass(frozen=True, slots=True)
-class GuestLimits:
-    """What one guest (or a crowd) may take of the collector; each hit is counted.
-
-    ``max_connections`` in total and ``max_per_source`` per peer address: a connection
-    beyond them is closed at once. ``handshake_seconds``: from accept until the guest
-    has said who it is (HELLO, or a text/legacy line). ``frame_seconds``: a frame or
-    line that has started must be complete within this (a slow sender, slowloris), and a
-    guest that stops reading what the collector sends it (its ACKs) while more than a
-    socket buffer of it waits is cut after as long; until then it is not read either.
-    ``idle_seconds``: no bytes at all for this long (0: never). ``rate``: records per
-    second per instance (0: unlimited), with a burst of ``2 * rate`` (at least 100);
-    above it the instance's TCP connections stop being read until it is back under
-    (its guests keep the records, back-pressured, nothing is dropped here) and its
-    UDP datagrams are dropped. ``pause_seconds``: how long the host keeps sending to a
-    guest that does not acknowledge (``TCP_USER_TIMEOUT`` on every guest connection,
-    instead of Linux's ~15 min of retransmissions), so that a guest stopped in a
-    debugger keeps its connection that long; while the fleet says an instance's VM is
-    stopped, its connections' time limits do not run (``Collector.hold_instance``).
-    """
-
-    max_connections: int = 16384
-    max_per_source: int = 1024
-    handshake_seconds: float = 10.0
-    frame_seconds: float = 30.0
-    idle_seconds: float = 0.0
-    rate: float = 0.0
-    pause_seconds: float = 3600.0
-
-
-LIMIT_NAMES = ("connections", "per_source", "handshake", "slow", "unread", "idle", "rate")
-
-
-class Acknowledger(Protocol):
-    """A connection that acknowledges what the collector has written (native, RELP)."""
-
-    def send_ack(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> Endpoint:
-    """``HOST:PORT``, ``HOST``, ``:PORT`` or ``[V6]:PORT``."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise UsageError(f"bad address {text!r}: the port must be a number") from None
-    if not 0 <= port <= 65535:
-        raise UsageError(f"bad address {text!r}: the port must be 0-65535")
-    return Endpoint(host or "127.0.0.1", port)
-
-
-@dataclass(slots=True)
-class Dial:
-    """``--dial NAME=HOST:PORT``: connect out to a guest that listens (original mode)."""
-
-    name: str
-    endpoint: Endpoint
-    connected: bool = False
-    attempts: int = 0
-    task: asyncio.Task[None] | None = None
-
-
-def parse_dial(text: str) -> Dial:
-    name, sep, address = text.partition("=")
-    if not sep or not name or not address:
-        raise UsageError(f"bad --dial {text!r}: use NAME=HOST:PORT")
-    return Dial(name, parse_endpoint(address))
 
 
 class Datagrams(asyncio.DatagramProtocol):
@@ -475,7 +380,7 @@ class Collector:
                 backlog=4096,
             )
         except OSError as exc:
-            raise _listen_error(exc, endpoint, "TCP") from exc
+            raise listen_error(exc, endpoint, "TCP") from exc
         self._servers.append(server)
         port = server.sockets[0].getsockname()[1]
         bound = Endpoint(endpoint.host, port)
@@ -489,7 +394,7 @@ class Collector:
                 lambda: Datagrams(self), local_addr=(endpoint.host, endpoint.port)
             )
         except OSError as exc:
-            raise _listen_error(exc, endpoint, "UDP") from exc
+            raise listen_error(exc, endpoint, "UDP") from exc
         self._udp.append(ReadGate(transport))
         port = transport.get_extra_info("sockname")[1]
         bound = Endpoint(endpoint.host, port)
@@ -586,203 +491,3 @@ def write_status_file(path: Path, text: str) -> None:
                 size = os.fstat(out.fileno()).st_size
                 if len(text) <= size:
                     out.write(text[:-1].ljust(size - 1) + "\n")
-
-
-def _listen_error(exc: OSError, endpoint: Endpoint, what: str) -> UsageError:
-    if exc.errno == errno.EADDRINUSE:
-        return UsageError(
-            f"{what} port {endpoint.port} on {endpoint.host} is already in use (is another "
-            "collector or syslog server running?); choose another port (serve: --listen or "
-            "--syslog-*; up: [collector] or [syslog] port in umonitor.toml)"
-        )
-    if exc.errno == errno.EACCES:
-        return UsageError(
-            f"not allowed to listen on {what} port {endpoint.port}; use a port above 1023 "
-            "or run as root"
-        )
-    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or exc.errno is None:
-        return UsageError(f"cannot listen on {endpoint}: no such local address")
-    return UsageError(f"cannot listen on {what} {endpoint}: {exc.strerror}")
-
-
-@dataclass
-class ServeOptions:
-    data: Path
-    listen: list[Endpoint]
-    udp: bool = True
-    dials: list[Dial] = field(default_factory=list)
-    fsync: FsyncPolicy = FsyncPolicy.BATCH
-    max_frame: int = fc.DEFAULT_MAX_FRAME
-    indexer: bool = True
-    ready: Callable[[list[str]], None] | None = None
-    syslog_udp: list[Endpoint] = field(default_factory=list)
-    syslog_tcp: list[Endpoint] = field(default_factory=list)
-    syslog_tls: list[Endpoint] = field(default_factory=list)
-    syslog_relp: list[Endpoint] = field(default_factory=list)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    exports: list[ExportSpec] = field(default_factory=list)
-    limits: Limits = field(default_factory=Limits)
-    guest_limits: GuestLimits = field(default_factory=GuestLimits)
-
-
-def start_indexer(data: Path) -> subprocess.Popen[bytes]:
-    return start_helper("umonitor.store.indexer", data)
-
-
-def start_exporters(data: Path, exports: list[ExportSpec]) -> subprocess.Popen[bytes] | None:
-    """The exporter process (umonitor.export.runner), if any exporter is configured.
-
-    Its argv holds the data directory and the exporters' names only; the specs, which
-    may carry credentials (OTLP headers), go to it on its standard input.
-    """
-    if not exports:
-        return None
-    from umonitor.export.config import spec_lines
-    from umonitor.export.runner import prepare_exports
-
-    prepare_exports(data, exports)
-    return start_helper(
-        "umonitor.export.runner", data, *(e.name for e in exports), stdin=spec_lines(exports)
-    )
-
-
-def start_helper(
-    module: str, data: Path, *args: str, stdin: bytes | None = None
-) -> subprocess.Popen[bytes]:
-    """A helper process that follows the store (and exits when this process is gone).
-
-    ``stdin``: bytes for the helper to read on its standard input, which is closed
-    after them (else it reads nothing). Use it for anything secret: unlike argv, a
-    pipe cannot be read by other users of the host.
-    """
-    helper = subprocess.Popen(
-        [sys.executable, "-m", module, str(data), *args],
-        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-    )
-    if helper.stdin is not None:
-        # A helper that died at once shows in its exit status, not as an error here.
-        with contextlib.suppress(BrokenPipeError):
-            helper.stdin.write(stdin or b"")
-        with contextlib.suppress(BrokenPipeError):
-            helper.stdin.close()
-    return helper
-
-
-def raise_open_file_limit() -> None:
-    """Let one process hold thousands of guest connections (soft limit up to hard)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > 1 << 20:
-        hard = 1 << 20
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def stop_helper(helper: subprocess.Popen[bytes] | None) -> None:
-    """Let a helper finish what it does (the indexer catches up once more) and exit."""
-    if helper is None:
-        return
-    helper.terminate()
-    try:
-        helper.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        helper.kill()
-        helper.wait()
-
-
-async def serve(options: ServeOptions) -> None:
-    """Run the collector until SIGTERM or SIGINT."""
-    raise_open_file_limit()
-    check_no_collector(options.data)
-    store = Store(options.data, options.fsync, options.limits)
-    collector = Collector(store, max_frame=options.max_frame, guest_limits=options.guest_limits)
-    collector.status_path = options.data / layout.STATUS
-    indexer = None
-    control = None
-    # Before any listener: exporters starting at "end" start before the first record.
-    exporters = start_exporters(options.data, options.exports)
-    try:
-        control = await serve_standalone_control(collector, options.data)
-        for endpoint in options.listen:
-            bound = await collector.listen_tcp(endpoint)
-            if options.udp:
-                await collector.listen_udp(bound)
-        for endpoint in options.syslog_udp:
-            await listen_syslog(collector, "udp", endpoint)
-        for endpoint in options.syslog_tcp:
-            await listen_syslog(collector, "tcp", endpoint)
-        for endpoint in options.syslog_relp:
-            await listen_syslog(collector, "relp", endpoint)
-        if options.syslog_tls:
-            if options.tls_cert is None or options.tls_key is None:
-                raise UsageError("--syslog-tls needs --tls-cert and --tls-key")
-            context = tls_context(options.tls_cert, options.tls_key)
-            for endpoint in options.syslog_tls:
-                await listen_syslog(collector, "tls", endpoint, context)
-    except BaseException:
-        if control is not None:
-            stop_control(options.data, control)
-        await collector.shutdown()
-        stop_helper(exporters)
-        raise
-    for dial in options.dials:
-        collector.dial(dial)
-    collector.write_status()
-    if options.indexer:
-        indexer = start_indexer(options.data)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    ticker = loop.create_task(collector.periodic())
-    if options.ready is not None:
-        options.ready(collector.listening)
-    try:
-        await stop.wait()
-    finally:
-        if control is not None:
-            stop_control(options.data, control)
-        ticker.cancel()
-        await collector.shutdown()
-        stop_helper(exporters)
-        stop_helper(indexer)
-
-
-async def serve_standalone_control(
-    collector: Collector, root: Path
-) -> asyncio.AbstractServer | None:
-    """``serve``'s control socket: guest control (``level``, ``ping``) only.
-
-    Without one (say the path is too long for a unix socket) the collector still
-    collects; it says so once, and ``level`` and ``ping`` cannot reach it.
-    """
-    guests = GuestControl(collector, in_data_dir(root))
-
-    async def handle(request: dict[str, Any]) -> dict[str, Any]:
-        answer = await guests.handle(request)
-        if answer is not None:
-            return answer
-        if request.get("op") in FLEET_OPS:
-            return {
-                "ok": False,
-                "error": f"'umonitor serve' runs on {root}, not a fleet; "
-                "'umonitor ls' lists its instances",
-            }
-        return {"ok": False, "error": f"unknown operation {request.get('op')!r}"}
-
-    try:
-        return await serve_control(root, handle)
-    except EnvironmentProblem as exc:
-        sys.stderr.write(f"umonitor: {exc}; 'umonitor level' and 'ping' cannot reach guests\n")
-        return None
-
-
-def run(options: ServeOptions) -> None:
-    """Run ``serve`` on uvloop when it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(options))
-    else:
-        uvloop.run(serve(options))

@@ -16,29 +16,47 @@ import asyncio
 import os
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from umonitor.collector.admission import Refused
+from umonitor.collector.base import Acknowledger, Endpoint, listen_error
 from umonitor.collector.flow import PEER, ReadGate
 from umonitor.errors import ProtocolError, UsageError
 from umonitor.protocol.relp import RELP_OFFERS, RelpDecoder, RelpFrame, encode_relp
-from umonitor.protocol.syslog import SyslogMessage, SyslogStreamDecoder, parse_syslog_untrusted
+from umonitor.protocol.syslog import (
+    FACILITIES,
+    SyslogMessage,
+    SyslogStreamDecoder,
+    parse_syslog_untrusted,
+)
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import layout
 from umonitor.store.logfile import escape
-from umonitor.store.writer import InstanceLog
-
-if TYPE_CHECKING:
-    from umonitor.collector.server import Collector, Endpoint
+from umonitor.store.writer import InstanceLog, Store
 
 REJECT_LIMIT = 10 << 20
-FACILITIES = (
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
-    "local3", "local4", "local5", "local6", "local7",
-)  # fmt: skip
+
+
+class SyslogHost(Protocol):
+    """What the syslog intake needs of the collector (collector/server.py's
+    ``Collector`` is the one)."""
+
+    store: Store
+    max_frame: int
+    closers: list[Callable[[], None]]
+    listening: list[str]
+    syslog: list[SyslogIntake]
+
+    def admit(self, requested: str, peer_host: str, token: bytes | None) -> str: ...
+
+    def want_commit(self, conn: Acknowledger | None, then_close: bool = False) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def status_changed(self) -> None: ...
 
 
 def syslog_fields(msg: SyslogMessage) -> tuple[tuple[str, str], ...]:
@@ -76,7 +94,7 @@ class FastPath:
 class SyslogIntake:
     """What every syslog listener shares: naming, numbering, storing, rejecting."""
 
-    collector: Collector
+    collector: SyslogHost
     name: str  # the listener, e.g. "syslog-udp-514"
     received: int = 0
     rejected: int = 0
@@ -330,14 +348,12 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 async def listen_syslog(
-    collector: Collector,
+    collector: SyslogHost,
     kind: str,
     endpoint: Endpoint,
     tls: ssl.SSLContext | None = None,
 ) -> SyslogIntake:
     """Start one syslog listener: ``kind`` is ``udp``, ``tcp``, ``tls`` or ``relp``."""
-    from umonitor.collector.server import _listen_error
-
     loop = asyncio.get_running_loop()
     intake = SyslogIntake(collector, f"syslog-{kind}-{endpoint.port}")
     try:
@@ -368,7 +384,7 @@ async def listen_syslog(
             port = server.sockets[0].getsockname()[1]
             collector.closers.append(server.close)
     except OSError as exc:
-        raise _listen_error(exc, endpoint, f"syslog {kind.upper()}") from exc
+        raise listen_error(exc, endpoint, f"syslog {kind.upper()}") from exc
     intake.name = f"syslog-{kind}-{port}"
     collector.listening.append(f"syslog+{kind}://{endpoint.host}:{port}")
     collector.syslog.append(intake)

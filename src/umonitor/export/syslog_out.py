@@ -106,7 +106,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from umonitor.collector.syslog_listeners import FACILITIES
 from umonitor.errors import ProtocolError
 from umonitor.export.base import DeliveryError, ExportItem
 from umonitor.protocol.relp import (
@@ -118,6 +117,7 @@ from umonitor.protocol.relp import (
     relp_offers_untrusted,
     relp_status_untrusted,
 )
+from umonitor.protocol.syslog import FACILITIES
 from umonitor.records import Kind, Origin
 
 # RFC 5612 §2: the private enterprise number for documentation and examples.

@@ -62,7 +62,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from umonitor.collector.server import GuestLimits
+from umonitor.collector.base import GuestLimits
 from umonitor.debug.symbols_file import is_elf
 from umonitor.errors import UsageError
 from umonitor.export.config import ExportSpec, parse_export

@@ -12,26 +12,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from umonitor import assembly
+from umonitor.assembly import Assembly, Listeners
 from umonitor.collector import control
 from umonitor.collector.admission import LOCAL_TOOLS, FleetAdmission
-from umonitor.collector.control import GuestControl, in_data_dir
-from umonitor.collector.server import (
-    Collector,
-    Dial,
-    Endpoint,
-    raise_open_file_limit,
-    start_exporters,
-    start_indexer,
-    stop_helper,
-)
-from umonitor.collector.syslog_listeners import listen_syslog
+from umonitor.collector.base import Dial, Endpoint
+from umonitor.collector.server import Collector
 from umonitor.errors import UmonitorError
-from umonitor.export.runner import prepare_exports
 from umonitor.fleet import accel as accel_mod
 from umonitor.fleet import net, qemu
 from umonitor.fleet.config import FleetConfig, InstanceConfig
@@ -55,15 +46,23 @@ class Fleet:
     store: Store
     collector: Collector
     supervisor: Supervisor
-    done: asyncio.Event
-    remove_network: bool = False
+    stopping: asyncio.Event  # set: the assembly stops everything (``down``)
+    accel: str | None = None  # up --accel: instead of each instance's own
+    remove_network: bool = True  # on the way out; ``down --keep-network`` says no
+    started: bool = False
 
-    def __post_init__(self) -> None:
-        # level and ping: for its instances, and for guests it only has the files of.
-        by_dir = in_data_dir(self.root)
-        self.guests = GuestControl(
-            self.collector, lambda name: name in self.supervisor.instances or by_dir(name)
-        )
+    # -- the assembly's part (assembly.py) ----------------------------------------
+
+    async def start(self) -> None:
+        self.started = True
+        for cfg in self.config.instances:
+            self.launch(replace(cfg, accel=self.accel or cfg.accel))
+
+    def knows(self, name: str) -> bool:
+        return name in self.supervisor.instances
+
+    async def stop(self) -> None:
+        await self.supervisor.stop_all()
 
     def instance_for(self, cfg: InstanceConfig) -> Instance:
         address = self.leases.lease(cfg.name)
@@ -74,7 +73,7 @@ class Fleet:
             cfg, interface, self.netcfg.host_address, tap, self.supervisor.run_dir(cfg.name)
         )
 
-    def start(self, cfg: InstanceConfig) -> Instance:
+    def launch(self, cfg: InstanceConfig) -> Instance:
         inst = self.instance_for(cfg)
         self.supervisor.add(inst)
         self.supervisor.launch(inst)
@@ -85,16 +84,17 @@ class Fleet:
             self.collector.dial(Dial(cfg.name, endpoint))
         return inst
 
-    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        held = self.supervisor.instances.get(str(request.get("name", "")))
-        if request.get("op") in ("level", "ping") and held is not None and held.vm_held:
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The fleet's operations; None for guest control (``level``, ``ping``), which
+        every collector answers, unless the instance's VM is stopped."""
+        op = request.get("op")
+        if op in ("level", "ping"):
+            held = self.supervisor.instances.get(str(request.get("name", "")))
+            if held is None or not held.vm_held:
+                return None
             # its library cannot answer while the VM is stopped: say so rather than wait
             return {"ok": False, "error": f"{held.name} is {held.shown_state()}: its VM is "
                     f"stopped ('umonitor cont {held.name}' or continue in gdb)"}  # fmt: skip
-        answer = await self.guests.handle(request)
-        if answer is not None:
-            return answer
-        op = request.get("op")
         sup = self.supervisor
         name = str(request.get("name", ""))
         if op == "ps":
@@ -107,7 +107,7 @@ class Fleet:
             return {"ok": True, "instances": instances, "kvm_unusable": kvm}
         if op == "down":
             self.remove_network = bool(request.get("network", True))
-            self.done.set()
+            self.stopping.set()
             return {"ok": True, "pid": os.getpid()}
         if op == "run":
             spec = request.get("instance", {})
@@ -127,7 +127,7 @@ class Fleet:
             )
             if cfg.name in sup.instances and sup.instances[cfg.name].pid is not None:
                 return {"ok": False, "error": f"instance {cfg.name} is already running"}
-            self.start(cfg)
+            self.launch(cfg)
             return {"ok": True}
         if name not in sup.instances:
             return {"ok": False, "error": f"no instance named {name!r}; see 'umonitor ps'"}
@@ -178,9 +178,6 @@ class Fleet:
             return {"ok": True}
         return {"ok": False, "error": f"unknown operation {op!r}"}
 
-    async def serve_control(self) -> asyncio.AbstractServer:
-        return await control.serve_control(self.root, self.handle)
-
 
 def preflight(config: FleetConfig, root: Path, accel: str | None = None) -> accel_mod.AccelChooser:
     """Check, before anything starts, what can be checked: QEMU is there, and every
@@ -208,10 +205,9 @@ async def run_fleet(
     If this process dies otherwise, the instances keep running and the next ``up``
     adopts them.
     """
-    raise_open_file_limit()
     qemu_binary = find_qemu()
+    control.check_no_collector(root)  # before the network is touched
     layout.prepare_data_dir(root)
-    prepare_exports(root, list(config.exports))  # before the first record can arrive
     netcfg = net.NetConfig(config.network.bridge, str(config.network.address))
     net.net_up(netcfg)
     leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
@@ -226,17 +222,6 @@ async def run_fleet(
     local = LOCAL_TOOLS | {str(netcfg.host_address)}  # the host's own tools, e.g. logger
     admission = FleetAdmission(leases.owner, token_of, open=config.open, local=local)
     collector = Collector(store, admission=admission, guest_limits=config.guest_limits)
-    collector.status_path = root / layout.STATUS
-    for host in (str(netcfg.host_address), "127.0.0.1"):
-        endpoint = Endpoint(host, config.collector_port)
-        await collector.listen_tcp(endpoint)
-        await collector.listen_udp(endpoint)
-    if config.syslog_port:
-        # Unikernels that already log over syslog (MirageOS, Nanos, ...) need no change.
-        endpoint = Endpoint(str(netcfg.host_address), config.syslog_port)
-        await listen_syslog(collector, "udp", endpoint)
-        await listen_syslog(collector, "tcp", endpoint)
-    collector.write_status()
 
     def commit() -> None:
         collector.want_commit(None)
@@ -246,32 +231,21 @@ async def run_fleet(
         chooser=chooser or accel_mod.AccelChooser(root, qemu_binary),
         syslog_port=config.syslog_port, vm_held=collector.hold_instance,
     )  # fmt: skip
-    done = asyncio.Event()
-    fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, done)
-    control_server = await fleet.serve_control()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        fleet.remove_network = True
-        done.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    for cfg in config.instances:
-        fleet.start(replace(cfg, accel=accel or cfg.accel))
-    ticker = loop.create_task(collector.periodic())
-    indexer = start_indexer(root)
-    exporters = start_exporters(root, list(config.exports))
+    stopping = asyncio.Event()
+    fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, stopping, accel)
+    hosts = (str(netcfg.host_address), "127.0.0.1")
+    listeners = Listeners([Endpoint(host, config.collector_port) for host in hosts])
+    if config.syslog_port:
+        # Unikernels that already log over syslog (MirageOS, Nanos, ...) need no change.
+        endpoint = Endpoint(str(netcfg.host_address), config.syslog_port)
+        listeners.syslog += [("udp", endpoint), ("tcp", endpoint)]
+    app = Assembly(root, collector, listeners, list(config.exports), part=fleet, stopping=stopping)
     try:
-        await done.wait()
+        await assembly.run(app)
     finally:
-        control.stop_control(root, control_server)
-        await supervisor.stop_all()
-        ticker.cancel()
-        await collector.shutdown()
-        stop_helper(exporters)
-        stop_helper(indexer)
-        if fleet.remove_network:
+        # Signals and ``down`` remove the network; a fleet that never started leaves
+        # it as it found it (guests of an earlier ``up`` may be using it).
+        if fleet.started and fleet.remove_network:
             net.net_down(netcfg)
 
 

@@ -28,6 +28,12 @@ MAX_FRAME = 65536
 
 # The defaults RFC 3164 §4.3.3 gives a message without a PRI: user.notice.
 DEFAULT_FACILITY = 1
+# RFC 5424 6.2.1: the facility names, by code (the record field "facility" holds them).
+FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
+    "local3", "local4", "local5", "local6", "local7",
+)  # fmt: skip
 DEFAULT_SEVERITY = 5
 
 SdParams = tuple[tuple[str, str], ...]
