@@ -2,9 +2,11 @@
 
 The control socket (collector/control.py: ``DATA/run/control.sock``, mode 0600, local
 only) takes one JSON object per line — ``{"op": "ps"}``, ``{"op": "stop", "name": N}``,
-``restart``, ``rm``, ``run`` (with an instance description), ``down``, and the guest
-control every collector answers, ``level`` and ``ping`` — and answers one JSON object
-per line: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+``restart``, ``rm``, ``run`` (with an instance description), ``cont``, ``debug``,
+``down``, and the guest control every collector answers, ``level`` and ``ping`` — and
+answers one JSON object per line: ``{"ok": true, ...}`` or ``{"ok": false, "error":
+"..."}``. The fleet is the part on top of the collector in the one assembly
+(assembly.py): started once the collector listens, stopped before it.
 """
 
 from __future__ import annotations
