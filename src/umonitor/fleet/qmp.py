@@ -40,6 +40,7 @@ class QmpClient:
         self._writer = writer
         self._waiting: deque[asyncio.Future[dict[str, Any]]] = deque()
         self.events: asyncio.Queue[QmpEvent] = asyncio.Queue(maxsize=1024)
+        self._ahead: deque[QmpEvent] = deque()  # taken from the queue, not yet returned
         self._task: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
 
@@ -111,21 +112,39 @@ class QmpClient:
                     future.set_exception(failure)
 
     async def next_event(self, timeout: float | None = None) -> QmpEvent | None:
-        """The next event, or None when the session closed or ``timeout`` passed."""
+        """The next event, or None when the session closed or ``timeout`` passed.
+
+        A caller cancelled while it waits loses no event: the queue's getter is
+        cancelled with it, or the event it already took is kept for the next call.
+        """
+        if self._ahead:
+            return self._ahead.popleft()
         getter = asyncio.ensure_future(self.events.get())
         closed = asyncio.ensure_future(self.closed.wait())
         try:
             done, _ = await asyncio.wait(
                 {getter, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
+        except BaseException:
+            self._keep(getter)
+            raise
         finally:
             closed.cancel()
         if getter in done:
             return getter.result()
-        getter.cancel()
+        self._keep(getter)
+        if self._ahead:
+            return self._ahead.popleft()
         if not self.events.empty():
             return self.events.get_nowait()
         return None
+
+    def _keep(self, getter: asyncio.Future[QmpEvent]) -> None:
+        """Stop a getter that is not needed; an event it took waits for the next call."""
+        if not getter.done():
+            getter.cancel()  # asyncio.Queue leaves the item in the queue
+        elif not getter.cancelled() and getter.exception() is None:
+            self._ahead.append(getter.result())
 
     async def close(self) -> None:
         if self._task is not None:
