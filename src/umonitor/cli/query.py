@@ -1,0 +1,327 @@
+"""Reading what was collected: ``ls`` (instances, losses, limits, exporters) and ``logs``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from umonitor.debug.record_stack import RecordStacks
+from umonitor.errors import UsageError
+from umonitor.records import SEVERITY_NAMES, Severity
+from umonitor.store import index, layout
+from umonitor.store.logfile import escape
+from umonitor.timeparse import format_age, format_time, parse_time
+
+if TYPE_CHECKING:
+    pass
+
+from umonitor.cli.app import data_dir, data_option, main
+from umonitor.cli.render import emit, format_bytes, print_table
+
+
+def _collector_status(root: Path) -> dict[str, Any] | None:
+    for _ in range(3):  # on a full disk it is rewritten in place: a read may see a mix
+        try:
+            status = json.loads((root / layout.STATUS).read_text())
+            os.kill(int(status["pid"]), 0)
+        except ValueError:
+            time.sleep(0.05)
+            continue
+        except (OSError, KeyError, TypeError):
+            return None
+        return status if isinstance(status, dict) else None
+    return None
+
+
+def open_index(root: Path) -> Any:
+    import sqlite3
+
+    if not (root / layout.INSTANCES).is_dir():
+        raise UsageError(f"no umonitor data in {root}; start 'umonitor serve' or pass --data DIR")
+    try:
+        conn = index.connect(root)
+    except UsageError as exc:  # a full disk, say: show what the index has
+        conn = index.connect_as_it_is(root)
+        click.echo(f"umonitor: {exc}; the index may not be up to date", err=True)
+        return conn
+    try:
+        index.catch_up(conn, root)
+    except sqlite3.Error as exc:
+        click.echo(f"umonitor: the index is not up to date ({exc})", err=True)
+    return conn
+
+
+def _store_state(root: Path, status: dict[str, Any]) -> dict[str, Any]:
+    """The store's state from the running collector, else the counters on disk."""
+    store = status.get("store")
+    if isinstance(store, dict):
+        return store
+    from dataclasses import asdict
+
+    from umonitor.store.retention import DiskUsage, Limits
+
+    usage = DiskUsage(root, Limits())
+    return {
+        "state": "ok",
+        "losses": {n: asdict(v) for n, v in usage.losses.items() if v.any()},
+    }
+
+
+def _losses_and_refused(store: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    losses = store.get("losses")
+    refused = store.get("refused")
+    return losses if isinstance(losses, dict) else {}, refused if isinstance(refused, str) else None
+
+
+@main.command("ls")
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@data_option
+def ls_command(output: str, data: Path | None) -> None:
+    """List every instance seen, connected or not.
+
+    LEVEL is the minimum level a connected guest library said it has (at connect, and
+    in its answer to 'umonitor level'); '-' when it is not connected or does not say.
+    """
+    root = data_dir(data)
+    conn = open_index(root)
+    status = _collector_status(root) or {}
+    connected: dict[str, list[str]] = status.get("connected", {})
+    levels: dict[str, str] = status.get("levels", {})  # what each connected guest said
+    instances = index.instances(conn)
+    from umonitor.export.runner import read_statuses
+
+    exporters = read_statuses(root)
+    store = _store_state(root, status)
+    losses, refused = _losses_and_refused(store)
+    disk_full = store.get("state") == "disk"
+    throttled: dict[str, int] = status.get("throttled", {})
+    guard = {
+        k: v
+        for k, v in (
+            ("refused", status.get("refused", 0)),
+            ("protocol_errors", status.get("protocol_errors", 0)),
+            *status.get("limits", {}).items(),
+        )
+        if v
+    }  # refused guests, broken protocols, limits hit (admission.py, GuestLimits): what happened
+    if output == "json":
+        for inst in instances:
+            peers = connected.get(inst.name, [])
+            lost = losses.get(inst.name, {})
+            row = {
+                "name": inst.name,
+                "connected": bool(peers),
+                "level": levels.get(inst.name) if peers else None,
+                "address": peers[0] if peers else inst.peer,
+                "library": inst.library,
+                "first_seen": format_time(inst.first_ns) if inst.first_ns else None,
+                "last_seen": format_time(inst.last_ns) if inst.last_ns else None,
+                "records": sum(inst.counts),
+                "counts": dict(zip(SEVERITY_NAMES, inst.counts, strict=True)),
+                "dropped": inst.dropped,
+                "boots": inst.boots,
+                "store": "disk" if disk_full else "refused" if inst.name == refused else "ok",
+                "deleted_files": int(lost.get("deleted_files", 0)),
+                "deleted_bytes": int(lost.get("deleted_bytes", 0)),
+                "deleted_records": int(lost.get("deleted_records", 0)),
+                "refused_records": int(lost.get("refused", 0)),
+                "throttled": int(throttled.get(inst.name, 0)),
+            }
+            click.echo(json.dumps(row))
+        for status in exporters:
+            click.echo(json.dumps(status))
+        if guard:
+            click.echo(json.dumps({"collector": guard}))
+        return
+    if disk_full:
+        since = store.get("since")
+        click.echo(
+            f"collector: cannot write ({store.get('error')})"
+            + (f" since {format_time(int(float(since) * 1e9))}" if since else "")
+            + f"; not acknowledging, {format_bytes(int(store.get('unwritten_bytes') or 0))} "
+            "queued, retrying every second"
+        )
+    if not instances:
+        click.echo("no instances yet", err=True)
+    else:
+        header: tuple[str, ...] = ("NAME", "STATE", "LEVEL", "ADDRESS", "LAST SEEN", "RECORDS")
+        header += ("CRIT+",)
+        header += ("ERR", "WARN", "NOTICE", "INFO", "DEBUG", "DROPPED")
+        # Only when retention or the quota took something: DELETED records, REFUSED records.
+        lossy = any(losses.get(i.name) for i in instances)
+        if lossy:
+            header += ("DELETED", "REFUSED")
+        table: list[tuple[str, ...]] = [header]
+        for inst in instances:
+            peers = connected.get(inst.name, [])
+            c = inst.counts
+            state = "connected" if peers else "-"
+            if inst.name == refused:
+                state = "refused (quota)"
+            lost = losses.get(inst.name, {})
+            table.append(
+                (
+                    inst.name,
+                    state,
+                    levels.get(inst.name, "-") if peers else "-",
+                    (peers[0] if peers else inst.peer) or "-",
+                    format_age(inst.last_ns),
+                    str(sum(c)),
+                    str(c[0] + c[1] + c[2]),
+                    *(str(n) for n in c[3:]),
+                    str(inst.dropped),
+                    *(
+                        (str(lost.get("deleted_records", 0)), str(lost.get("refused", 0)))
+                        if lossy
+                        else ()
+                    ),
+                )
+            )
+        print_table(table)
+    if guard:
+        click.echo(
+            "collector: "
+            + ", ".join(f"{LIMIT_WORDS.get(k, k)} {v}" for k, v in guard.items())
+            + (
+                " (throttled: " + ", ".join(f"{k} {v}" for k, v in sorted(throttled.items())) + ")"
+                if throttled
+                else ""
+            )
+        )
+    if exporters:
+        click.echo()
+        table = [("EXPORTER", "TARGET", "STATE", "BACKLOG", "SENT", "DROPPED", "LAST ERROR")]
+        for e in exporters:
+            table.append(
+                (
+                    str(e.get("exporter", "?")),
+                    str(e.get("target", "?")),
+                    str(e.get("state", "?")),
+                    format_bytes(int(str(e.get("backlog_bytes", 0)))),
+                    str(e.get("sent", 0)),
+                    str(e.get("dropped", 0)),
+                    escape(str(e.get("error", "")))[:80] or "-",
+                )
+            )
+        print_table(table)
+
+
+LIMIT_WORDS = {
+    "refused": "guests refused",
+    "protocol_errors": "connections closed for protocol errors",
+    "connections": "connections over --max-connections",
+    "per_source": "over --max-per-source",
+    "handshake": "handshake timeouts",
+    "slow": "slow-sender timeouts",
+    "unread": "guests cut for not reading",
+    "idle": "idle timeouts",
+    "rate": "rate limit hits",
+}
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records as they arrive.")
+@click.option(
+    "-n",
+    "--lines",
+    "lines",
+    type=int,
+    default=None,
+    help="Only the last N records (default: all; 10 with --follow).",
+)
+@click.option("--since", metavar="TIME", help="Records at or after TIME (10m, 2h, today, ISO).")
+@click.option("--until", metavar="TIME", help="Records at or before TIME.")
+@click.option(
+    "-p",
+    "--priority",
+    metavar="LEVEL",
+    help="This level and worse: emerg alert crit err warning notice info debug, or 0-7.",
+)
+@click.option(
+    "-g",
+    "--grep",
+    metavar="TEXT",
+    help="Records whose message contains TEXT (case-insensitive; full-text indexed).",
+)
+@click.option(
+    "--origin",
+    type=click.Choice(["app", "console", "syslog", "all"]),
+    default="all",
+    show_default=True,
+    help="Only what the guest library sent (app), what its console printed, or syslog.",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--symbols",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="ELF file with DWARF for the records' call stacks (default: the instance's).",
+)
+@data_option
+def logs(
+    names: tuple[str, ...],
+    follow: bool,
+    lines: int | None,
+    since: str | None,
+    until: str | None,
+    priority: str | None,
+    grep: str | None,
+    origin: str,
+    output: str,
+    symbols: Path | None,
+    data: Path | None,
+) -> None:
+    """Show the records of NAMES (default: every instance), oldest first."""
+    root = data_dir(data)
+    stacks = RecordStacks(root, symbols)
+    conn = open_index(root)
+    if names:
+        known = {i.name for i in index.instances(conn)}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UsageError(
+                f"no instance named {', '.join(unknown)}; 'umonitor ls' lists the instances"
+            )
+    try:
+        max_sev = int(Severity.parse(priority)) if priority else 7
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    query = index.Query(
+        names=names,
+        since_ns=parse_time(since) if since else None,
+        until_ns=parse_time(until) if until else None,
+        max_severity=max_sev,
+        grep=grep,
+        origins=() if origin == "all" else (origin,),
+    )
+    if lines is not None and lines < 0:
+        raise UsageError("-n must be 0 or more")
+    last = 10 if follow and lines is None else lines
+    with_name = len(names) != 1
+    colour = output == "text" and sys.stdout.isatty()
+    newest = index.max_record_id(conn)
+    shown = emit(index.select(conn, query, last=last), output, with_name, colour, stacks)
+    after = max(shown, newest)
+    if not follow:
+        return
+    try:
+        while True:
+            time.sleep(0.25)
+            index.catch_up(conn, root)
+            shown = emit(
+                index.select(conn, query, after_id=after), output, with_name, colour, stacks
+            )
+            after = max(after, shown)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
