@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # Bottom first. A top-level package or module of umonitor is on exactly one layer.
 LAYERS: list[set[str]] = [
     {"errors"},  # the one tree of the errors a user sees
-    {"__init__", "records", "timeparse", "procs", "_speedups"},
+    {"__init__", "records", "timeparse", "procs", "sizes", "_speedups"},
     {"protocol"},  # every wire and file format: pure, parse and write
     {"store"},  # log files, index, retention
     {"collector", "export", "debug", "client"},  # beside each other, none uses another

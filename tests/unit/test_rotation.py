@@ -24,10 +24,11 @@ import pytest
 from umonitor.export.config import parse_export
 from umonitor.export.runner import Follower
 from umonitor.records import Origin, Record, Severity
+from umonitor.sizes import parse_size
 from umonitor.store import index, segments
 from umonitor.store.logfile import BootLine, DroppedLine, RecordLine, parse_line
 from umonitor.store.reindex import reindex
-from umonitor.store.retention import Limits, count_records, parse_size
+from umonitor.store.retention import Limits, count_records
 from umonitor.store.writer import FsyncPolicy, Store
 
 NOW = 1_764_164_675_000_000_000
@@ -405,7 +406,17 @@ def test_a_recreated_segment_key_is_not_mistaken_for_the_old_one(tmp_path: Path)
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("64MiB", 64 << 20), ("10G", 10 << 30), ("512KiB", 512 << 10), ("4096", 4096), ("0", 0)],
+    [
+        ("64MiB", 64 << 20),
+        ("10G", 10 << 30),
+        ("512KiB", 512 << 10),
+        ("4096", 4096),
+        ("0", 0),
+        ("1Gi", 1 << 30),
+        ("2MB", 2 << 20),
+        ("1.5K", 1536),
+        ("3 t", 3 << 40),
+    ],
 )
 def test_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size

@@ -277,7 +277,8 @@ def _guest_limits(limits: GuestLimits) -> GuestLimits:
 
 
 def _store_limits(rotate_size: str, retain_files: int, retain_days: float, quota: str) -> Any:
-    from umonitor.store.retention import Limits, parse_size
+    from umonitor.sizes import parse_size
+    from umonitor.store.retention import Limits
 
     try:
         limits = Limits(parse_size(rotate_size), retain_files, retain_days, parse_size(quota))

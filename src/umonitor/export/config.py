@@ -39,12 +39,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from umonitor.errors import UsageError
 from umonitor.export.base import Sink
 from umonitor.records import Severity
+from umonitor.sizes import parse_size
 
 SCHEMES = ("syslog+tcp", "syslog+tls", "relp", "otlp+http", "otlp+https")
 DEFAULT_MAX_BACKLOG = 256 << 20
 DEFAULT_BATCH = 500
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
-_SIZE = re.compile(r"([0-9]+)\s*([KMG]i?B?|B)?", re.I)
 _OPTIONS = ("start", "level", "max_backlog", "batch", "ca", "header", "compression")
 _ENV = "env:"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -96,15 +96,6 @@ class ExportSpec:
         if self.compression != "none":
             query.append(("compression", self.compression))
         return self.url + (f"?{urlencode(query)}" if query else "")
-
-
-def parse_size(text: str) -> int:
-    """``256MiB``, ``1G``, ``4096`` as bytes; ValueError otherwise."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (say e.g. 256MiB)")
-    unit = (match.group(2) or "B").upper()[:1]
-    return int(match.group(1)) << {"B": 0, "K": 10, "M": 20, "G": 30}[unit]
 
 
 def parse_export(

@@ -68,7 +68,8 @@ from umonitor.errors import UsageError
 from umonitor.export.config import ExportSpec, parse_export
 from umonitor.fleet.flavors import FLAVORS, GuestNet, boot_spec, split_args
 from umonitor.fleet.qemu import parse_memory
-from umonitor.store.retention import Limits, parse_size
+from umonitor.sizes import parse_size
+from umonitor.store.retention import Limits
 
 RESTART_POLICIES = ("no", "on-failure", "always")
 DEFAULT_HOST = ipaddress.IPv4Interface("10.77.0.1/24")

@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import queue
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,16 +42,6 @@ LOSSES = "retention.json"
 DAY = 86_400.0
 EXPIRE_EVERY = 60.0
 MIN_ROTATE = 4096
-_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(?:([KMGT])(i?B)?|B)?", re.I)
-
-
-def parse_size(text: str) -> int:
-    """``64MiB``, ``10G``, ``512KiB``, ``4096`` as bytes (K/M/G/T are powers of 1024)."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (say e.g. 64MiB or 10GiB)")
-    shift = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[(match.group(2) or "").upper()]
-    return int(float(match.group(1)) * (1 << shift))
 
 
 @dataclass(frozen=True, slots=True)
