@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 
 from umonitor.errors import EnvironmentProblem, UsageError
 from umonitor.fleet import net
-from umonitor.fleet.net import NetConfig, add_tap, net_down, net_status, net_up, remove_tap
+from umonitor.fleet.net import NetConfig, add_tap, net_down, net_up, remove_tap
 
 NOBODY = 65534
 
@@ -167,12 +167,6 @@ def test_net_up_replaces_a_stale_address_on_its_own_bridge(box: Sandbox) -> None
     assert ipv4_of(box.bridge) == [box.host(9)]
 
 
-def test_status_of_an_absent_network(box: Sandbox) -> None:
-    state = net_status(box.cfg())
-    assert state.bridge is None and not state.ready
-    assert state.addresses == () and state.ports == ()
-
-
 def test_works_inside_a_running_event_loop(box: Sandbox) -> None:
     async def main() -> bool:
         return net_up(box.cfg()).ready
@@ -209,8 +203,7 @@ def test_add_tap_attaches_a_persistent_tap_to_the_bridge(box: Sandbox) -> None:
         True,
     )
 
-    state = net_status(cfg)
-    (port,) = state.ports
+    (port,) = net_up(cfg).ports  # what net_up sees of it: the same
     assert (port.name, port.kind, port.master, port.up, port.ours) == (
         tap,
         "tap",

@@ -77,11 +77,6 @@ def char_device(path: str, major: int, minor: int, mode: int = 0o600) -> Member:
     return Member(path, stat.S_IFCHR | (mode & 0o7777), rdev=(major, minor))
 
 
-def block_device(path: str, major: int, minor: int, mode: int = 0o600) -> Member:
-    """A block device node member."""
-    return Member(path, stat.S_IFBLK | (mode & 0o7777), rdev=(major, minor))
-
-
 _KINDS = (stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK)
 
 

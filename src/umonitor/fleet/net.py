@@ -167,11 +167,6 @@ def net_down(cfg: NetConfig) -> tuple[str, ...]:
     return _run(lambda nl: _net_down(nl, cfg))
 
 
-def net_status(cfg: NetConfig) -> NetState:
-    """What exists of ``cfg``'s network; changes nothing."""
-    return _run(lambda nl: _status(nl, cfg))
-
-
 # -- the work, over one netlink socket ---------------------------------------------
 
 

@@ -121,13 +121,6 @@ def format_source(record: Record) -> str:
     return f"{file}:{record.line or ''}:{func}"
 
 
-def format_uptime(mono_ns: int | None) -> str:
-    if mono_ns is None:
-        return "-"
-    seconds, rest = divmod(mono_ns, 1_000_000_000)
-    return f"+{seconds}.{rest:09d}"
-
-
 _ORIGIN_KIND = {(o, k): f"{o.value}{_KIND_SUFFIX[k]}" for o in Origin for k in Kind}
 
 
