@@ -28,10 +28,10 @@ from tests.syslog_frames import write_5424
 
 with atheris.instrument_imports(include=["umonitor"]):
     from umonitor.collector.syslog_listeners import syslog_fields
-    from umonitor.errors import ProtocolError
+    from umonitor.errors import LineError, ProtocolError
     from umonitor.protocol.syslog import SyslogMessage, parse_syslog_untrusted
     from umonitor.records import Origin, Record, Severity
-    from umonitor.store.logfile import LineError, LineFormatter, RecordLine, parse_line
+    from umonitor.store.logfile import LineFormatter, RecordLine, parse_line
 
 MAX_FRAMES = (65536, 480, 64, 16)
 NS = 1_000_000_000

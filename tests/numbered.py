@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from umonitor.errors import LineError
 from umonitor.records import Record
 from umonitor.store import layout
-from umonitor.store.logfile import BootLine, DroppedLine, LineError, RecordLine, parse_line
+from umonitor.store.logfile import BootLine, DroppedLine, RecordLine, parse_line
 
 EXAMPLES = 5  # problems kept as text per boot; the counts are always complete
 MAX_SEQ = 1 << 26  # numbers above this are refused rather than tracked

@@ -41,3 +41,30 @@ class NotAcknowledged(UmonitorError):
     """The collector did not confirm that a record was stored."""
 
     exit_code = 4
+
+
+class Refused(UmonitorError):
+    """A guest may not log as it asked (collector/admission.py); the message says why,
+    in one sentence, and goes back to the guest in an ERROR frame."""
+
+
+class DeliveryError(UmonitorError):
+    """An exporter's batch did not (entirely) reach the downstream.
+
+    ``delivered`` counts the records from the start of the batch that did; the
+    message is one sentence for ``umonitor ls`` (e.g. "connection refused by
+    10.0.0.1:514").
+
+    ``permanent`` means the downstream refused the rest of the batch for good (say
+    HTTP 400): sending it again cannot help, so the runner counts those records as
+    dropped, reports them, and goes on with the next ones.
+    """
+
+    def __init__(self, message: str, delivered: int = 0, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+        self.permanent = permanent
+
+
+class LineError(UmonitorError, ValueError):
+    """A line of a log file does not follow the format (a torn write, an edit)."""

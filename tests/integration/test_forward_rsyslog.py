@@ -38,7 +38,8 @@ from tests.peers import (
     tcp_input,
     tls_input,
 )
-from umonitor.export.base import DeliveryError, ExportItem, Sink
+from umonitor.errors import DeliveryError
+from umonitor.export.base import ExportItem, Sink
 from umonitor.export.syslog_out import RelpSink, SyslogSink, format_rfc5424, octet_counted
 from umonitor.protocol.relp import RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.syslog import SyslogStreamDecoder

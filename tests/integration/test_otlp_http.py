@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
-from umonitor.export.base import DeliveryError, ExportItem
+from umonitor.errors import DeliveryError
+from umonitor.export.base import ExportItem
 from umonitor.export.otlp import OtlpHttpSink
 from umonitor.records import Origin, Record, Severity, StoredRecord
 

@@ -27,15 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from umonitor.errors import Refused
 from umonitor.store.names import sanitize_instance_name
 
 # Where the host's own tools connect from (``umonitor send``, scripts): trusted to log
 # under unmanaged names. Only these two, not all of 127.0.0.0/8.
 LOCAL_TOOLS = frozenset({"127.0.0.1", "::1"})
-
-
-class Refused(Exception):
-    """A guest may not log as it asked; the message says why, in one sentence."""
 
 
 class Admission(Protocol):

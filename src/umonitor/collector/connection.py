@@ -25,10 +25,9 @@ import termios
 import time
 from typing import TYPE_CHECKING, Protocol, cast
 
-from umonitor.collector.admission import Refused
 from umonitor.collector.base import Acknowledger, GuestLimits
 from umonitor.collector.flow import PEER, RATE, ReadGate
-from umonitor.errors import ProtocolError
+from umonitor.errors import ProtocolError, Refused
 from umonitor.protocol import frame_codec as fc
 from umonitor.protocol.legacy import LegacyDecoder
 from umonitor.protocol.sniff import Dialect, sniff_untrusted

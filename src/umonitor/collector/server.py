@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from umonitor.collector.admission import Admission, OpenAdmission, Refused
+from umonitor.collector.admission import Admission, OpenAdmission
 from umonitor.collector.base import (
     LIMIT_NAMES,
     Acknowledger,
@@ -25,7 +25,7 @@ from umonitor.collector.base import (
 from umonitor.collector.connection import Connection
 from umonitor.collector.flow import DISK, ReadGate
 from umonitor.collector.syslog_listeners import SyslogIntake
-from umonitor.errors import ProtocolError
+from umonitor.errors import ProtocolError, Refused
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Origin
 from umonitor.store.logfile import escape

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, cast
 
-from umonitor.collector.admission import Refused
 from umonitor.collector.base import Acknowledger, Endpoint, listen_error
 from umonitor.collector.flow import PEER, ReadGate
-from umonitor.errors import ProtocolError, UsageError
+from umonitor.errors import ProtocolError, Refused, UsageError
 from umonitor.protocol.relp import RELP_OFFERS, RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.syslog import (
     FACILITIES,

@@ -31,24 +31,6 @@ class ExportItem:
         return self.stored.instance
 
 
-class DeliveryError(Exception):
-    """A batch did not (entirely) reach the downstream.
-
-    ``delivered`` counts the records from the start of the batch that did; the
-    message is one sentence for ``umonitor ls`` (e.g. "connection refused by
-    10.0.0.1:514").
-
-    ``permanent`` means the downstream refused the rest of the batch for good (say
-    HTTP 400): sending it again cannot help, so the runner counts those records as
-    dropped, reports them, and goes on with the next ones.
-    """
-
-    def __init__(self, message: str, delivered: int = 0, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.delivered = delivered
-        self.permanent = permanent
-
-
 class Sink(Protocol):
     """One downstream; not shared between tasks."""
 

@@ -72,8 +72,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from umonitor.errors import ProtocolError, UsageError
-from umonitor.export.base import DeliveryError, ExportItem
+from umonitor.errors import DeliveryError, ProtocolError, UmonitorError, UsageError
+from umonitor.export.base import ExportItem
 from umonitor.records import Kind, Severity
 
 MAX_BODY = 4 << 20  # largest request body (before compression) the sink sends
@@ -613,7 +613,7 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
-class _ClosedUnanswered(Exception):
+class _ClosedUnanswered(UmonitorError):
     """The connection ended before any byte of the answer came."""
 
 

@@ -42,14 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from umonitor.errors import UmonitorError
-from umonitor.export.base import DeliveryError, ExportItem, Sink
+from umonitor.errors import DeliveryError, LineError, UmonitorError
+from umonitor.export.base import ExportItem, Sink
 from umonitor.export.config import ExportSpec, make_sink, read_spec_lines
 from umonitor.procs import process_running
 from umonitor.records import StoredRecord
 from umonitor.store import layout
 from umonitor.store.index import instance_names
-from umonitor.store.logfile import BootLine, LineError, RecordLine, parse_line
+from umonitor.store.logfile import BootLine, RecordLine, parse_line
 from umonitor.store.segments import Segment, list_segments, open_segment
 
 EXPORT_DIR = "export"

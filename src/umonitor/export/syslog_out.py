@@ -106,8 +106,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from umonitor.errors import ProtocolError
-from umonitor.export.base import DeliveryError, ExportItem
+from umonitor.errors import DeliveryError, ProtocolError, UmonitorError
+from umonitor.export.base import ExportItem
 from umonitor.protocol.relp import (
     MAX_TXNR,
     RELP_OFFERS,
@@ -275,7 +275,7 @@ _POLL_FIRST = 0.0005
 _POLL_MAX = 0.02
 
 
-class _LinkDown(Exception):
+class _LinkDown(UmonitorError):
     """The connection failed; ``str()`` is the sentence for DeliveryError.
 
     ``delivered`` is set where the failing step knows how many messages got through.

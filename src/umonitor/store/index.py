@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from umonitor.errors import UsageError
+from umonitor.errors import LineError, UsageError
 from umonitor.records import Kind, Origin, Record, Severity, StoredRecord
 from umonitor.store import layout
-from umonitor.store.logfile import BootLine, DroppedLine, LineError, RecordLine, parse_line
+from umonitor.store.logfile import BootLine, DroppedLine, RecordLine, parse_line
 from umonitor.store.names import is_instance_name
 from umonitor.store.segments import Segment, list_segments, open_segment
 

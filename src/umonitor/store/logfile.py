@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from umonitor.errors import LineError
 from umonitor.records import SEVERITY_NAMES, Kind, Origin, Record, Severity
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
@@ -34,10 +35,6 @@ _KIND_BY_NAME = {"enter": Kind.ENTER, "exit": Kind.EXIT, "crash": Kind.CRASH}
 _SEVERITY_BY_NAME = {name: Severity(i) for i, name in enumerate(SEVERITY_NAMES)}
 _ORIGIN_BY_NAME = {o.value: o for o in Origin}
 _FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
-
-
-class LineError(ValueError):
-    """A line of a log file does not follow the format (a torn write, an edit)."""
 
 
 def _escape_char(match: re.Match[str]) -> str:

@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from umonitor.errors import LineError
 from umonitor.records import Origin, Record
 from umonitor.store import layout, segments
 from umonitor.store.logfile import (
     BootLine,
     DroppedLine,
-    LineError,
     LineFormatter,
     format_boot_line,
     format_dropped_line,
