@@ -50,7 +50,7 @@ class Fleet:
     supervisor: Supervisor
     stopping: asyncio.Event  # set: the assembly stops everything (``down``)
     accel: str | None = None  # up --accel: instead of each instance's own
-    remove_network: bool = True  # on the way out; ``down --keep-network`` says no
+    remove_network: bool = True  # on the way out (a ``down`` request may say network: false)
     started: bool = False
 
     # -- the assembly's part (assembly.py) ----------------------------------------
