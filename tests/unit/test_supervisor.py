@@ -73,7 +73,7 @@ class FakeClock:
         await future
 
     async def settle(self) -> None:
-        """Let every task run until it waits (threads, e.g. the probe, included)."""
+        """Let every task run until it waits (the rig runs no threads: see ``inline``)."""
         for _ in range(5):
             for _ in range(20):
                 await asyncio.sleep(0)
@@ -299,9 +299,20 @@ class Rig:
         return "\n".join(p.read_text(errors="replace") for p in self.root.rglob("*") if p.is_file())
 
 
+T = TypeVar("T")
+
+
+async def inline(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    return func(*args, **kwargs)
+
+
 @pytest.fixture
 def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Rig]:
     monkeypatch.setenv("UMONITOR_RUNTIME_DIR", str(tmp_path / "runtime"))
+    # What the supervisor hands to a thread (the accelerator probe, a Nanos image) runs
+    # inline here: virtual time must not move on while a real thread is still busy,
+    # however loaded the machine is.
+    monkeypatch.setattr(sup_mod.asyncio, "to_thread", inline)
     stores: list[Store] = []
 
     def make(behaviour: dict[str, Behaviour], kvm_probe: bool = True) -> Rig:
@@ -329,9 +340,6 @@ def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...
     yield make  # type: ignore[misc]
     for store in stores:
         store.close()
-
-
-T = TypeVar("T")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
