@@ -40,9 +40,10 @@ from tests.peers import (
 )
 from umonitor.errors import DeliveryError
 from umonitor.export.base import ExportItem, Sink
-from umonitor.export.syslog_out import RelpSink, SyslogSink, format_rfc5424, octet_counted
+from umonitor.export.syslog_out import RelpSink, SyslogSink, format_item
 from umonitor.protocol.relp import RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.syslog import SyslogStreamDecoder
+from umonitor.protocol.syslog_format import octet_counted
 from umonitor.records import Kind, Origin, Record, Severity, StoredRecord
 
 NS = 1_000_000_000
@@ -219,7 +220,7 @@ def test_tcp_delivers_every_record_once_as_rsyslog_reads_it(tmp_path: Path, modu
         item = items[number(row)]
         record = item.stored.record
         fields = dict(record.fields)
-        sent = format_rfc5424(item).decode("utf-8")
+        sent = format_item(item).decode("utf-8")
         assert row["rawmsg"] == sent, "octet counting did not carry the message intact"
         assert row["hostname"] == item.instance
         assert row["app-name"] == fields.get("app", item.stored.origin.value)
@@ -310,7 +311,7 @@ def test_tcp_restart_mid_stream_loses_only_what_rsyslog_had_not_read(tmp_path: P
         assert missing == list(range(first, end)), "lost messages are not one run"
         claimed = {f.start + f.delivered for f in failures} | set(range(0, len(items), BATCH))
         assert end in claimed, f"loss {first}..{end - 1} does not end where an ack count did"
-        lost_bytes = sum(len(octet_counted(format_rfc5424(items[n]))) for n in missing)
+        lost_bytes = sum(len(octet_counted(format_item(items[n]))) for n in missing)
         assert lost_bytes <= receive_buffer_max()
 
 
@@ -345,7 +346,7 @@ def test_tcp_peer_that_stops_reading_times_out_with_exact_count() -> None:
     decoder = SyslogStreamDecoder()
     decoder.receive_data(received)
     frames = decoder.next_frames()
-    assert frames == [format_rfc5424(i) for i in items[: error.delivered]]
+    assert frames == [format_item(i) for i in items[: error.delivered]]
 
 
 # ---------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def test_tls_into_rsyslog_ossl(tmp_path: Path) -> None:
         asyncio.run(scenario())
     assert_exactly_once(out, len(items))
     for row in received(out):
-        assert row["rawmsg"] == format_rfc5424(items[number(row)]).decode("utf-8")
+        assert row["rawmsg"] == format_item(items[number(row)]).decode("utf-8")
 
 
 # ---------------------------------------------------------------------------------
@@ -426,7 +427,7 @@ def test_relp_receiver_down_then_up(tmp_path: Path) -> None:
     assert_exactly_once(out, len(items))
     row = read_messages(out)[0]
     assert row["inputname"] == "imrelp"
-    assert row["rawmsg"] == format_rfc5424(items[number(row)]).decode("utf-8")
+    assert row["rawmsg"] == format_item(items[number(row)]).decode("utf-8")
 
 
 # A RELP server in the test, to misbehave on purpose.

@@ -14,15 +14,7 @@ from hypothesis import strategies as st
 from umonitor.collector.syslog_listeners import syslog_fields
 from umonitor.errors import ProtocolError
 from umonitor.export.base import ExportItem
-from umonitor.export.syslog_out import (
-    FIELDS_SD_ID,
-    UMONITOR_SD_ID,
-    RelpSink,
-    SyslogSink,
-    format_rfc5424,
-    octet_counted,
-    sd_name,
-)
+from umonitor.export.syslog_out import RelpSink, SyslogSink, format_item
 from umonitor.protocol.relp import (
     MAX_RELP_DATA,
     RelpDecoder,
@@ -37,6 +29,7 @@ from umonitor.protocol.syslog import (
     SyslogStreamDecoder,
     parse_syslog_untrusted,
 )
+from umonitor.protocol.syslog_format import FIELDS_SD_ID, UMONITOR_SD_ID, octet_counted, sd_name
 from umonitor.records import Fields, Kind, Origin, Record, Severity, StoredRecord
 
 BOM = b"\xef\xbb\xbf"
@@ -220,13 +213,11 @@ CASES: list[tuple[str, ExportItem, bytes]] = [
 
 @pytest.mark.parametrize(("name", "given_item", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_format(name: str, given_item: ExportItem, expected: bytes) -> None:
-    assert format_rfc5424(given_item) == expected
+    assert format_item(given_item) == expected
 
 
 def test_cut_to_header_limits() -> None:
-    out = format_rfc5424(
-        item(instance="h" * 300, fields=(("app", "a" * 60), ("procid", "p" * 200)))
-    )
+    out = format_item(item(instance="h" * 300, fields=(("app", "a" * 60), ("procid", "p" * 200))))
     parsed = parse_syslog_untrusted(out)
     assert parsed.hostname == "h" * 255
     assert parsed.app_name == "a" * 48
@@ -245,7 +236,7 @@ def test_sd_name(key: str, name: str) -> None:
 
 
 def test_octet_counting_frames_decode_with_our_listener_decoder() -> None:
-    messages = [format_rfc5424(item(m)) for m in ("a", "multi\nline", "ünïcode", "")]
+    messages = [format_item(item(m)) for m in ("a", "multi\nline", "ünïcode", "")]
     decoder = SyslogStreamDecoder()
     decoder.receive_data(b"".join(octet_counted(m) for m in messages))
     assert decoder.next_frames() == messages
@@ -314,7 +305,7 @@ def check_round_trip(given_item: ExportItem, parsed: SyslogMessage) -> None:
 
 def test_round_trip_of_the_table() -> None:
     for _, given_item, _ in CASES:
-        check_round_trip(given_item, parse_syslog_untrusted(format_rfc5424(given_item)))
+        check_round_trip(given_item, parse_syslog_untrusted(format_item(given_item)))
 
 
 def test_round_trip_of_an_incoming_syslog_message() -> None:
@@ -328,7 +319,7 @@ def test_round_trip_of_an_incoming_syslog_message() -> None:
     record = Record(1, Severity(incoming.severity), incoming.message,
                     wall_ns=incoming.timestamp_ns, fields=syslog_fields(incoming))  # fmt: skip
     stored = StoredRecord("mymachine", T, Origin.SYSLOG, record)
-    again = parse_syslog_untrusted(format_rfc5424(ExportItem(stored, "", "syslog.log")))
+    again = parse_syslog_untrusted(format_item(ExportItem(stored, "", "syslog.log")))
     assert again.facility == incoming.facility and again.severity == incoming.severity
     assert again.timestamp_ns == incoming.timestamp_ns
     assert (again.hostname, again.app_name, again.procid, again.msgid) == (
@@ -373,7 +364,7 @@ items = st.builds(
 @settings(max_examples=400)
 @given(items)
 def test_round_trip_property(given_item: ExportItem) -> None:
-    out = format_rfc5424(given_item)
+    out = format_item(given_item)
     check_round_trip(given_item, parse_syslog_untrusted(out, max_frame=len(out)))
 
 
@@ -381,7 +372,7 @@ def test_round_trip_property(given_item: ExportItem) -> None:
 @given(st.lists(items, min_size=1, max_size=5), st.integers(1, 64))
 def test_octet_counted_stream_round_trip(batch: list[ExportItem], chunk: int) -> None:
     """Messages framed back to back decode to the same messages, in any chunking."""
-    messages = [format_rfc5424(i) for i in batch]
+    messages = [format_item(i) for i in batch]
     stream = b"".join(octet_counted(m) for m in messages)
     decoder = SyslogStreamDecoder(max_frame=max(len(m) for m in messages))
     frames: list[bytes] = []
@@ -393,7 +384,7 @@ def test_octet_counted_stream_round_trip(batch: list[ExportItem], chunk: int) ->
 
 def test_timestamp_is_rfc3339_utc_with_microseconds() -> None:
     for ns in (0, T, 253_402_300_799 * NS + 999_999_999):
-        out = format_rfc5424(item(wall_ns=ns))
+        out = format_item(item(wall_ns=ns))
         stamp = out.split(b" ")[1].decode()
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
         moment = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
