@@ -54,10 +54,29 @@ def parse_time(text: str, *, now_ns: int | None = None) -> int:
     return int(parsed.timestamp() * 1_000_000) * 1000
 
 
+def rfc3339(time_ns: int) -> str | None:
+    """RFC 3339 UTC with microseconds (``2026-11-26T16:10:10.123456Z``), in integers so
+    it is exact; None for a time outside years 1 to 9999. The store's lines use the same
+    format through a per-second cache (store/logfile.py ``LineFormatter``)."""
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    try:
+        t = time.gmtime(seconds)
+    except (OverflowError, OSError, ValueError):
+        return None
+    if not 1 <= t.tm_year <= 9999:
+        return None
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{nanos // 1000:06d}Z"
+    )
+
+
 def format_time(time_ns: int) -> str:
-    """RFC 3339 UTC with microseconds."""
-    stamp = dt.datetime.fromtimestamp(time_ns // 1000 / 1e6, dt.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds; ValueError outside years 1 to 9999."""
+    text = rfc3339(time_ns)
+    if text is None:
+        raise ValueError(f"time {time_ns} ns is outside years 1 to 9999")
+    return text
 
 
 def format_age(time_ns: int | None, *, now_ns: int | None = None) -> str:

@@ -41,11 +41,11 @@ The mapping (one record, one message)::
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 
 from umonitor.protocol.syslog import FACILITIES
 from umonitor.records import Kind, Origin, Record
+from umonitor.timeparse import rfc3339
 
 # RFC 5612 §2: the private enterprise number for documentation and examples.
 ENTERPRISE = 32473
@@ -97,21 +97,6 @@ def _param_value(value: str) -> str:
     return value.translate(_SD_ESCAPES)
 
 
-def _rfc3339(ns: int) -> str | None:
-    """UTC with microseconds, or None for a time outside years 1 to 9999."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    try:
-        t = time.gmtime(seconds)
-    except (OverflowError, OSError, ValueError):
-        return None
-    if not 1 <= t.tm_year <= 9999:
-        return None
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{nanos // 1000:06d}Z"
-    )
-
-
 def _sd_element(sd_id: str, params: Sequence[tuple[str, str]]) -> str:
     inner = "".join(f' {name}="{_param_value(value)}"' for name, value in params)
     return f"[{sd_id}{inner}]"
@@ -157,9 +142,9 @@ def format_rfc5424(
     pri = (USER_FACILITY if facility is None else facility) * 8 + int(record.severity)
     timestamp = None
     if record.wall_ns is not None:
-        timestamp = _rfc3339(record.wall_ns)
+        timestamp = rfc3339(record.wall_ns)
     if timestamp is None:
-        timestamp = _rfc3339(time_ns) or "-"
+        timestamp = rfc3339(time_ns) or "-"
     app = header.get("app") or _header(origin.value, MAX_APP_NAME)
     procid = header.get("procid", "-")
     msgid = header.get("msgid", "-")

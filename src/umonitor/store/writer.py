@@ -39,6 +39,7 @@ from umonitor.store.logfile import (
 )
 from umonitor.store.retention import DiskUsage, Limits
 from umonitor.store.worker import DiskWorker
+from umonitor.timeparse import format_time
 
 FormatRecords = Callable[[bytearray, int, int, int, int, int], tuple[int, str, int, int]]
 SyslogLines = Callable[[bytearray, int, int, int, bytes, int, int], tuple[int, str, int, int]]
@@ -249,9 +250,7 @@ class InstanceLog:
         return highest + 1
 
     def _header(self) -> str:
-        now = time.time_ns()
-        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 1_000_000_000))
-        stamp = f"{created}.{now // 1000 % 1_000_000:06d}Z"
+        stamp = format_time(time.time_ns())
         return segments.format_header(self.file, self.generation, stamp)
 
     # -- writing --------------------------------------------------------------------
