@@ -32,6 +32,7 @@ import itertools
 import re
 from typing import NamedTuple
 
+from umonitor.protocol.crash_dump import SIGNAL_REASONS
 from umonitor.records import SEVERITY_ALIASES, Fields, Kind, Record, Severity
 
 DEFAULT_MAX_LINE = 65536
@@ -189,12 +190,11 @@ RULES: tuple[Rule, ...] = (
     _rule("solo5", r"^Solo5: Halted\b", _S.NOTICE),
     # The C guest library's fatal-signal handler (docs/debugging.md): one line,
     # "umon-crash: signal N code C addr … pc … stack …", then the signal kills the
-    # program. Linux's signal numbers on x86-64.
-    _rule("library", r"^umon-crash: signal 11 ", _S.CRIT, "segmentation fault"),
-    _rule("library", r"^umon-crash: signal 7 ", _S.CRIT, "bus error"),
-    _rule("library", r"^umon-crash: signal 4 ", _S.CRIT, "illegal instruction"),
-    _rule("library", r"^umon-crash: signal 8 ", _S.CRIT, "floating point exception"),
-    _rule("library", r"^umon-crash: signal 6 ", _S.CRIT, "abort"),
+    # program. Linux's signal numbers on x86-64, named as the crash report names them.
+    *(
+        _rule("library", rf"^umon-crash: signal {number} ", _S.CRIT, reason)
+        for number, reason in SIGNAL_REASONS.items()
+    ),
     _rule("library", r"^umon-crash: signal [0-9]{1,3} ", _S.CRIT, "fatal signal"),
     # Any guest: C libraries, language runtimes, hypervisor messages.
     _rule("any", r"Segmentation fault", _S.CRIT, "segmentation fault"),
