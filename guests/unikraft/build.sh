@@ -18,7 +18,7 @@
 # The .dbg files carry the symbols and DWARF for symbolizing crash traces.
 #
 # How this works: the archives are checked against their SHA-256, unpacked into
-# OUT/work, and lib-lwip is patched for core 0.17 (lib-lwip-core-0.17.patch: it
+# OUT/work, and lib-lwip is adapted to core 0.17 (adapt_lwip.py, three checked edits: it
 # still asks for uk/swrand, which 0.17 replaced by ukrandom, and ukrandom stops
 # the boot under QEMU TCG). lib-lwip would download the lwIP sources; the zip
 # placed where its Makefile.uk looks (BUILD/liblwip/UNIKRAFT-2_1_x.zip) keeps it
@@ -85,7 +85,7 @@ $LWIP_ZIP_SHA256  $SOURCES/$LWIP_ZIP" | sha256sum --check >>"$LOG" 2>&1
 
 tar -xJf "$SOURCES/$UNIKRAFT_TAR" -C "$WORK" # -> unikraft/
 tar -xJf "$SOURCES/$LWIP_TAR" -C "$WORK"     # -> lwip/
-patch -p1 -d "$WORK/lwip" <"$HERE/lib-lwip-core-0.17.patch" >>"$LOG" 2>&1
+python3 "$HERE/adapt_lwip.py" "$WORK/lwip" >>"$LOG" 2>&1 || die "lib-lwip could not be adapted to core 0.17 (see $LOG)"
 
 for guest in "${GUESTS[@]}"; do
     read -r name source <<<"$guest"
