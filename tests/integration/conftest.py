@@ -74,7 +74,8 @@ def start_collector(
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        matches = re.findall(r"tcp://127\.0\.0\.1:(\d+)", err_path.read_text()[seen:])
+        # The native listener's line, not syslog's ("syslog+tcp://...").
+        matches = re.findall(r"(?<!\+)tcp://127\.0\.0\.1:(\d+)", err_path.read_text()[seen:])
         if matches and (port == 0 or int(matches[-1]) == port):
             return Collector(data, int(matches[-1]), proc, list(extra))
         if proc.poll() is not None:
@@ -89,6 +90,18 @@ def collector(tmp_path: Path) -> Iterator[Collector]:
     c = start_collector(tmp_path / "data")
     yield c
     assert c.stop() == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs, mounted for this test."""
+    mount = tmp_path / "data"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def free_port() -> int:

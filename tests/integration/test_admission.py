@@ -126,7 +126,9 @@ def test_wrong_or_missing_token_is_refused_and_logged(fleet: Running) -> None:
     assert "wrong token" in refused(hello_from(fleet, fleet.web_address, "web", ""))
     # Same length, one character off: still refused (compared in constant time).
     assert "wrong token" in refused(hello_from(fleet, fleet.web_address, "web", TOKEN[:-1] + "d"))
-    log = (fleet.data / "security.log").read_text().splitlines()
+    path = fleet.data / "security.log"  # written off the event loop: soon
+    wait_for(lambda: path.exists() and len(path.read_text().splitlines()) == 3, what="3 lines")
+    log = path.read_text().splitlines()
     assert len(log) == 3 and all(fleet.web_address in line for line in log)
     assert fleet.status()["refused"] == 3
 

@@ -21,10 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.integration.conftest import (
     Collector,
@@ -414,18 +411,6 @@ def test_sigkill_under_load_corrupts_and_loses_nothing(tmp_path: Path) -> None:
 
 
 # -- 3. a full disk ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, mounted for this test."""
-    mount = tmp_path / "data"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def unread_bytes(port: int) -> int:

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import socket
-import sys
-import termios
 import time
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 from umonitor.collector.base import Acknowledger, GuestLimits
-from umonitor.collector.flow import PEER, RATE, ReadGate
+from umonitor.collector.stream import GuardedStream, GuardHost
 from umonitor.errors import ProtocolError, Refused
 from umonitor.protocol import frame_codec as fc
 from umonitor.protocol.legacy import LegacyDecoder
@@ -54,7 +51,7 @@ def keep_while_paused(transport: asyncio.BaseTransport, seconds: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
 
 
-class ConnectionHost(Protocol):
+class ConnectionHost(GuardHost, Protocol):
     """What a guest's connection needs of the collector (collector/server.py's
     ``Collector`` is the one)."""
 
@@ -67,10 +64,6 @@ class ConnectionHost(Protocol):
 
     def want_commit(self, conn: Acknowledger | None, then_close: bool = False) -> None: ...
 
-    def connection_opened(self, conn: Connection) -> bool: ...
-
-    def connection_closed(self, conn: Connection) -> None: ...
-
     def instance_attached(self, conn: Connection) -> None: ...
 
     def charge(self, instance: str, records: int) -> float: ...
@@ -78,18 +71,15 @@ class ConnectionHost(Protocol):
     def status_changed(self) -> None: ...
 
 
-class Connection(asyncio.Protocol):
+class Connection(GuardedStream):
     """A TCP connection from (or, in dial mode, to) one guest."""
 
     def __init__(self, collector: ConnectionHost, fixed_name: str | None = None) -> None:
+        super().__init__(collector)
         self.collector = collector
         # A dialed guest is named by the user and, unless it starts with the native
         # preface, speaks the original format (it is the original Umonitor guest).
         self.fixed_name = fixed_name
-        self.transport: asyncio.Transport | None = None
-        self.gate: ReadGate | None = None
-        self.peer = ""
-        self.peer_host = ""
         self.dialect: Dialect | None = None
         self._head = bytearray()
         self._head_reads: list[int] = []  # where each read ended in _head
@@ -100,11 +90,6 @@ class Connection(asyncio.Protocol):
         self._acked = -1
         self.high = 0
         self._quiet: asyncio.TimerHandle | None = None
-        self._closing = False
-        self.opened_at = time.monotonic()
-        self.last_data = self.opened_at
-        self.partial_since: float | None = None  # when the frame now buffered began
-        self._resume: asyncio.TimerHandle | None = None
         # Control (collector/control.py): the level the guest last said it has, how
         # many LEVEL answers came, and the PINGs sent to it that wait for their PONG.
         self.level: Severity | None = None
@@ -113,25 +98,27 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio callbacks --------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.gate = ReadGate(transport)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.peer_host = str(peer[0])
-            self.peer = f"{peer[0]}:{peer[1]}"
-        if not self.collector.connection_opened(self):
-            self._closing = True
-            self.transport.abort()
-            return
-        keep_while_paused(transport, self.collector.guest_limits.pause_seconds)
+    def opened(self) -> None:
+        if self.transport is not None:
+            keep_while_paused(self.transport, self.collector.guest_limits.pause_seconds)
+
+    def buffered(self) -> int:
+        decoder = self._native or self._lines
+        return decoder.buffered if decoder is not None else 0
+
+    def identified(self) -> bool:
+        return self.instance is not None
+
+    def instances(self) -> set[str]:
+        return {self.instance.name} if self.instance is not None else set()
+
+    def goodbye(self, why: str) -> None:
+        self.close(fc.ErrorFrame(fc.ErrorCode.NOT_ALLOWED, why))
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self.last_data = now = time.monotonic()
-        if self.gate is not None:
-            self.gate.took(len(data))
+        now = self.took(len(data))
         high = self.high
         try:
             if self.dialect is None:
@@ -142,107 +129,17 @@ class Connection(asyncio.Protocol):
                     self.partial_since = self.partial_since or now
                     return
                 data = bytes(self._head)
-                before = self._buffered()
+                before = self.buffered()
                 self._feed_head()
             else:
-                before = self._buffered()
+                before = self.buffered()
                 self._feed(data)
         except ProtocolError as exc:
             self._fail(exc)
             return
-        after = self._buffered()
-        if not after:
-            self.partial_since = None
-        elif self.partial_since is None or after < before + len(data):
-            # Something was taken, so the incomplete frame (or line) began in this read:
-            # a guest streaming without pause is never a slow sender.
-            self.partial_since = now
+        self.note_partial(before, len(data), now)
         if self.instance is not None and self.high > high:
-            self._throttle(self.collector.charge(self.instance.name, self.high - high))
-
-    def _buffered(self) -> int:
-        decoder = self._native or self._lines
-        return decoder.buffered if decoder is not None else 0
-
-    def _throttle(self, seconds: float) -> None:
-        """Stop reading for ``seconds`` (the instance is over its rate)."""
-        if seconds <= 0 or self.gate is None or self._resume is not None:
-            return
-        self.gate.hold(RATE)
-        self._resume = asyncio.get_running_loop().call_later(seconds, self._unthrottle)
-
-    def _unthrottle(self) -> None:
-        self._resume = None
-        if self.gate is not None and not self._closing:
-            self.gate.release(RATE)
-
-    def pause_writing(self) -> None:
-        """The guest does not read what it is sent: read nothing more from it either.
-
-        Everything the collector writes answers something the guest sent (ACK, PONG,
-        ERROR) or is one control request of a user (SET_LEVEL, PING; collector/control.py),
-        so this bounds what one guest can make the collector hold for it.
-        """
-        if self.gate is not None:
-            self.gate.hold(PEER)
-
-    def resume_writing(self) -> None:
-        if self.gate is not None:
-            self.gate.release(PEER)
-
-    def restart_clocks(self, now: float) -> None:
-        """Time limits count from ``now`` (the guest's VM was stopped until now)."""
-        if self.gate is not None:
-            self.gate.resumed_at = now
-            if self.gate.peer_since is not None:
-                self.gate.peer_since = now
-
-    def over_time(self, now: float, limits: GuestLimits) -> str | None:
-        """Which time limit this connection is over, if any."""
-        if self._closing or self.gate is None:
-            return None
-        unread = self.gate.peer_since
-        if unread is not None and now - unread > limits.frame_seconds:
-            return "unread"
-        if self.gate.reasons:
-            return None  # not read now: whatever is late is not the guest's doing
-        resumed = self.gate.resumed_at
-        over = None
-        if self.instance is None and now - max(self.opened_at, resumed) > limits.handshake_seconds:
-            over = "handshake"
-        elif self.partial_since is not None and (
-            now - max(self.partial_since, resumed) > limits.frame_seconds
-        ):
-            over = "slow"
-        elif limits.idle_seconds and now - max(self.last_data, resumed) > limits.idle_seconds:
-            over = "idle"
-        if over is not None and self._waiting() > 0:
-            return None  # its bytes are here, not yet read: the collector is late, not it
-        return over
-
-    def _waiting(self) -> int:
-        """Bytes the kernel holds for this connection that the loop has not read yet."""
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        try:
-            buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")  # type: ignore[union-attr]
-        except (AttributeError, OSError, ValueError):
-            return 0
-        return int.from_bytes(buf, sys.byteorder, signed=True)
-
-    def close_for(self, limit: str) -> None:
-        why = {
-            "handshake": "no HELLO in time",
-            "slow": "a frame took too long to arrive",
-            "unread": "did not read what it was sent",
-            "idle": "idle for too long",
-        }.get(limit, limit)
-        log.info("closing %s: %s", self.peer, why)
-        if limit == "unread" and self.transport is not None:
-            # What it has not read would never drain: drop it with the connection.
-            self._closing = True
-            self.transport.abort()
-            return
-        self.close(fc.ErrorFrame(fc.ErrorCode.NOT_ALLOWED, why))
+            self.throttle(self.collector.charge(self.instance.name, self.high - high))
 
     def eof_received(self) -> bool | None:
         self._finish_stream()
@@ -251,17 +148,13 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._quiet is not None:
             self._quiet.cancel()
-        if self._resume is not None:
-            self._resume.cancel()
-            self._resume = None
         if not self._closing:
             self._finish_stream()
-        self._closing = True
         for waiter in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(ConnectionError("the connection closed"))
         self._pings.clear()
-        self.collector.connection_closed(self)
+        super().connection_lost(exc)
 
     # -- decoding -----------------------------------------------------------------
 
@@ -443,10 +336,6 @@ class Connection(asyncio.Protocol):
             self._send(fc.encode(fc.Ack(self.high)))
 
     @property
-    def closing(self) -> bool:
-        return self._closing
-
-    @property
     def controllable(self) -> bool:
         """Whether this guest speaks the native protocol (legacy and text have no control)."""
         return self._native is not None and self.instance is not None and not self._closing
@@ -478,10 +367,6 @@ class Connection(asyncio.Protocol):
         self.close()
 
     def close(self, goodbye: fc.ErrorFrame | None = None) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        if goodbye is not None and self._native is not None:
+        if goodbye is not None and self._native is not None and not self._closing:
             self._send(fc.encode(goodbye))
-        if self.transport is not None:
-            self.transport.close()
+        super().close()

@@ -24,12 +24,14 @@ from umonitor.collector.base import (
 )
 from umonitor.collector.connection import Connection
 from umonitor.collector.flow import DISK, ReadGate
+from umonitor.collector.stream import GuardedStream
 from umonitor.collector.syslog_listeners import SyslogIntake
 from umonitor.errors import ProtocolError, Refused
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Origin
 from umonitor.store.logfile import escape
 from umonitor.store.names import sanitize_instance_name
+from umonitor.store.side_log import SideLog
 from umonitor.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -63,12 +65,9 @@ class Datagrams(asyncio.DatagramProtocol):
             name = collector.admit(hello.name, peer_host, hello.token)
         except Refused:
             return
-        if collector.charge(name, 1) > 0:
-            return  # over its rate: a datagram cannot be held back, only dropped (counted)
-        store = collector.store
-        if store.failure is not None and store.unwritten_bytes + store.queued_bytes > DISK_BACKLOG:
-            collector.shed_datagrams += 1  # the disk refuses and memory is not infinite
+        if not collector.datagram_fits(name):
             return
+        store = collector.store
         instance = store.log(name)
         boot = hello.boot_id.hex()
         if instance.context != boot:
@@ -93,7 +92,8 @@ class Collector:
     throttled: dict[str, int] = field(default_factory=dict)  # instance -> rate limit hits
     _per_source: dict[str, int] = field(default_factory=dict)
     _buckets: dict[str, list[float]] = field(default_factory=dict)  # instance -> [tokens, t]
-    connections: set[Connection] = field(default_factory=set)
+    streams: set[GuardedStream] = field(default_factory=set)  # native, syslog, RELP
+    connections: set[Connection] = field(default_factory=set)  # the native ones
     held: set[str] = field(default_factory=set)  # instances whose VM is stopped
     protocol_errors: int = 0
     refused: int = 0
@@ -116,6 +116,7 @@ class Collector:
     _disk_retry: asyncio.TimerHandle | None = None
     _disk_said: float = 0.0
     _store_version: int = 0
+    _security: SideLog | None = None  # refusals, written off the loop
 
     def admit(self, requested: str, peer_host: str, token: bytes | None) -> str:
         """The instance a guest is filed under (admission.py); Refused is counted and logged."""
@@ -129,14 +130,11 @@ class Collector:
             raise
 
     def _note_refusal(self, peer_host: str, requested: str, why: str) -> None:
-        path = self.store.root / SECURITY_LOG
-        try:
-            if path.exists() and path.stat().st_size > SECURITY_LOG_LIMIT:
-                path.replace(path.with_suffix(".log.old"))
-            with open(path, "a") as out:
-                out.write(f"{time.time():.6f} {peer_host} name={escape(requested)[:200]} {why}\n")
-        except OSError:
-            pass  # the count still says it happened
+        if self._security is None:
+            path = self.store.root / SECURITY_LOG
+            self._security = SideLog(path, SECURITY_LOG_LIMIT, self.store.worker)
+        name = escape(requested)[:200]
+        self._security.write(f"{time.time():.6f} {peer_host} name={name} {why}\n")
 
     # -- commit -------------------------------------------------------------------
 
@@ -221,27 +219,45 @@ class Collector:
             self._paused.add(gate)
 
     def _pause_all(self) -> None:
-        for conn in self.connections:
-            self._pause(conn.gate)
-        for intake in self.syslog:
-            for stream in intake.relp:
-                self._pause(stream.gate)
+        for stream in self.streams:
+            self._pause(stream.gate)
         for gate in self._udp:
             self._pause(gate)
 
+    def datagram_fits(self, instance: str) -> bool:
+        """Whether a datagram of ``instance`` may be stored; a datagram cannot be held
+        back, so over its rate, or while the disk refuses with much queued, it is
+        dropped (and counted)."""
+        if self.charge(instance, 1) > 0:
+            return False
+        store = self.store
+        if store.failure is not None and store.unwritten_bytes + store.queued_bytes > DISK_BACKLOG:
+            self.shed_datagrams += 1  # the disk refuses and memory is not infinite
+            self.status_changed()
+            return False
+        return True
+
+    def add_datagram_transport(self, transport: asyncio.BaseTransport) -> None:
+        """A UDP listener: paused with the rest while the disk refuses, closed at the end."""
+        self._udp.append(ReadGate(transport))
+
     # -- connections --------------------------------------------------------------
 
-    def connection_opened(self, conn: Connection) -> bool:
-        """Count a new connection in; False (and counted) when a limit says no."""
-        host = conn.peer_host
-        if len(self.connections) >= self.guest_limits.max_connections:
+    def stream_opened(self, stream: GuardedStream) -> bool:
+        """Count a new stream in; False (and counted) when a limit says no."""
+        host = stream.peer_host
+        if len(self.streams) >= self.guest_limits.max_connections:
             self.hit("connections")
             return False
         if self._per_source.get(host, 0) >= self.guest_limits.max_per_source:
             self.hit("per_source")
             return False
         self._per_source[host] = self._per_source.get(host, 0) + 1
-        self.connections.add(conn)
+        self.streams.add(stream)
+        if isinstance(stream, Connection):
+            self.connections.add(stream)
+        if self.store.failure is not None:
+            self._pause(stream.gate)  # read nothing while the disk refuses
         return True
 
     def hit(self, limit: str, instance: str | None = None) -> None:
@@ -276,20 +292,20 @@ class Collector:
             return
         self.held.discard(name)
         now = time.monotonic()
-        for conn in self.connections:
-            if conn.instance is not None and conn.instance.name == name:
-                conn.restart_clocks(now)
+        for stream in self.streams:
+            if name in stream.instances():
+                stream.restart_clocks(now)
 
     def sweep(self) -> None:
-        """Close connections over a time limit (called once a second)."""
+        """Close streams over a time limit (called once a second)."""
         now = time.monotonic()
-        for conn in list(self.connections):
-            if conn.instance is not None and conn.instance.name in self.held:
+        for stream in list(self.streams):
+            if self.held and not self.held.isdisjoint(stream.instances()):
                 continue
-            over = conn.over_time(now, self.guest_limits)
+            over = stream.over_time(now, self.guest_limits)
             if over is not None:
                 self.hit(over)
-                conn.close_for(over)
+                stream.close_for(over)
 
     def instance_attached(self, conn: Connection) -> None:
         self.status_changed()
@@ -306,17 +322,21 @@ class Collector:
                 live[conn.instance.name] = conn
         return live
 
-    def connection_closed(self, conn: Connection) -> None:
-        if conn in self.connections:
-            left = self._per_source.get(conn.peer_host, 1) - 1
+    def stream_closed(self, stream: GuardedStream) -> None:
+        if stream in self.streams:
+            left = self._per_source.get(stream.peer_host, 1) - 1
             if left > 0:
-                self._per_source[conn.peer_host] = left
+                self._per_source[stream.peer_host] = left
             else:
-                self._per_source.pop(conn.peer_host, None)
-        self.connections.discard(conn)
-        self._to_ack.discard(conn)
-        self._to_close.discard(conn)
-        if self._commit_scheduled is False and conn.instance is not None:
+                self._per_source.pop(stream.peer_host, None)
+        self.streams.discard(stream)
+        if stream.gate is not None:
+            self._paused.discard(stream.gate)
+        if isinstance(stream, Connection):
+            self.connections.discard(stream)
+        self._to_ack.discard(stream)
+        self._to_close.discard(stream)
+        if self._commit_scheduled is False and stream.instances():
             self.want_commit(None)
         self.status_changed()
 
@@ -460,8 +480,11 @@ class Collector:
             close()
         self.commit()
         goodbye = fc.ErrorFrame(fc.ErrorCode.SHUTTING_DOWN, "collector shutting down")
-        for conn in list(self.connections):
-            conn.close(goodbye)
+        for stream in list(self.streams):
+            if isinstance(stream, Connection):
+                stream.close(goodbye)
+            else:
+                stream.close()  # RELP answers what is stored and says serverclose
         await asyncio.sleep(0)
         self.commit()
         if self._disk_retry is not None:

@@ -6,8 +6,15 @@ TCP/TLS stream, is parsed by ``parse_syslog_untrusted`` into one record of origi
 the fleet knows the address, else the message's hostname or app-name (sanitized).
 Severity and facility are kept; structured data becomes fields named
 ``SDID.param``. A frame that cannot be parsed is counted and written, escaped, to the
-listener's reject log (``DATA/rejects/<listener>.log``, cut at 10 MiB); the listener
-goes on serving.
+listener's reject log (``DATA/rejects/<listener>.log``, cut at 10 MiB, written off the
+event loop); the listener goes on serving.
+
+Syslog is held to what native guests are (collector/stream.py): a TCP, TLS or RELP
+stream counts against ``--max-connections`` and ``--max-per-source``, is cut when a
+frame does not complete in time (or when idle, if set; a RELP session also when it
+does not ``open`` in time or does not read its answers), stops being read while its
+instance is over its rate or the disk refuses writes; datagrams are dropped then
+(counted). Each hit is counted like a native guest's.
 """
 
 from __future__ import annotations
@@ -19,10 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol
 
 from umonitor.collector.base import Acknowledger, Endpoint, listen_error
-from umonitor.collector.flow import PEER, ReadGate
+from umonitor.collector.stream import GuardedStream, GuardHost
 from umonitor.errors import ProtocolError, Refused, UsageError
 from umonitor.protocol.relp import RELP_OFFERS, RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.syslog import (
@@ -34,12 +41,13 @@ from umonitor.protocol.syslog import (
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import layout
 from umonitor.store.logfile import escape
+from umonitor.store.side_log import SideLog
 from umonitor.store.writer import InstanceLog, Store
 
 REJECT_LIMIT = 10 << 20
 
 
-class SyslogHost(Protocol):
+class SyslogHost(GuardHost, Protocol):
     """What the syslog intake needs of the collector (collector/server.py's
     ``Collector`` is the one)."""
 
@@ -56,6 +64,12 @@ class SyslogHost(Protocol):
     def commit(self) -> None: ...
 
     def status_changed(self) -> None: ...
+
+    def charge(self, instance: str, records: int) -> float: ...
+
+    def datagram_fits(self, instance: str) -> bool: ...
+
+    def add_datagram_transport(self, transport: asyncio.BaseTransport) -> None: ...
 
 
 def syslog_fields(msg: SyslogMessage) -> tuple[tuple[str, str], ...]:
@@ -97,11 +111,11 @@ class SyslogIntake:
     name: str  # the listener, e.g. "syslog-udp-514"
     received: int = 0
     rejected: int = 0
-    relp: set[RelpStream] = field(default_factory=set)
     _boots: dict[tuple[str, str | None], tuple[str, int]] = field(default_factory=dict)
+    _rejects: SideLog | None = None
 
     def take_untrusted(
-        self, frame: bytes, peer_host: str, stream_boot: str | None = None
+        self, frame: bytes, peer_host: str, stream: SyslogStream | RelpStream | None = None
     ) -> FastPath | None:
         """Store one frame; for a stream, say how the frames after it may take the fast path."""
         try:
@@ -115,13 +129,20 @@ class SyslogIntake:
         except Refused as exc:
             self.reject(frame, peer_host, str(exc))
             return None
+        if stream is None and not self.collector.datagram_fits(instance):
+            return None
         self.received += 1
         store = self.collector.store
         log = store.log(instance, layout.SYSLOG_LOG)
+        stream_boot = stream.boot if stream is not None else None
         boot, seq = self._next(log, instance, stream_boot, peer_host, requested)
         store.add_records(log, boot, [syslog_record(msg, seq)], Origin.SYSLOG, time.time_ns())
-        self.collector.want_commit(None)
-        if stream_boot is None or msg.rfc != 5424 or not msg.hostname:
+        self.collector.want_commit(stream)
+        if stream is None:
+            return None
+        stream.filed.add(instance)
+        stream.throttle(self.collector.charge(instance, 1))
+        if msg.rfc != 5424 or not msg.hostname or isinstance(stream, RelpStream):
             return None
         return FastPath(msg.hostname.encode("utf-8", "surrogateescape"), instance, requested)
 
@@ -139,27 +160,21 @@ class SyslogIntake:
         self._boots[key] = (boot, seq + 1)
         return boot, seq + 1
 
-    def take_run(
-        self, fast: FastPath, stream_boot: str, peer: str, buf: bytearray, end: int
-    ) -> int:
+    def take_run(self, fast: FastPath, stream: SyslogStream, buf: bytearray, end: int) -> int:
         """Store the run of plain frames from ``fast.host`` at the start of ``buf``."""
         store = self.collector.store
         log = store.log(fast.instance, layout.SYSLOG_LOG)
-        boot, seq = self._next(log, fast.instance, stream_boot, peer, fast.requested)
+        boot, seq = self._next(log, fast.instance, stream.boot, stream.peer_host, fast.requested)
         seq -= 1  # _next counted one record ahead
         stop, last = store.add_syslog_run(
             log, boot, buf, end, self.collector.max_frame, fast.host, seq
         )
-        self._boots[fast.instance, stream_boot] = (boot, last)
+        self._boots[fast.instance, stream.boot] = (boot, last)
         if last != seq:
             self.received += last - seq
-            self.collector.want_commit(None)
+            self.collector.want_commit(stream)
+            stream.throttle(self.collector.charge(fast.instance, last - seq))
         return stop
-
-    def close_relp(self) -> None:
-        """The collector is stopping: every RELP session answers and says serverclose."""
-        for stream in list(self.relp):
-            stream.close()
 
     def forget(self, stream_boot: str) -> None:
         """A connection ended: drop its numbering."""
@@ -169,21 +184,12 @@ class SyslogIntake:
     def reject(self, frame: bytes, peer_host: str, why: str) -> None:
         self.rejected += 1
         self.collector.status_changed()
-        path = self.collector.store.root / "rejects" / f"{self.name}.log"
-        path.parent.mkdir(exist_ok=True)
-        try:
-            if path.exists() and path.stat().st_size > REJECT_LIMIT:
-                path.replace(path.with_suffix(".log.old"))
-            text = escape(frame[:4096].decode("utf-8", "replace"))
-            with open(path, "a") as out:
-                out.write(f"{time.time():.6f} {peer_host} {escape(why)}: {text}\n")
-        except OSError:
-            pass  # the count still says it happened
-
-
-def peer_host_of(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if self._rejects is None:
+            store = self.collector.store
+            path = store.root / "rejects" / f"{self.name}.log"
+            self._rejects = SideLog(path, REJECT_LIMIT, store.worker)
+        text = escape(frame[:4096].decode("utf-8", "replace"))
+        self._rejects.write(f"{time.time():.6f} {peer_host} {escape(why)}: {text}\n")
 
 
 class SyslogDatagrams(asyncio.DatagramProtocol):
@@ -194,22 +200,30 @@ class SyslogDatagrams(asyncio.DatagramProtocol):
         self.intake.take_untrusted(data, str(addr[0]))
 
 
-class SyslogStream(asyncio.Protocol):
+class SyslogStream(GuardedStream):
     """One TCP or TLS syslog connection."""
 
+    handshake = False  # a syslog sender need not speak first
+
     def __init__(self, intake: SyslogIntake, max_frame: int) -> None:
+        super().__init__(intake.collector)
         self.intake = intake
         self.decoder = SyslogStreamDecoder(max_frame=max_frame)
-        self.peer_host = ""
         self.boot = os.urandom(16).hex()
-        self.transport: asyncio.Transport | None = None
         self.fast: FastPath | None = None
+        self.filed: set[str] = set()  # the instances it has filed records for
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.peer_host = peer_host_of(transport)
+    def buffered(self) -> int:
+        return self.decoder.buffered
+
+    def instances(self) -> set[str]:
+        return self.filed
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        now = self.took(len(data))
+        before = self.decoder.buffered
         self.decoder.receive_data(data)
         try:
             # The fast path takes runs of plain frames from the host of the frame
@@ -221,68 +235,68 @@ class SyslogStream(asyncio.Protocol):
                 frames = self.decoder.next_frames(limit=1)
                 if not frames:
                     break
-                self.fast = self.intake.take_untrusted(frames[0], self.peer_host, self.boot)
+                self.fast = self.intake.take_untrusted(frames[0], self.peer_host, self)
         except ProtocolError as exc:
             self.intake.reject(data[:256], self.peer_host, str(exc))
-            if self.transport is not None:
-                self.transport.close()
+            self.close()
+            return
+        self.note_partial(before, len(data), now)
 
     def _take_fast(self, buf: bytearray, end: int) -> int:
         assert self.fast is not None
-        return self.intake.take_run(self.fast, self.boot, self.peer_host, buf, end)
+        return self.intake.take_run(self.fast, self, buf, end)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.intake.forget(self.boot)
+        super().connection_lost(exc)
 
     def eof_received(self) -> bool | None:
         try:
             for frame in self.decoder.end_of_stream():
-                self.intake.take_untrusted(frame, self.peer_host, self.boot)
+                self.intake.take_untrusted(frame, self.peer_host, self)
         except ProtocolError:
             pass
         return None
 
 
-class RelpStream(asyncio.Protocol):
+class RelpStream(GuardedStream):
     """One RELP connection (rsyslog's omrelp): every message answered once it is written.
 
     ``open`` is answered with our offers (``commands=syslog``); each ``syslog`` command
     is stored like a TCP frame and answered ``200 OK`` by the collector's commit, after
     the write, so a sender that gets no answer sends it again. ``close`` is answered and
-    the connection closed. When the collector stops, it answers what it stored and
-    sends ``serverclose``. A frame that breaks the protocol is answered ``500`` when it
-    has a number, rejected, and the connection closed.
+    the connection closed. When the collector stops, or a time limit cuts the session,
+    it answers what it stored and sends ``serverclose``. A frame that breaks the
+    protocol is answered ``500`` when it has a number, rejected, and the connection
+    closed.
     """
 
     def __init__(self, intake: SyslogIntake, max_frame: int) -> None:
+        super().__init__(intake.collector)
         self.intake = intake
         self.decoder = RelpDecoder(max_data=max_frame)
-        self.peer_host = ""
         self.boot = os.urandom(16).hex()
-        self.transport: asyncio.Transport | None = None
-        self.gate: ReadGate | None = None
-        self.opened = False
+        self.began = False  # the peer has sent ``open``
         self.stored: list[int] = []  # txnrs written or about to be, not yet answered
-        self.closing = False
+        self.filed: set[str] = set()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.gate = ReadGate(transport)
-        self.peer_host = peer_host_of(transport)
-        self.intake.relp.add(self)
+    def buffered(self) -> int:
+        return self.decoder.buffered
 
-    def pause_writing(self) -> None:
-        """The sender does not read its answers: read nothing more from it either."""
-        if self.gate is not None:
-            self.gate.hold(PEER)
+    def identified(self) -> bool:
+        return self.began
 
-    def resume_writing(self) -> None:
-        if self.gate is not None:
-            self.gate.release(PEER)
+    def instances(self) -> set[str]:
+        return self.filed
+
+    def goodbye(self, why: str) -> None:
+        self.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self._closing:
             return
+        now = self.took(len(data))
+        before = self.decoder.buffered
         self.decoder.receive_data(data)
         try:
             frames = self.decoder.next_frames()
@@ -291,21 +305,22 @@ class RelpStream(asyncio.Protocol):
             self._answer_then_close(b"")
             return
         for frame in frames:
-            if frame.command == "syslog" and self.opened:
-                self.intake.take_untrusted(frame.data, self.peer_host, self.boot)
+            if frame.command == "syslog" and self.began:
+                self.intake.take_untrusted(frame.data, self.peer_host, self)
                 self.stored.append(frame.txnr)
             elif frame.command == "open":
-                self.opened = True
+                self.began = True
                 self._send(RelpFrame(frame.txnr, "rsp", b"200 OK\n" + RELP_OFFERS))
             elif frame.command == "close":
                 self.intake.collector.want_commit(self)
                 self._answer_then_close(encode_relp(RelpFrame(frame.txnr, "rsp", b"200 OK")))
                 return
             else:
-                why = "no session: send open first" if not self.opened else "unknown command"
+                why = "no session: send open first" if not self.began else "unknown command"
                 self._send(RelpFrame(frame.txnr, "rsp", f"500 {why}".encode()))
         if self.stored:
             self.intake.collector.want_commit(self)
+        self.note_partial(before, len(data), now)
 
     def send_ack(self) -> None:
         """Called by the collector's commit: what was stored is on disk now."""
@@ -316,11 +331,13 @@ class RelpStream(asyncio.Protocol):
         self.stored.clear()
 
     def close(self) -> None:
-        """The collector is stopping: answer what is stored, say serverclose, close."""
+        """Answer what is stored, say serverclose, close."""
         self._answer_then_close(encode_relp(RelpFrame(0, "serverclose")))
 
     def _answer_then_close(self, last: bytes) -> None:
-        self.closing = True
+        if self._closing:
+            return
+        self._closing = True
         self.intake.collector.commit()  # writes, then answers through send_ack
         if self.transport is not None and not self.transport.is_closing():
             if last:
@@ -332,8 +349,8 @@ class RelpStream(asyncio.Protocol):
             self.transport.write(encode_relp(frame))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.intake.relp.discard(self)
         self.intake.forget(self.boot)
+        super().connection_lost(exc)
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -361,7 +378,7 @@ async def listen_syslog(
                 lambda: SyslogDatagrams(intake), local_addr=(endpoint.host, endpoint.port)
             )
             port = transport.get_extra_info("sockname")[1]
-            collector.closers.append(transport.close)
+            collector.add_datagram_transport(transport)
         elif kind == "relp":
             server = await loop.create_server(
                 lambda: RelpStream(intake, collector.max_frame),
@@ -371,7 +388,6 @@ async def listen_syslog(
             )
             port = server.sockets[0].getsockname()[1]
             collector.closers.append(server.close)
-            collector.closers.append(intake.close_relp)
         else:
             server = await loop.create_server(
                 lambda: SyslogStream(intake, collector.max_frame),

@@ -58,6 +58,11 @@ class RelpDecoder:
         self._buf = bytearray()
         self._broken: ProtocolError | None = None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not yet form a complete frame."""
+        return len(self._buf)
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
 
