@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from umonitor.errors import UsageError
-from umonitor.fleet.leases import IFNAMSIZ, Leases, leases_path
+from umonitor.fleet import leases as leases_module
+from umonitor.fleet.leases import IFNAMSIZ, OWNER_MAX_AGE, Leases, leases_path
 
 NET = IPv4Network("10.77.0.0/24")
 HOST = IPv4Address("10.77.0.1")
@@ -92,12 +93,21 @@ def test_owner(tmp_path: Path) -> None:
     assert leases.owner("not an address") is None
 
 
-def test_owner_sees_changes_made_by_another_table(tmp_path: Path) -> None:
+def test_owner_sees_its_own_changes_at_once_and_another_tables_within_its_max_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(leases_module.time, "monotonic", lambda: now[0])
     reader, writer = table(tmp_path), table(tmp_path)
     assert reader.owner("10.77.0.2") is None
     writer.lease("x")
+    assert writer.owner("10.77.0.2") == "x"  # its own write: at once
+    assert reader.owner("10.77.0.2") is None  # read less than OWNER_MAX_AGE ago: not yet
+    now[0] += OWNER_MAX_AGE
     assert reader.owner("10.77.0.2") == "x"
     writer.release("x")
+    assert writer.owner("10.77.0.2") is None
+    now[0] += OWNER_MAX_AGE
     assert reader.owner("10.77.0.2") is None
 
 

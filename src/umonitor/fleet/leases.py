@@ -44,6 +44,7 @@ IFNAMSIZ = 16  # the kernel's buffer for an interface name, NUL included
 TAP_PREFIX = "umt"
 _TAP = re.compile(rf"[a-z0-9]{{1,{IFNAMSIZ - 1 - len(TAP_PREFIX)}}}")
 _TAP_DIGEST = 5  # bytes: "umt" + 10 hex digits = 13 characters
+OWNER_MAX_AGE = 1.0  # seconds owner() may answer from the table last read
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,8 @@ class Leases:
                 "give the host an address inside the guest network"
             )
         self._lock_path = self.path.with_name(LOCK)
-        self._cached: tuple[bytes, _Table] = (b"", _Table())  # one attribute: thread-safe
+        # The table last read or written, its bytes and when (one attribute: thread-safe).
+        self._cached: tuple[bytes, _Table, float] = (b"", _Table(), -OWNER_MAX_AGE)
         self.set_aside: Path | None = None
         """Where a corrupt table was moved to by this object, if it ever was."""
 
@@ -199,12 +201,20 @@ class Leases:
         return self._read().records.get(instance)
 
     def owner(self, address: IPv4Address | str) -> str | None:
-        """The instance that holds ``address``, or None (also for a malformed address)."""
+        """The instance that holds ``address``, or None (also for a malformed address).
+
+        Asked for every datagram and syslog message on the collector's event loop, so
+        it answers from the table this object last read or wrote, read again at most
+        once every ``OWNER_MAX_AGE`` seconds (leases are written by this process before
+        the guest that holds them starts).
+        """
         try:
             address = IPv4Address(address)
         except ValueError:
             return None
-        table = self._read()
+        table = self._cached[1]
+        if time.monotonic() - self._cached[2] >= OWNER_MAX_AGE:
+            table = self._read()
         name = table.by_address.get(address)
         return name if name in table.records else None
 
@@ -231,15 +241,14 @@ class Leases:
                 f"cannot read lease table {self.path}: {exc.strerror}; "
                 "check the permissions of the data directory"
             ) from exc
-        cached_raw, cached = self._cached
-        if raw == cached_raw:
-            return cached
-        table = _Table()
-        try:
-            table = _parse(raw)
-        except _Corrupt as exc:
-            log.warning("lease table %s is corrupt (%s); treating it as empty", self.path, exc)
-        self._cached = (raw, table)
+        cached_raw, table, _ = self._cached
+        if raw != cached_raw:
+            table = _Table()
+            try:
+                table = _parse(raw)
+            except _Corrupt as exc:
+                log.warning("lease table %s is corrupt (%s); treating it as empty", self.path, exc)
+        self._cached = (raw, table, time.monotonic())
         return table
 
     # -- changing -----------------------------------------------------------
@@ -353,6 +362,7 @@ class Leases:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            self._cached = (data, table, time.monotonic())
             dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(dir_fd)
