@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -18,12 +18,10 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 
 from umonitor.errors import ProtocolError, UsageError
 from umonitor.export.base import ExportItem
-from umonitor.export.otlp import (
-    HttpResponse,
-    OtlpHttpSink,
-    ResponseParser,
-    encode_logs_request,
-    encode_logs_requests,
+from umonitor.export.otlp import MAX_BODY, HttpResponse, OtlpHttpSink, ResponseParser
+from umonitor.protocol.otlp_logs import (
+    SEVERITY_NUMBERS,
+    LogsEncoder,
     parse_partial_success_untrusted,
 )
 from umonitor.records import Fields, Kind, Origin, Record, Severity, StoredRecord
@@ -31,6 +29,19 @@ from umonitor.records import Fields, Kind, Origin, Record, Severity, StoredRecor
 NS = 1_000_000_000
 T0 = 1_760_000_000 * NS
 INT64_MAX = (1 << 63) - 1
+HOST = "host-7.example"
+VERSION = "1.2.3"
+ENCODER = LogsEncoder(HOST, VERSION)
+
+
+def encode_logs_request(items: Sequence[ExportItem]) -> bytes:
+    return ENCODER.encode(items)
+
+
+def encode_logs_requests(
+    items: Sequence[ExportItem], max_body: int = MAX_BODY
+) -> Iterator[tuple[int, bytes]]:
+    return ENCODER.encode_split(items, max_body)
 
 
 def item(
@@ -252,11 +263,27 @@ def test_resource_and_scope() -> None:
         "service.name": "db-2",
         "service.instance.id": "db-2",
         "umonitor.instance": "db-2",
-        "host.name": socket.gethostname(),
+        "host.name": HOST,
     }
     [scope_logs] = resource_logs.scope_logs
     assert scope_logs.scope.name == "umonitor"
-    assert scope_logs.scope.version == importlib.metadata.version("umonitor")
+    assert scope_logs.scope.version == VERSION
+
+
+def test_a_scope_without_a_version_leaves_it_out() -> None:
+    [resource_logs] = decode(LogsEncoder("h").encode([item("db-2")])).resource_logs
+    scope = resource_logs.scope_logs[0].scope
+    assert (scope.name, scope.version) == ("umonitor", "")
+    assert [field.name for field, _ in scope.ListFields()] == ["name"]
+
+
+def test_the_sink_names_this_host_and_the_installed_version() -> None:
+    from umonitor.export.otlp import _encoder
+
+    [resource_logs] = decode(_encoder().encode([item("db-2")])).resource_logs
+    assert attributes(resource_logs.resource.attributes)["host.name"] == socket.gethostname()
+    version = resource_logs.scope_logs[0].scope.version
+    assert version == importlib.metadata.version("umonitor")
 
 
 def test_instances_are_grouped_in_first_seen_order() -> None:
@@ -314,6 +341,44 @@ def expected_attributes(it: ExportItem) -> dict[str, Any]:
     if record.function:
         want["code.function.name"] = record.function
     return want
+
+
+def official_request(items: Sequence[ExportItem]) -> logs_service_pb2.ExportLogsServiceRequest:
+    """The request the official classes build for ``items``: what ours must decode to."""
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    groups: dict[str, logs_pb2.ScopeLogs] = {}
+    for it in items:
+        scope_logs = groups.get(it.instance)
+        if scope_logs is None:
+            resource_logs = request.resource_logs.add()
+            for key in ("service.name", "service.instance.id", "umonitor.instance"):
+                resource_logs.resource.attributes.add(key=key).value.string_value = it.instance
+            resource_logs.resource.attributes.add(key="host.name").value.string_value = HOST
+            scope_logs = groups[it.instance] = resource_logs.scope_logs.add()
+            scope_logs.scope.name = "umonitor"
+            scope_logs.scope.version = VERSION
+        record = it.stored.record
+        log = scope_logs.log_records.add()
+        log.time_unix_nano = record.wall_ns if record.wall_ns is not None else it.stored.time_ns
+        log.observed_time_unix_nano = it.stored.time_ns
+        log.severity_number = SEVERITY_NUMBERS[record.severity]  # type: ignore[assignment]
+        log.severity_text = record.severity.label
+        log.body.string_value = record.message
+        for key, value in expected_attributes(it).items():
+            kv = log.attributes.add(key=key)
+            if isinstance(value, str):
+                kv.value.string_value = value
+            else:
+                kv.value.int_value = value
+    return request
+
+
+@settings(max_examples=150)
+@given(st.lists(items_strategy, min_size=1, max_size=8))
+def test_arbitrary_items_decode_to_what_the_official_classes_build(
+    items: list[ExportItem],
+) -> None:
+    assert decode(encode_logs_request(items)) == official_request(items)
 
 
 @settings(max_examples=150)
