@@ -18,7 +18,8 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 
 from umonitor.errors import ProtocolError, UsageError
 from umonitor.export.base import ExportItem
-from umonitor.export.otlp import MAX_BODY, HttpResponse, OtlpHttpSink, ResponseParser
+from umonitor.export.http_exchange import ClientConnection, HttpResponse
+from umonitor.export.otlp import MAX_BODY, OtlpHttpSink
 from umonitor.protocol.otlp_logs import (
     SEVERITY_NUMBERS,
     LogsEncoder,
@@ -468,15 +469,40 @@ def test_arbitrary_response_bytes_only_raise_protocol_error(data: bytes) -> None
         parse_partial_success_untrusted(data)
 
 
-# --- the HTTP response parser ---------------------------------------------------------
+# --- reading HTTP answers (h11 inside) ------------------------------------------------
+
+
+def answering(max_body: int = 1 << 20) -> ClientConnection:
+    """A client connection that has sent its request and waits for the answer."""
+    connection = ClientConnection(max_body)
+    connection.send_request("POST", "/v1/logs", [(b"Host", b"collector")], b"x")
+    return connection
 
 
 def parse(data: bytes, *, eof: bool = False, max_body: int = 1 << 20) -> HttpResponse | None:
-    parser = ResponseParser(max_body)
-    parser.receive_data(data)
+    connection = answering(max_body)
+    connection.receive_data(data)
     if eof:
-        parser.receive_data(b"")
-    return parser.next_response_untrusted()
+        connection.receive_data(b"")
+    return connection.next_response_untrusted()
+
+
+def test_the_request_is_framed_by_content_length() -> None:
+    connection = ClientConnection()
+    raw = b"".join(connection.send_request("POST", "/v1/logs", [(b"Host", b"c:4318")], b"\x0a\x00"))
+    assert raw == (b"POST /v1/logs HTTP/1.1\r\nHost: c:4318\r\nContent-Length: 2\r\n\r\n\x0a\x00")
+
+
+def test_a_kept_connection_carries_the_next_request() -> None:
+    connection = answering()
+    connection.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    first = connection.next_response_untrusted()
+    assert first is not None and first.keep_alive
+    connection.start_next_cycle()
+    connection.send_request("POST", "/v1/logs", [(b"Host", b"collector")], b"y")
+    connection.receive_data(b"HTTP/1.1 204 No Content\r\n\r\n")
+    second = connection.next_response_untrusted()
+    assert second is not None and (second.status, second.body) == (204, b"")
 
 
 @pytest.mark.parametrize(
@@ -490,7 +516,8 @@ def parse(data: bytes, *, eof: bool = False, max_body: int = 1 << 20) -> HttpRes
          False),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", False, 200, b"", False),
         (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", False, 200,
-         b"", True),
+         b"", False),  # h11 keeps no HTTP/1.0 connection alive
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", True, 200, b"x", False),
         (b"HTTP/1.1 503 Busy\r\nRetry-After: 3\r\n\r\nlater", True, 503, b"later", False),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
          b"3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: x\r\n\r\n", False, 200,
@@ -530,14 +557,16 @@ def test_headers_are_kept_in_lower_case() -> None:
         (b"HTTP/2 200 OK\r\n\r\n", False, "status line"),
         (b"HTTP/1.1 2000 OK\r\n\r\n", False, "status line"),
         (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", False, "header line"),
-        (b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n", False, "header line"),
+        (b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n", False, "continuation line"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", False, "Content-Length"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", False, "Content-Length"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", False,
          "Content-Length"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n", False, "longer than"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", False, "chunk size"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd", False, "CRLF"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", False, "chunk header"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd", False, "chunk footer"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", False, "Transfer-Encoding"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", False, "more than 100"),
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", False, "switched"),
         (b"HTTP/1.1 200 OK\r\nX: " + b"y" * (70 << 10), False, "head longer"),
     ],
@@ -550,7 +579,7 @@ def test_malformed_responses(raw: bytes, eof: bool, error: str) -> None:
 def test_bodies_past_the_bound_are_refused_however_framed() -> None:
     head = b"HTTP/1.1 200 OK\r\n"
     with pytest.raises(ProtocolError, match="longer than 8"):
-        parse(head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n5\r\n", max_body=8)
+        parse(head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n5\r\nfghi", max_body=8)
     with pytest.raises(ProtocolError, match="longer than 8"):
         parse(head + b"\r\n" + b"x" * 9, max_body=8)
 
@@ -570,16 +599,17 @@ responses = st.sampled_from(
 def test_bytes_whole_or_in_pieces_give_the_same_response(raw: bytes, data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=8)))
     pieces = [raw[start:end] for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
-    parser = ResponseParser()
+    connection = answering()
     got = None
     for piece in pieces:
         if piece:  # an empty piece would mean the end of the connection
-            parser.receive_data(piece)
-        got = got or parser.next_response_untrusted()
+            connection.receive_data(piece)
+        got = got or connection.next_response_untrusted()
     if got is None:
-        parser.receive_data(b"")
-        got = parser.next_response_untrusted()
-    assert got == parse(raw, eof=True)
+        connection.receive_data(b"")
+        got = connection.next_response_untrusted()
+    assert got is not None
+    assert got == (parse(raw) or parse(raw, eof=True))
 
 
 @settings(max_examples=500)
@@ -645,6 +675,7 @@ def test_target(url: str, target: str) -> None:
         ("http://collector:4318", {"headers": {"X-Key": "日本"}}, "Latin-1"),
         ("http://collector:4318", {"compression": "zstd"}, "compression"),
         ("http://collector:4318", {"timeout": 0}, "positive"),
+        ("http://collector:4318/v1/a b", {}, "bad request"),
     ],
 )
 def test_bad_configuration_is_a_usage_error(url: str, kwargs: dict[str, Any], error: str) -> None:
