@@ -719,3 +719,9 @@ def test_a_tls_context_needs_https() -> None:
 
     with pytest.raises(UsageError, match="plain-HTTP"):
         OtlpHttpSink("http://collector:4318", ssl_context=ssl.create_default_context())
+
+
+def test_spaces_around_a_header_value_are_not_sent() -> None:
+    # h11 refuses them in a value, and HTTP does not count them as part of it.
+    sink = OtlpHttpSink("http://collector:4318", headers={"Authorization": " Bearer x\t"})
+    assert sink._headers[-1] == (b"Authorization", b"Bearer x")

@@ -147,7 +147,7 @@ class OtlpHttpSink:
                 value.encode("latin-1")
             except UnicodeEncodeError:
                 raise UsageError("OTLP headers must be Latin-1 text") from None
-            fixed.append((name, value))
+            fixed.append((name, value.strip(" \t")))  # spaces around a value are not in it
         self._path = path
         self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fixed]
         try:  # h11 checks the request line and headers as it will when sending
