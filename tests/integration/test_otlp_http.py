@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
-from umonitor.errors import DeliveryError
+from umonitor.errors import DeliveryError, ProtocolError
 from umonitor.export.base import ExportItem
 from umonitor.export.otlp import OtlpHttpSink
 from umonitor.records import Origin, Record, Severity, StoredRecord
@@ -521,6 +521,171 @@ def test_servers_that_break_the_protocol(answer: bytes, message: str) -> None:
     [error] = errors
     assert str(error).startswith(message.format(where=where))
     assert error.delivered == 0 and not error.permanent
+
+
+# --- HTTP framing, byte by byte (h11 on our side) --------------------------------------
+
+
+class ScriptedServer(RawServer):
+    """An HTTP server on raw sockets: it counts the connections it accepts, reads each
+    request whole (head, then Content-Length bytes of body) and answers with the next
+    of ``answers``, raw; after an answer marked ``close`` it closes the connection."""
+
+    def __init__(self, answers: list[tuple[bytes, bool]]) -> None:
+        self.answers = answers
+        self.accepted = 0
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
+        super().__init__(self._serve)
+
+    def _serve(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.accepted += 1
+        pending = b""
+        while True:
+            while b"\r\n\r\n" not in pending:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                pending += chunk
+            head, _, pending = pending.partition(b"\r\n\r\n")
+            [length] = [
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")[1:]
+                if line.lower().startswith(b"content-length:")
+            ]
+            while len(pending) < length:
+                pending += sock.recv(65536)
+            with self.lock:
+                self.bodies.append(pending[:length])
+                answer, close = self.answers.pop(0)
+            pending = pending[length:]
+            sock.sendall(answer)
+            if close:
+                sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def records(self) -> list[str]:
+        """The body of every record the server was sent, in order."""
+        out = []
+        for body in self.bodies:
+            request = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+            out += [
+                r.body.string_value
+                for rl in request.resource_logs
+                for sl in rl.scope_logs
+                for r in sl.log_records
+            ]
+        return out
+
+
+def chunked(body: bytes, size: int = 5) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def with_length(status: bytes, body: bytes, *extra: bytes) -> bytes:
+    head = [b"HTTP/1.1 " + status, b"Content-Length: %d" % len(body), *extra]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def deliver(
+    server: ScriptedServer, batches: list[list[ExportItem]]
+) -> tuple[OtlpHttpSink, list[DeliveryError]]:
+    """Send each batch with one sink; the errors raised, in order."""
+    sink = OtlpHttpSink(f"http://127.0.0.1:{server.server_address[1]}")
+    errors: list[DeliveryError] = []
+
+    async def scenario() -> None:
+        try:
+            for items in batches:
+                try:
+                    await sink.send(items)
+                except DeliveryError as exc:
+                    errors.append(exc)
+        finally:
+            await sink.close()
+
+    try:
+        run(scenario())
+    finally:
+        server.stop()
+    return sink, errors
+
+
+def test_a_chunked_answer_is_read_whole_and_keeps_the_connection() -> None:
+    body = partial_success(2, "timestamps too old")
+    chunked_answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body)
+    server = ScriptedServer([(chunked_answer, False), (with_length(b"200 OK", b""), False)])
+    sink, errors = deliver(server, [batch(1, 3), batch(4, 2)])
+    assert errors == []
+    assert (sink.rejected_total, sink.last_rejection) == (2, "timestamps too old")
+    assert server.accepted == 1
+    assert len(server.records()) == 5
+
+
+def test_a_content_length_answer_is_read_whole() -> None:
+    answer = with_length(b"400 Bad Request", b"no such tenant\n", b"Content-Type: text/plain")
+    server = ScriptedServer([(answer, False), (with_length(b"200 OK", b""), False)])
+    _, errors = deliver(server, [batch(1, 2), batch(3, 1)])
+    [error] = errors
+    assert str(error).endswith("answered HTTP 400 Bad Request: no such tenant")
+    assert error.permanent
+    assert server.accepted == 1  # the 400 left the connection fit for the next request
+    assert server.records() == ["web record 1", "web record 2", "db record 3"]
+
+
+def test_keep_alive_carries_two_batches_over_one_connection() -> None:
+    ok = with_length(b"200 OK", b"")
+    server = ScriptedServer([(ok, False), (ok, False)])
+    _, errors = deliver(server, [batch(1, 2), batch(3, 2)])
+    assert errors == []
+    assert server.accepted == 1
+    assert server.records() == ["web record 1", "web record 2", "db record 3", "web record 4"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        with_length(b"200 OK", b"", b"Connection: close"),
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n\r\n",  # to the close
+        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        with_length(b"200 OK", b""),  # closed without saying so: seen while idle
+    ],
+)
+def test_a_server_that_closes_after_each_answer_gets_a_new_connection_each_time(
+    answer: bytes,
+) -> None:
+    server = ScriptedServer([(answer, True)] * 3)
+    _, errors = deliver(server, [batch(1, 1), batch(2, 1), batch(3, 1)])
+    assert errors == []
+    assert server.accepted == 3
+    assert server.records() == ["web record 1", "web record 2", "db record 3"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+         "the server closed the connection in the middle of its answer"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc",
+         "the server closed the connection in the middle of its answer"),
+        (b"HTTP/1.1 OK\r\n\r\n", "not an HTTP/1.x status line: b'HTTP/1.1 OK'"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "bad response head: bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+         "bad response body: illegal chunk header: b'zz\\r\\n'"),
+    ],
+)  # fmt: skip
+def test_a_broken_answer_is_our_error_not_h11s(answer: bytes, message: str) -> None:
+    server = ScriptedServer([(answer, True), (with_length(b"200 OK", b""), False)])
+    where = f"127.0.0.1:{server.server_address[1]}"
+    _, errors = deliver(server, [batch(1, 1), batch(1, 1)])
+    [error] = errors
+    assert type(error) is DeliveryError and not error.permanent and error.delivered == 0
+    assert str(error) == f"bad HTTP answer from {where}: {message}"
+    assert type(error.__cause__) is ProtocolError
+    assert server.accepted == 2  # the broken connection was dropped; the retry got a new one
+    assert server.records() == ["web record 1", "web record 1"]
 
 
 # --- TLS ------------------------------------------------------------------------------

@@ -1,47 +1,10 @@
-"""OpenTelemetry logs out: OTLP over HTTP/1.1 with protobuf bodies, no libraries.
+"""OpenTelemetry logs out: OTLP over HTTP/1.1 with protobuf bodies.
 
-How this works: ``encode_logs_request`` writes an ``ExportLogsServiceRequest`` by
-hand (varints and length-prefixed fields; the field numbers below are taken from the
-opentelemetry-proto ``.proto`` files and checked by the tests, which decode with the
-official classes). Items become one ``ResourceLogs`` per instance, in first-seen
-order, each holding one ``ScopeLogs`` (scope ``umonitor``, with the package version)
-with the instance's records in store order. ``OtlpHttpSink`` posts the bodies over
-one kept-alive connection of its own; ``ResponseParser`` cuts the answer out of the
-byte stream without doing any I/O. Everything that reads the server's bytes ends in
-``_untrusted`` and can raise only ``ProtocolError``.
-
-Severity, RFC 5424 → OTel ``SeverityNumber``::
-
-    emerg   → FATAL4 (24)      warning → WARN  (13)
-    alert   → FATAL2 (22)      notice  → INFO2 (10)
-    crit    → FATAL  (21)      info    → INFO   (9)
-    err     → ERROR  (17)      debug   → DEBUG  (5)
-
-The example table in the OTel data model's appendix puts crit and alert among the
-errors (ERROR2, ERROR3) and only emerg at FATAL. Here crit is where the names
-``fatal`` and ``critical``, Python's ``logging.CRITICAL`` and the supervisor's crash
-records land, and OTel's own SDKs map those to FATAL; so crit opens the FATAL range
-and alert and emerg sit above it, emerg at the top of the scale.
-
-Resource (one per instance): ``service.name``, ``service.instance.id`` and
-``umonitor.instance`` are the instance name; ``host.name`` is this host's name.
-
-Log record: ``time_unix_nano`` is the guest's wall clock when it sent one, else the
-time the collector stored the record, which is always ``observed_time_unix_nano``;
-``severity_text`` is the RFC 5424 name (``err``, ``warning``…); ``body`` is the
-message as a string. Attributes, all strings unless marked:
-
-- each record field as given; a key given twice keeps its last value (the OTel data
-  model requires unique keys, and backends disagree on which duplicate they keep);
-- ``umonitor.origin`` (``app``, ``console``, ``syslog``), ``umonitor.seq`` (int),
-  ``umonitor.boot`` (left out when unknown), ``umonitor.kind`` (``enter``, ``exit``,
-  ``crash``; left out for plain logs);
-- ``code.file.path``, ``code.line.number`` (int), ``code.function.name``, each when
-  the record has it (current semantic-conventions names; ``code.filepath``,
-  ``code.lineno`` and ``code.function`` are their deprecated forms).
-
-umonitor's own keys win over a record field of the same name. Text that is not
-valid Unicode (lone surrogates) is sent with U+FFFD in their place.
+How this works: ``OtlpHttpSink`` turns each batch into ``ExportLogsServiceRequest``
+bodies (``protocol/otlp_logs.py`` writes them, and reads the answers' protobuf),
+posts them one after the other over one kept-alive connection
+(``export/http_exchange.py``, framed by h11), and decides from each answer whether
+the server has the records.
 
 Delivery: a batch whose body would pass 4 MiB is cut into several requests, each a
 run of whole items in store order, so ``DeliveryError.delivered`` counts exactly the
@@ -58,553 +21,35 @@ answers raise a retryable one and drop the connection; the next ``send`` reconne
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import functools
 import gzip
 import importlib.metadata
 import re
 import socket
 import ssl
-import struct
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
-from umonitor.errors import DeliveryError, ProtocolError, UmonitorError, UsageError
+import h11
+
+from umonitor.errors import DeliveryError, ProtocolError, UsageError
 from umonitor.export.base import ExportItem
-from umonitor.records import Kind, Severity
+from umonitor.export.http_exchange import HttpConnection, HttpResponse
+from umonitor.protocol.otlp_logs import (
+    LogsEncoder,
+    one_line,
+    parse_partial_success_untrusted,
+    status_message_untrusted,
+    text_untrusted,
+)
 
 MAX_BODY = 4 << 20  # largest request body (before compression) the sink sends
-MAX_RESPONSE_HEAD = 64 << 10
-MAX_RESPONSE_BODY = 1 << 20  # OTLP answers are tiny; this bounds error pages
-MAX_RESPONSE_HEADERS = 100
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_PATH = "/v1/logs"
-SCOPE_NAME = "umonitor"
 
-SEVERITY_NUMBERS: dict[Severity, int] = {
-    Severity.EMERG: 24,  # FATAL4
-    Severity.ALERT: 22,  # FATAL2
-    Severity.CRIT: 21,  # FATAL
-    Severity.ERR: 17,  # ERROR
-    Severity.WARNING: 13,  # WARN
-    Severity.NOTICE: 10,  # INFO2
-    Severity.INFO: 9,  # INFO
-    Severity.DEBUG: 5,  # DEBUG
-}
-
-ATTR_ORIGIN = "umonitor.origin"
-ATTR_SEQ = "umonitor.seq"
-ATTR_BOOT = "umonitor.boot"
-ATTR_KIND = "umonitor.kind"
-ATTR_INSTANCE = "umonitor.instance"
-ATTR_CODE_FILE = "code.file.path"
-ATTR_CODE_LINE = "code.line.number"
-ATTR_CODE_FUNCTION = "code.function.name"
-
-
-# --- protobuf, written --------------------------------------------------------------
-
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5  # wire types
-_U64_MASK = (1 << 64) - 1
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_FIXED64 = struct.Struct("<Q")  # fixed64: 8 bytes, little-endian
-_ONE_BYTE = tuple(bytes((n,)) for n in range(0x80))
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _varint(value: int) -> bytes:
-    """``value`` (0 … 2**64-1) as a protobuf varint: 7 bits a byte, low first."""
-    if value < 0x80:
-        return _ONE_BYTE[value]
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _tag(field: int, wire_type: int) -> bytes:
-    return _varint(field << 3 | wire_type)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited field: tag, length, payload."""
-    return tag + _varint(len(payload)) + payload
-
-
-def _uint64(value: int) -> int:
-    return min(max(value, 0), _U64_MASK)
-
-
-def _int64(value: int) -> int:
-    """``value`` clamped to int64, as the 64-bit pattern protobuf puts in a varint."""
-    return min(max(value, _INT64_MIN), _INT64_MAX) & _U64_MASK
-
-
-def _utf8(text: str) -> bytes:
-    """``text`` as UTF-8, with U+FFFD for lone surrogates (which UTF-8 cannot hold)."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text).encode()
-
-
-# opentelemetry/proto/common/v1/common.proto
-_ANY_VALUE_STRING = _tag(1, _LEN)
-_ANY_VALUE_INT = _tag(3, _VARINT)
-_KEY_VALUE_KEY = _tag(1, _LEN)
-_KEY_VALUE_VALUE = _tag(2, _LEN)
-_SCOPE_NAME = _tag(1, _LEN)
-_SCOPE_VERSION = _tag(2, _LEN)
-# opentelemetry/proto/resource/v1/resource.proto
-_RESOURCE_ATTRIBUTES = _tag(1, _LEN)
-# opentelemetry/proto/logs/v1/logs.proto
-_RESOURCE_LOGS_RESOURCE = _tag(1, _LEN)
-_RESOURCE_LOGS_SCOPE_LOGS = _tag(2, _LEN)
-_SCOPE_LOGS_SCOPE = _tag(1, _LEN)
-_SCOPE_LOGS_LOG_RECORDS = _tag(2, _LEN)
-_LOG_RECORD_TIME = _tag(1, _I64)
-_LOG_RECORD_SEVERITY_NUMBER = _tag(2, _VARINT)
-_LOG_RECORD_SEVERITY_TEXT = _tag(3, _LEN)
-_LOG_RECORD_BODY = _tag(5, _LEN)
-_LOG_RECORD_ATTRIBUTES = _tag(6, _LEN)
-_LOG_RECORD_OBSERVED_TIME = _tag(11, _I64)
-# opentelemetry/proto/collector/logs/v1/logs_service.proto
-_REQUEST_RESOURCE_LOGS = _tag(1, _LEN)
-_RESPONSE_PARTIAL_SUCCESS = 1  # field numbers for reading
-_PARTIAL_SUCCESS_REJECTED = 1
-_PARTIAL_SUCCESS_MESSAGE = 2
-# google/rpc/status.proto, the body of an OTLP error answer
-_STATUS_MESSAGE = 2
-
-# Most bytes the wrappers around a record or an instance's group can take: a tag
-# byte and a length of at most 5 bytes for each length-delimited level.
-_RECORD_WRAPPING = 1 + 5
-_GROUP_WRAPPING = 2 * (1 + 5)
-
-
-def _attribute(key: str, value: str | int) -> bytes:
-    """A KeyValue with a string or int64 AnyValue."""
-    if isinstance(value, str):
-        any_value = _field(_ANY_VALUE_STRING, _utf8(value))
-    else:
-        any_value = _ANY_VALUE_INT + _varint(_int64(value))
-    return _field(_KEY_VALUE_KEY, _utf8(key)) + _field(_KEY_VALUE_VALUE, any_value)
-
-
-@functools.cache
-def _host_name() -> str:
-    return socket.gethostname()
-
-
-@functools.cache
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("umonitor")
-    except importlib.metadata.PackageNotFoundError:
-        return ""
-
-
-@functools.cache
-def _scope_field() -> bytes:
-    """The ScopeLogs.scope field, the same in every group."""
-    scope = _field(_SCOPE_NAME, SCOPE_NAME.encode())
-    if version := _package_version():
-        scope += _field(_SCOPE_VERSION, _utf8(version))
-    return _field(_SCOPE_LOGS_SCOPE, scope)
-
-
-@functools.lru_cache(maxsize=4096)
-def _resource_field(instance: str) -> bytes:
-    """The ResourceLogs.resource field for one instance."""
-    attributes = (
-        ("service.name", instance),
-        ("service.instance.id", instance),
-        (ATTR_INSTANCE, instance),
-        ("host.name", _host_name()),
-    )
-    resource = b"".join(_field(_RESOURCE_ATTRIBUTES, _attribute(k, v)) for k, v in attributes)
-    return _field(_RESOURCE_LOGS_RESOURCE, resource)
-
-
-def _log_record(item: ExportItem) -> bytes:
-    """One LogRecord message (without its tag and length)."""
-    stored = item.stored
-    record = stored.record
-    attributes: dict[str, str | int] = dict(record.fields)
-    attributes[ATTR_ORIGIN] = stored.origin.value
-    attributes[ATTR_SEQ] = record.seq
-    if item.boot:
-        attributes[ATTR_BOOT] = item.boot
-    if record.kind != Kind.LOG:
-        attributes[ATTR_KIND] = Kind(record.kind).name.lower()
-    if record.file:
-        attributes[ATTR_CODE_FILE] = record.file
-    if record.line > 0:
-        attributes[ATTR_CODE_LINE] = record.line
-    if record.function:
-        attributes[ATTR_CODE_FUNCTION] = record.function
-    when = record.wall_ns if record.wall_ns is not None else stored.time_ns
-    severity = Severity(record.severity)
-    parts = [
-        _LOG_RECORD_TIME,
-        _FIXED64.pack(_uint64(when)),
-        _LOG_RECORD_SEVERITY_NUMBER,
-        _varint(SEVERITY_NUMBERS[severity]),
-        _field(_LOG_RECORD_SEVERITY_TEXT, severity.label.encode()),
-        _field(_LOG_RECORD_BODY, _field(_ANY_VALUE_STRING, _utf8(record.message))),
-    ]
-    parts.extend(_field(_LOG_RECORD_ATTRIBUTES, _attribute(k, v)) for k, v in attributes.items())
-    parts += (_LOG_RECORD_OBSERVED_TIME, _FIXED64.pack(_uint64(stored.time_ns)))
-    return b"".join(parts)
-
-
-def _assemble(records: Sequence[tuple[str, bytes]]) -> bytes:
-    """An ExportLogsServiceRequest from (instance, encoded LogRecord) pairs."""
-    groups: dict[str, list[bytes]] = {}
-    for instance, record in records:
-        groups.setdefault(instance, []).append(record)
-    out = []
-    for instance, group in groups.items():
-        scope_logs = _scope_field() + b"".join(_field(_SCOPE_LOGS_LOG_RECORDS, r) for r in group)
-        resource_logs = _resource_field(instance) + _field(_RESOURCE_LOGS_SCOPE_LOGS, scope_logs)
-        out.append(_field(_REQUEST_RESOURCE_LOGS, resource_logs))
-    return b"".join(out)
-
-
-def encode_logs_request(items: Sequence[ExportItem]) -> bytes:
-    """``items`` as one serialized ``ExportLogsServiceRequest``."""
-    return _assemble([(item.instance, _log_record(item)) for item in items])
-
-
-def encode_logs_requests(
-    items: Sequence[ExportItem], max_body: int = MAX_BODY
-) -> Iterator[tuple[int, bytes]]:
-    """``items`` as request bodies of at most ``max_body`` bytes, each with its item count.
-
-    Each body holds the next run of whole items, so the counts of the bodies a server
-    took add up to how many items from the start it has. An item too big for a body
-    of its own still goes, alone; the server may refuse it.
-    """
-    run: list[tuple[str, bytes]] = []
-    instances: set[str] = set()
-    size = 0  # an upper bound on the body ``run`` makes
-    for item in items:
-        record = _log_record(item)
-        cost = _RECORD_WRAPPING + len(record)
-        new_group = 0 if item.instance in instances else _group_overhead(item.instance)
-        if run and size + new_group + cost > max_body:
-            yield len(run), _assemble(run)
-            run, instances, size = [], set(), 0
-        if item.instance not in instances:
-            instances.add(item.instance)
-            size += _group_overhead(item.instance)
-        run.append((item.instance, record))
-        size += cost
-    if run:
-        yield len(run), _assemble(run)
-
-
-def _group_overhead(instance: str) -> int:
-    return len(_resource_field(instance)) + len(_scope_field()) + _GROUP_WRAPPING
-
-
-# --- protobuf, read -------------------------------------------------------------------
-
-
-def _varint_untrusted(data: bytes, pos: int) -> tuple[int, int]:
-    """The varint at ``pos`` and the position after it."""
-    value = shift = 0
-    while shift < 70:
-        if pos >= len(data):
-            raise ProtocolError("truncated protobuf varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value & _U64_MASK, pos
-        shift += 7
-    raise ProtocolError("protobuf varint longer than 10 bytes")
-
-
-def _fields_untrusted(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) for each field of one message: ints, or bytes for LEN."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint_untrusted(data, pos)
-        number, wire_type = key >> 3, key & 7
-        if number == 0:
-            raise ProtocolError("protobuf field number 0")
-        value: int | bytes
-        if wire_type == _VARINT:
-            value, pos = _varint_untrusted(data, pos)
-        elif wire_type in (_I64, _I32):
-            end = pos + (8 if wire_type == _I64 else 4)
-            if end > len(data):
-                raise ProtocolError("truncated protobuf fixed-width field")
-            value, pos = int.from_bytes(data[pos:end], "little"), end
-        elif wire_type == _LEN:
-            length, pos = _varint_untrusted(data, pos)
-            if length > len(data) - pos:
-                raise ProtocolError("protobuf field longer than its message")
-            value, pos = data[pos : pos + length], pos + length
-        else:
-            raise ProtocolError(f"unsupported protobuf wire type {wire_type}")
-        yield number, value
-
-
-def _text_untrusted(raw: bytes) -> str:
-    """Server text fit for a one-line message: decoded, printable, bounded."""
-    return _one_line(raw.decode("utf-8", "replace"))
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def parse_partial_success_untrusted(body: bytes) -> tuple[int, str]:
-    """``(rejected_log_records, error_message)`` from an ExportLogsServiceResponse."""
-    rejected, message = 0, ""
-    for number, value in _fields_untrusted(body):
-        if number != _RESPONSE_PARTIAL_SUCCESS or not isinstance(value, bytes):
-            continue
-        for inner, inner_value in _fields_untrusted(value):
-            if inner == _PARTIAL_SUCCESS_REJECTED and isinstance(inner_value, int):
-                as_int64 = inner_value - (1 << 64) if inner_value > _INT64_MAX else inner_value
-                rejected = max(as_int64, 0)
-            elif inner == _PARTIAL_SUCCESS_MESSAGE and isinstance(inner_value, bytes):
-                message = _text_untrusted(inner_value)
-    return rejected, message
-
-
-def _status_message_untrusted(body: bytes) -> str:
-    """The message of a google.rpc.Status, the body OTLP servers send with errors."""
-    message = ""
-    for number, value in _fields_untrusted(body):
-        if number == _STATUS_MESSAGE and isinstance(value, bytes):
-            message = _text_untrusted(value)
-    return message
-
-
-# --- HTTP/1.1 responses, sans I/O -----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """One complete HTTP response."""
-
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]  # names in lower case, in the order sent
-    body: bytes
-    keep_alive: bool  # whether the connection may carry another request
-
-    def header(self, name: str) -> str | None:
-        """The last value of header ``name`` (lower case), or None."""
-        found = None
-        for key, value in self.headers:
-            if key == name:
-                found = value
-        return found
-
-
-class _Reading(enum.Enum):
-    HEAD = "head"
-    LENGTH = "length"
-    CHUNK_SIZE = "chunk size"
-    CHUNK_DATA = "chunk data"
-    CHUNK_END = "chunk end"
-    TRAILER = "trailer"
-    UNTIL_CLOSE = "until close"
-    DONE = "done"
-
-
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\r\n]*))?")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _DIGITS = re.compile(r"[0-9]{1,18}")  # not str.isdigit, which also takes "²"
-_MAX_LINE = 4096
-
-
-class ResponseParser:
-    """Cuts one HTTP/1.x response out of the bytes a server sends; does no I/O.
-
-    Push bytes with ``receive_data`` (``b""`` once the server closed its side) and
-    call ``next_response_untrusted`` until it returns the response. Informational
-    (1xx) responses are skipped. Bodies are framed by Content-Length, chunked
-    transfer coding, or the end of the connection, and bounded by ``max_body``.
-    """
-
-    def __init__(self, max_body: int = MAX_RESPONSE_BODY) -> None:
-        self._max_body = max_body
-        self._buffer = bytearray()
-        self._eof = False
-        self._state = _Reading.HEAD
-        self._remaining = 0
-        self._body = bytearray()
-        self._status = 0
-        self._reason = ""
-        self._headers: tuple[tuple[str, str], ...] = ()
-        self._keep_alive = False
-        self.started = False  # whether any byte of the answer arrived
-
-    def receive_data(self, data: bytes) -> None:
-        if data:
-            self._buffer += data
-            self.started = True
-        else:
-            self._eof = True
-
-    def next_response_untrusted(self) -> HttpResponse | None:
-        """The response once it is complete; None while more bytes are needed."""
-        while True:
-            state = self._state
-            if state is _Reading.HEAD:
-                end = self._buffer.find(b"\r\n\r\n", 0, MAX_RESPONSE_HEAD + 4)
-                if end < 0:
-                    if len(self._buffer) >= MAX_RESPONSE_HEAD + 4:
-                        raise ProtocolError("response head longer than 64 KiB")
-                    self._check_eof_untrusted()
-                    return None
-                head = bytes(self._buffer[:end])
-                del self._buffer[: end + 4]
-                self._start_untrusted(head)
-            elif state in (_Reading.LENGTH, _Reading.CHUNK_DATA):
-                take = min(self._remaining, len(self._buffer))
-                self._body += self._buffer[:take]
-                del self._buffer[:take]
-                self._remaining -= take
-                if self._remaining:
-                    self._check_eof_untrusted()
-                    return None
-                self._state = _Reading.DONE if state is _Reading.LENGTH else _Reading.CHUNK_END
-            elif state is _Reading.CHUNK_SIZE:
-                line = self._line_untrusted()
-                if line is None:
-                    self._check_eof_untrusted()
-                    return None
-                size_text = line.split(b";", 1)[0].strip(b" \t")
-                if not _HEX.fullmatch(size_text):
-                    raise ProtocolError(f"bad chunk size line {line[:40]!r}")
-                size = int(size_text, 16)
-                self._grow(size)
-                self._remaining = size
-                self._state = _Reading.CHUNK_DATA if size else _Reading.TRAILER
-            elif state is _Reading.CHUNK_END:
-                if len(self._buffer) < 2:
-                    self._check_eof_untrusted()
-                    return None
-                if self._buffer[:2] != b"\r\n":
-                    raise ProtocolError("chunk data not followed by CRLF")
-                del self._buffer[:2]
-                self._state = _Reading.CHUNK_SIZE
-            elif state is _Reading.TRAILER:
-                line = self._line_untrusted()
-                if line is None:
-                    self._check_eof_untrusted()
-                    return None
-                self._grow(len(line))  # trailer fields count against the body's bound
-                if not line:  # and are of no use here, so they are skipped
-                    self._state = _Reading.DONE
-            elif state is _Reading.UNTIL_CLOSE:
-                self._grow(len(self._buffer))
-                self._body += self._buffer
-                self._buffer.clear()
-                if not self._eof:
-                    return None
-                self._state = _Reading.DONE
-            else:
-                return HttpResponse(
-                    self._status,
-                    self._reason,
-                    self._headers,
-                    bytes(self._body),
-                    self._keep_alive and not self._buffer,  # extra bytes: out of step
-                )
-
-    def _check_eof_untrusted(self) -> None:
-        """Raise if more bytes are needed but the server has closed the connection."""
-        if self._eof:
-            if not self.started:
-                raise ProtocolError("the server closed the connection without answering")
-            raise ProtocolError("the server closed the connection in the middle of its answer")
-
-    def _grow(self, size: int) -> None:
-        if len(self._body) + size > self._max_body:
-            raise ProtocolError(f"response body longer than {self._max_body} bytes")
-
-    def _line_untrusted(self) -> bytes | None:
-        end = self._buffer.find(b"\r\n")
-        if end < 0:
-            if len(self._buffer) > _MAX_LINE:
-                raise ProtocolError("line in a chunked body too long")
-            return None
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 2]
-        return line
-
-    def _start_untrusted(self, head: bytes) -> None:
-        """Take a response head; set up reading its body."""
-        status_line, *lines = head.split(b"\r\n")
-        match = _STATUS_LINE.fullmatch(status_line)
-        if match is None:
-            raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:60]!r}")
-        if len(lines) > MAX_RESPONSE_HEADERS:
-            raise ProtocolError(f"more than {MAX_RESPONSE_HEADERS} response headers")
-        headers = []
-        for line in lines:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):
-                raise ProtocolError(f"bad response header line {line[:60]!r}")
-            headers.append((name.decode("ascii").lower(), value.strip(b" \t").decode("latin-1")))
-        status = int(match[2])
-        if status < 200:
-            if status == 101:
-                raise ProtocolError("the server switched protocols")
-            return  # informational: the real answer follows
-        self._status = status
-        self._reason = (match[3] or b"").decode("latin-1")
-        self._headers = tuple(headers)
-        options = {
-            token.strip().lower()
-            for key, value in headers
-            if key == "connection"
-            for token in value.split(",")
-        }
-        self._keep_alive = "close" not in options and (match[1] == b"1" or "keep-alive" in options)
-        codings = [
-            coding.strip().lower()
-            for key, value in headers
-            if key == "transfer-encoding"
-            for coding in value.split(",")
-        ]
-        lengths = {value.strip() for key, value in headers if key == "content-length"}
-        if status in (204, 304):
-            self._state = _Reading.DONE
-        elif codings:
-            if codings[-1] == "chunked":
-                self._state = _Reading.CHUNK_SIZE
-            else:
-                self._state, self._keep_alive = _Reading.UNTIL_CLOSE, False
-        elif lengths:
-            text = lengths.pop()
-            if lengths or not _DIGITS.fullmatch(text):
-                raise ProtocolError(f"bad Content-Length in the response: {text[:30]!r}")
-            self._remaining = int(text)
-            self._grow(self._remaining)
-            self._state = _Reading.LENGTH
-        else:
-            self._state, self._keep_alive = _Reading.UNTIL_CLOSE, False
-
-
-# --- the sink ---------------------------------------------------------------------------
-
-_READ_SIZE = 65536
 _RESERVED_HEADERS = frozenset(
     {
         *("host", "content-length", "content-type", "content-encoding", "transfer-encoding"),
@@ -613,33 +58,19 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
-class _ClosedUnanswered(UmonitorError):
-    """The connection ended before any byte of the answer came."""
+@functools.cache
+def package_version() -> str:
+    """umonitor's installed version, or "" when it is run from a source tree."""
+    try:
+        return importlib.metadata.version("umonitor")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
-def _describe(exc: OSError) -> str:
-    """A few words for a socket error, fit to follow a colon."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate not accepted ({exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed ({exc.reason or exc})"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset"
-    if isinstance(exc, BrokenPipeError | ConnectionAbortedError):
-        return "connection closed"
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return text[:1].lower() + text[1:]
-
-
-def _how_far_it_got(exc: OSError) -> int:
-    """Lower for a connection error that tells more about the server."""
-    if isinstance(exc, ssl.SSLError):
-        return 0
-    if isinstance(exc, ConnectionRefusedError):
-        return 1
-    return 2
+@functools.cache
+def _encoder() -> LogsEncoder:
+    """The encoder for this host: every sink of the process shares its resource cache."""
+    return LogsEncoder(socket.gethostname(), package_version())
 
 
 class OtlpHttpSink:
@@ -683,10 +114,8 @@ class OtlpHttpSink:
             raise UsageError("the OTLP timeout must be positive")
         tls = scheme == "https"
         default_port = 443 if tls else 80
-        self._host = host
         self._port = port if port is not None else default_port
         self._ssl = (ssl_context or ssl.create_default_context()) if tls else None
-        self._timeout = timeout
         self._gzip = compression == "gzip"
         self._max_body = max_body
         shown = f"[{host}]" if ":" in host else host
@@ -700,14 +129,13 @@ class OtlpHttpSink:
         except UnicodeError:
             raise UsageError(f"bad host name in OTLP endpoint {url!r}") from None
         authority = ascii_host if port in (None, default_port) else f"{ascii_host}:{port}"
-        lines = [
-            f"POST {path} HTTP/1.1",
-            f"Host: {authority}",
-            f"User-Agent: umonitor/{_package_version() or 'unknown'}",
-            "Content-Type: application/x-protobuf",
+        fixed = [
+            ("Host", authority),
+            ("User-Agent", f"umonitor/{package_version() or 'unknown'}"),
+            ("Content-Type", "application/x-protobuf"),
         ]
         if self._gzip:
-            lines.append("Content-Encoding: gzip")
+            fixed.append(("Content-Encoding", "gzip"))
         for name, value in (headers or {}).items():
             if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
                 raise UsageError(f"bad OTLP header name {name!r}")
@@ -715,13 +143,20 @@ class OtlpHttpSink:
                 raise UsageError(f"the OTLP header {name} is set by umonitor itself")
             if any(c in value for c in "\r\n\0"):
                 raise UsageError(f"the OTLP header {name} has a line break in its value")
-            lines.append(f"{name}: {value}")
-        try:
-            self._head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
-        except UnicodeEncodeError:
-            raise UsageError("OTLP headers must be Latin-1 text") from None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise UsageError("OTLP headers must be Latin-1 text") from None
+            fixed.append((name, value.strip(" \t")))  # spaces around a value are not in it
+        self._path = path
+        self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fixed]
+        try:  # h11 checks the request line and headers as it will when sending
+            h11.Request(method="POST", target=path, headers=self._headers)
+        except h11.LocalProtocolError as exc:
+            raise UsageError(f"OTLP endpoint {url!r} makes a bad request: {exc}") from None
+        self._connection = HttpConnection(
+            host, self._port, where=self._where, timeout=timeout, ssl_context=self._ssl
+        )
         self.rejected_total = 0  # records the server refused through partial_success
         self.last_rejection = ""  # what it said about the last of them
         self.retry_after: float | None = None  # the last 429/503 answer's Retry-After
@@ -733,119 +168,18 @@ class OtlpHttpSink:
     async def send(self, items: Sequence[ExportItem]) -> None:
         self.retry_after = None
         delivered = 0
-        for count, body in encode_logs_requests(items, self._max_body):
+        for count, body in _encoder().encode_split(items, self._max_body):
             if self._gzip:
                 body = gzip.compress(body, compresslevel=6, mtime=0)
-            request = self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body
             try:
-                response = await self._exchange(request)
+                response = await self._connection.request("POST", self._path, self._headers, body)
             except DeliveryError as exc:
                 raise DeliveryError(str(exc), delivered) from exc.__cause__
             self._check(response, delivered)
             delivered += count
 
     async def close(self) -> None:
-        writer = self._writer
-        self._reader = self._writer = None
-        if writer is None:
-            return
-        writer.close()
-        try:
-            async with asyncio.timeout(self._timeout):
-                await writer.wait_closed()
-        except (OSError, TimeoutError):
-            writer.transport.abort()
-
-    def _abort(self) -> None:
-        """Drop the connection at once: after a failure it is in no state to reuse."""
-        if self._writer is not None:
-            self._writer.transport.abort()
-        self._reader = self._writer = None
-
-    async def _connect(self) -> None:
-        """Open a connection, trying each address of the host in turn."""
-        loop = asyncio.get_running_loop()
-        try:
-            addresses = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise DeliveryError(f"cannot resolve {self._host}: {_describe(exc)}") from exc
-        errors: list[OSError] = []
-        for *_, sockaddr in addresses:
-            try:
-                self._reader, self._writer = await asyncio.open_connection(
-                    str(sockaddr[0]),
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl else None,
-                )
-                return
-            except OSError as exc:
-                errors.append(exc)
-        if not errors:
-            raise DeliveryError(f"cannot connect to {self._where}: no address for {self._host}")
-        # Tell of the address that got furthest: a TLS failure means a server was
-        # there; "refused" says nothing listens, which beats "cannot assign requested
-        # address" from, say, an IPv6 address the host does not use.
-        cause = min(errors, key=_how_far_it_got)
-        raise DeliveryError(f"cannot connect to {self._where}: {_describe(cause)}") from cause
-
-    async def _exchange(self, request: bytes) -> HttpResponse:
-        """One request and its answer, on the kept connection or a new one."""
-        reader = self._reader
-        if reader is not None and (reader.at_eof() or reader.exception() is not None):
-            self._abort()
-        while True:
-            reused = self._writer is not None
-            connected = reused
-            done = False
-            try:
-                async with asyncio.timeout(self._timeout):
-                    if not reused:
-                        await self._connect()
-                        connected = True
-                    response = await self._round_trip(request)
-                done = True
-            except _ClosedUnanswered:
-                if reused:  # the server closed it while idle, before our request came
-                    continue
-                raise DeliveryError(
-                    f"{self._where} closed the connection without answering"
-                ) from None
-            except TimeoutError:
-                if not connected:
-                    raise DeliveryError(
-                        f"cannot connect to {self._where}: no answer within {self._timeout:g} s"
-                    ) from None
-                raise DeliveryError(
-                    f"no answer from {self._where} within {self._timeout:g} s"
-                ) from None
-            except ProtocolError as exc:
-                raise DeliveryError(f"bad HTTP answer from {self._where}: {exc}") from exc
-            except OSError as exc:
-                raise DeliveryError(
-                    f"lost the connection to {self._where}: {_describe(exc)}"
-                ) from exc
-            finally:
-                if not done:
-                    self._abort()
-            if not response.keep_alive:
-                await self.close()
-            return response
-
-    async def _round_trip(self, request: bytes) -> HttpResponse:
-        reader, writer = self._reader, self._writer
-        assert reader is not None and writer is not None
-        parser = ResponseParser()
-        try:
-            writer.write(request)
-            await writer.drain()
-            while (response := parser.next_response_untrusted()) is None:
-                parser.receive_data(await reader.read(_READ_SIZE))
-        except (ConnectionError, ProtocolError) as exc:
-            if not parser.started:
-                raise _ClosedUnanswered from exc
-            raise
-        return response
+        await self._connection.close()
 
     def _check(self, response: HttpResponse, delivered: int) -> None:
         """Return if the server took the request; raise DeliveryError if not."""
@@ -853,7 +187,7 @@ class OtlpHttpSink:
         if 200 <= status < 300:
             self._note_partial_success(response)
             return
-        reason = f" {_one_line(response.reason)}" if response.reason.strip() else ""
+        reason = f" {one_line(response.reason)}" if response.reason.strip() else ""
         detail = self._error_detail(response)
         message = f"{self._target} answered HTTP {status}{reason}{detail}"
         if status in RETRYABLE_STATUSES:
@@ -879,11 +213,11 @@ class OtlpHttpSink:
             return ""
         if _is_protobuf(response):
             try:
-                text = _status_message_untrusted(response.body)
+                text = status_message_untrusted(response.body)
             except ProtocolError:
                 text = ""
         else:
-            text = _text_untrusted(response.body)
+            text = text_untrusted(response.body)
         return f": {text}" if text else ""
 
 
