@@ -73,7 +73,7 @@ from typing import Any
 from umonitor.debug.crash_state import CaptureRequest, capture_crash
 from umonitor.errors import UmonitorError
 from umonitor.fleet import accel as accel_mod
-from umonitor.fleet import nanos, qemu, spool
+from umonitor.fleet import qemu, spool
 from umonitor.fleet.clock import Clock, RealClock
 from umonitor.fleet.console import announce, first_output, note, read_console, tail_console
 from umonitor.fleet.crash_report import capture_bounded, write_report
@@ -91,6 +91,7 @@ from umonitor.fleet.outcome import (
 from umonitor.fleet.qemu_process import Launcher, QemuLauncher, qemu_alive, signal_qemu, stderr_note
 from umonitor.fleet.qmp import QmpError, QmpEvent
 from umonitor.fleet.qmp_watch import qmp_command, set_vm_status, watch_qmp
+from umonitor.image import nanos
 from umonitor.protocol.console_lines import ConsoleDecoder
 from umonitor.protocol.redact import Redactor, redact_text
 from umonitor.records import Severity
