@@ -23,7 +23,7 @@ from pathlib import Path
 
 from procstat import status_kib
 
-from umonitor.fleet.image import build_image
+from umonitor.image.linux import build_image
 
 ROOT = Path(__file__).resolve().parents[1]
 HZ = os.sysconf("SC_CLK_TCK")

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from umonitor.fleet.image import build_image
+from umonitor.image.linux import build_image
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

@@ -6,7 +6,7 @@
 # SOURCES holds nanos/ with the four exports of shared/unikernels/nanos:
 # nanos-*.tar.gz, lwip-*.tar.gz, mbedtls-*.tar.gz, acpica-*.tar.gz. OUT is an existing,
 # empty directory. The build (150-210 s on 2 cores) leaves in OUT what
-# src/umonitor/fleet/nanos.py takes as its `nanos_dir` (kernel.img, boot.img and klibs/
+# src/umonitor/image/nanos.py takes as its `nanos_dir` (kernel.img, boot.img and klibs/
 # where an `ops` release directory, ~/.ops/VERSION, has them, plus mkfs):
 #
 #   kernel.img        the Nanos kernel

@@ -27,9 +27,10 @@ from umonitor.collector.base import Endpoint
 from umonitor.collector.control import stop_control
 from umonitor.fleet.config import FleetConfig, InstanceConfig, NetworkConfig
 from umonitor.fleet.daemon import Fleet
+from umonitor.fleet.instance import Instance
 from umonitor.fleet.leases import Leases, leases_path
 from umonitor.fleet.net import NetConfig
-from umonitor.fleet.supervisor import Instance, Supervisor
+from umonitor.fleet.supervisor import Supervisor
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Severity
 from umonitor.store import layout

@@ -27,16 +27,10 @@ from hypothesis import strategies as st
 
 from tests.integration.conftest import start_collector
 from umonitor.errors import UsageError
-from umonitor.fleet import cpio
-from umonitor.fleet.image import (
-    CRASH_APP,
-    DEMO_APP,
-    MODULE_LIST,
-    Image,
-    build_image,
-    extract_pvh_untrusted,
-    read_modinfo_untrusted,
-)
+from umonitor.image import cpio
+from umonitor.image.elf import read_modinfo_untrusted
+from umonitor.image.linux import CRASH_APP, DEMO_APP, MODULE_LIST, Image, build_image
+from umonitor.image.pvh import extract_pvh_untrusted
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from umonitor.fleet import cpio
+from umonitor.image import cpio
 
 FIELDS = (
     "ino",

@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"store"},  # log files, index, retention
     {"collector", "export", "debug", "client"},  # beside each other, none uses another
     {"assembly", "guest"},  # what runs a collector (and the Python guest's demo)
+    {"image"},  # guest boot images (Linux kernel + initramfs, Nanos disks): fleet uses them
     {"fleet"},  # QEMU, network, supervisor: `up`
     {"cli"},
     {"__main__"},
@@ -136,4 +137,5 @@ def test_the_checks_see_what_they_check() -> None:
     edges = graph()
     assert "umonitor.collector.base" in edges["umonitor.collector.server"]
     assert layer_of("umonitor.fleet.daemon") > layer_of("umonitor.assembly")
+    assert layer_of("umonitor.image.nanos") < layer_of("umonitor.fleet.supervisor")
     assert layer_of("umonitor.protocol.syslog") < layer_of("umonitor.export.syslog_out")

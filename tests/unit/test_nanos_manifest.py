@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from umonitor.errors import UsageError
-from umonitor.fleet import nanos
 from umonitor.fleet.flavors import GuestNet, boot_spec
+from umonitor.image import nanos
 
 ADDRESS = ipaddress.IPv4Interface("10.77.0.5/24")
 GATEWAY = ipaddress.IPv4Address("10.77.0.1")

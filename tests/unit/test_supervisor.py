@@ -26,19 +26,15 @@ import pytest
 
 from umonitor.debug.crash_state import CaptureRequest
 from umonitor.fleet import accel as accel_mod
+from umonitor.fleet import crash_report
+from umonitor.fleet import outcome as outcome_mod
 from umonitor.fleet import supervisor as sup_mod
 from umonitor.fleet.config import InstanceConfig
+from umonitor.fleet.instance import Instance, State
+from umonitor.fleet.outcome import Exit, classify, restart_delay, should_restart
 from umonitor.fleet.qemu import ProbeResult
 from umonitor.fleet.qmp import QmpEvent
-from umonitor.fleet.supervisor import (
-    Exit,
-    Instance,
-    State,
-    Supervisor,
-    classify,
-    restart_delay,
-    should_restart,
-)
+from umonitor.fleet.supervisor import Supervisor
 from umonitor.store import layout
 from umonitor.store.writer import Store
 
@@ -542,7 +538,7 @@ def test_a_start_failure_is_retried_a_bounded_number_of_times(
 
     inst = run(scenario())
     times = [t for t, _, _ in rig.launcher.started]
-    assert len(times) == sup_mod.START_ATTEMPTS == 3
+    assert len(times) == outcome_mod.START_ATTEMPTS == 3
     assert [round(b - a, 1) for a, b in itertools.pairwise(times)] == [1.0, 2.0]
     last = inst.last_exit or {}
     assert last["outcome"] == "failed"
@@ -836,11 +832,11 @@ def test_a_capture_that_hangs_is_cut_and_the_restart_goes_on(
 
     run(scenario())
     first, second = (t for t, _, _ in rig.launcher.started)
-    assert second - first == pytest.approx(1.5 + sup_mod.CAPTURE_BOUND + 1.0, abs=0.3)
+    assert second - first == pytest.approx(1.5 + crash_report.CAPTURE_BOUND + 1.0, abs=0.3)
     report = json.loads(
         next((layout.instance_dir(rig.root, "web") / "crashes").glob("crash-*.json")).read_text()
     )
-    assert report["capture_errors"] == [f"capture timed out after {sup_mod.CAPTURE_BOUND:g} s"]
+    assert report["capture_errors"] == [f"capture timed out after {crash_report.CAPTURE_BOUND:g} s"]
     assert rig.capture.running == 0  # cancelled, not left behind
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.unikernels import built
-from umonitor.fleet.image import Image, build_image
+from umonitor.image.linux import Image, build_image
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "src" / "umonitor" / "guest" / "demo"

@@ -21,7 +21,7 @@ from typing import Any
 from tests.unikernels import crash_app_lines
 from tests.vm.test_fleet import fleet_config, records
 from tests.vm.test_unikernels import CRASHING, check_crashing_guest, down, instance, up
-from umonitor.fleet.image import Image
+from umonitor.image.linux import Image
 
 FUNCTIONS = ["write_through_null", "crash", "main"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.integration.conftest import wait_for
 from tests.vm.test_fleet import ps, records, umon, write_config
-from umonitor.fleet.image import Image
+from umonitor.image.linux import Image
 
 
 def test_up_with_the_default_accelerator(

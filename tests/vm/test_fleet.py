@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import free_port, wait_for
-from umonitor.fleet.image import Image
+from umonitor.image.linux import Image
 from umonitor.procs import process_running
 
 

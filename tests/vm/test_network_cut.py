@@ -29,7 +29,7 @@ import pytest
 
 from tests.integration.conftest import free_port, wait_for
 from tests.numbered import InstanceCheck, LogChecker, log_path
-from umonitor.fleet.image import Image
+from umonitor.image.linux import Image
 
 RATE = 2000  # records/s per guest
 SECONDS = 90  # of steady logging: boot wait, two cuts and their recoveries fit in it

@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.integration.conftest import free_port, wait_for
 from tests.vm.conftest import ROOT
 from tests.vm.test_fleet import fleet_config, ps, umon
-from umonitor.fleet.image import build_image
+from umonitor.image.linux import build_image
 
 LEVELS = [("info", "log"), ("warning", "log"), ("err", "log"), ("notice", "exit")]
 

@@ -370,7 +370,7 @@ def image() -> None:
 @click.option("--kernel-version", default=None, help="Debian kernel version (default: newest).")
 def image_build(sources: tuple[Path, ...], out: Path, kernel_version: str | None) -> None:
     """Build a bootable single-application guest from C SOURCES (kernel + initramfs)."""
-    from umonitor.fleet.image import build_image
+    from umonitor.image.linux import build_image
 
     built = build_image(list(sources), out, kernel_version=kernel_version)
     click.echo(f"kernel {built.kernel}\ninitrd {built.initrd}")

@@ -139,7 +139,7 @@ def symbols_for(
     """The instance's symbols: the configured file, else the default rule's.
 
     A Linux guest's program is not its kernel: the image builder keeps the program
-    with its debug information as ``app`` beside ``initrd.img`` (fleet/image.py), and
+    with its debug information as ``app`` beside ``initrd.img`` (image/linux.py), and
     that is the default for a Linux instance with an initrd.
     """
     if configured is not None:

@@ -28,9 +28,10 @@ from umonitor.errors import UmonitorError
 from umonitor.fleet import accel as accel_mod
 from umonitor.fleet import net, qemu
 from umonitor.fleet.config import FleetConfig, InstanceConfig
+from umonitor.fleet.instance import Instance, State
 from umonitor.fleet.leases import Leases, leases_path
 from umonitor.fleet.qemu import find_qemu
-from umonitor.fleet.supervisor import Instance, State, Supervisor
+from umonitor.fleet.supervisor import Supervisor
 from umonitor.store import layout
 from umonitor.store.writer import FsyncPolicy, Store
 

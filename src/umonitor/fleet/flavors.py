@@ -215,7 +215,7 @@ def _mirage(net: GuestNet, extra: str, template: str | None, app: str) -> BootSp
 
 def _nanos(net: GuestNet, extra: str, template: str | None, app: str) -> BootSpec:
     # Nanos reads program, arguments, environment and address from its image's
-    # manifest: the fleet builds one image per instance (fleet/nanos.py) from these.
+    # manifest: the fleet builds one image per instance (image/nanos.py) from these.
     _no_kernel_args("nanos", extra)
     return BootSpec(
         None,
