@@ -10,7 +10,8 @@ import pytest
 
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import index
-from umonitor.store.writer import MAX_BOOTS, FsyncPolicy, Store
+from umonitor.store.instance_log import MAX_BOOTS
+from umonitor.store.writer import FsyncPolicy, Store
 
 NOW = 1_764_164_675_000_000_000
 
