@@ -98,7 +98,7 @@ parse_time_token(span token, line_cache *cache, long long *seconds, long *micros
 
 /* seconds * 10**9 + micros * 1000 as a Python int, saturated to what SQLite's
  * signed 64-bit INTEGER holds (years before 1678 and after 2262; the file keeps
- * the exact time): index.py's record_row does the same. */
+ * the exact time): index_schema.py's record_row does the same. */
 static PyObject *
 time_ns_object(long long seconds, long micros)
 {
@@ -415,7 +415,7 @@ parse_record_line(const unsigned char *line, size_t len, line_cache *cache, PyOb
         return -1;
     }
     PyObject *items[ROW_SIZE];
-    /* seq and mono as SQLite's signed INTEGER holds them (index.py's sql_u64). */
+    /* seq and mono as SQLite's signed INTEGER holds them (index_schema.py's sql_u64). */
     items[0] = PyLong_FromLongLong((long long)seq);
     items[1] = time_ns_object(seconds, micros);
     items[2] = has_mono ? PyLong_FromLongLong((long long)mono) : Py_NewRef(Py_None);
