@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from umonitor.records import Kind, Origin, Record, Severity
-from umonitor.store.index import record_row
+from umonitor.store.index_schema import record_row
 from umonitor.store.logfile import LineFormatter, RecordLine, parse_line
 
 try:

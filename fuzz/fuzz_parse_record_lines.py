@@ -24,7 +24,7 @@ import fuzzlib
 with atheris.instrument_imports(include=["umonitor"]):
     from umonitor._speedups import parse_record_lines
     from umonitor.records import Kind, Origin, Record, Severity
-    from umonitor.store.index import record_row
+    from umonitor.store.index_schema import record_row
     from umonitor.store.logfile import (
         BootLine,
         LineError,

@@ -170,7 +170,7 @@ def file_seqs(data: Path, name: str) -> list[int]:
 
 PY_GUEST = """
 import sys
-from umonitor.client import Client
+from umonitor.guest.client import Client
 from umonitor.records import Severity
 host, port, name, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 client = Client(host, port, name)

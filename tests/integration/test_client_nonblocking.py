@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Collector, free_port, start_collector
-from umonitor.client import Client
+from umonitor.guest.client import Client
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Severity
 

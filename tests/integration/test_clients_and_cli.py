@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from tests.integration.conftest import Collector, umonitor, wait_for
-from umonitor.client import AsyncClient, Client, LogHandler
+from umonitor.guest.client import AsyncClient, Client
+from umonitor.guest.log_handler import LogHandler
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Origin, Record, Severity
 from umonitor.store.writer import Store

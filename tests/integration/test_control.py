@@ -21,7 +21,6 @@ import pytest
 
 from tests.integration.conftest import Collector, umonitor, wait_for
 from umonitor.assembly import Assembly, Listeners, open_control
-from umonitor.client import Client
 from umonitor.collector import server
 from umonitor.collector.base import Endpoint
 from umonitor.collector.control import stop_control
@@ -31,6 +30,7 @@ from umonitor.fleet.instance import Instance
 from umonitor.fleet.leases import Leases, leases_path
 from umonitor.fleet.net import NetConfig
 from umonitor.fleet.supervisor import Supervisor
+from umonitor.guest.client import Client
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Severity
 from umonitor.store import layout

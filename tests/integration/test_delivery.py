@@ -389,7 +389,7 @@ def test_collector_sigkilled_four_times_while_c_guests_send(
 
 PY_GUEST = """
 import json, sys
-from umonitor.client import Client
+from umonitor.guest.client import Client
 from umonitor.records import Severity
 port, name, count, window = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 client = Client("127.0.0.1", port, name)
@@ -508,7 +508,7 @@ def test_python_client_counts_only_records_the_host_lacks_as_dropped(
     """The collector stalls (SIGSTOP) while a Python guest with a 100-record buffer
     logs 1,000 records: they are all sent (the socket buffers take them) and stored
     once the collector resumes, so none is lost and none may be counted dropped."""
-    from umonitor.client import Client
+    from umonitor.guest.client import Client
 
     client = Client("127.0.0.1", serve.port, "stalled", capacity=100)
     try:

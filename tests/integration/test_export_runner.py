@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.integration.conftest import Collector, start_collector, umonitor, wait_for
 from tests.integration.test_otlp_http import OtlpServer, Reply
-from umonitor.client import Client
+from umonitor.guest.client import Client
 from umonitor.records import Severity
 
 

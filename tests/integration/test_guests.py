@@ -16,7 +16,7 @@ from tests.integration.conftest import (
     umonitor,
     wait_for,
 )
-from umonitor.client import Client
+from umonitor.guest.client import Client
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Record, Severity
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tests.integration.conftest import Collector, start_collector, wait_for
-from umonitor.client import Client
+from umonitor.guest.client import Client
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Record, Severity
 

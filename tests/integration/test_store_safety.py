@@ -1,6 +1,6 @@
 """The store under stress: reindex, SIGKILL under load, and a disk that fills up.
 
-Real collectors (subprocesses), real Python guests (``umonitor.client.Client``), real
+Real collectors (subprocesses), real Python guests (``umonitor.guest.client.Client``), real
 files; the disk-full test mounts a 2 MiB tmpfs as the data directory. What is
 checked is always the same: every log file parses line by line, every acknowledged
 record is in the files exactly once, and the index says exactly what the files say.
@@ -31,7 +31,7 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.integration.test_otlp_http import OtlpServer
-from umonitor.client import Client
+from umonitor.guest.client import Client
 from umonitor.records import Severity
 from umonitor.store import segments
 from umonitor.store.logfile import BootLine, DroppedLine, RecordLine, parse_line
@@ -104,7 +104,7 @@ GUEST = f"""
 import random, sys, time
 from pathlib import Path
 from tests.integration.test_otlp_http import OtlpServer
-from umonitor.client import Client
+from umonitor.guest.client import Client
 from umonitor.records import Severity
 
 {inspect.getsource(message)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from umonitor.client import GuestSession
+from umonitor.guest.session import GuestSession
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import Severity
 

@@ -25,7 +25,7 @@ from umonitor.export.config import parse_export
 from umonitor.export.runner import Follower
 from umonitor.records import Origin, Record, Severity
 from umonitor.sizes import parse_size
-from umonitor.store import index, segments
+from umonitor.store import index, index_query, segments
 from umonitor.store.logfile import BootLine, DroppedLine, RecordLine, parse_line
 from umonitor.store.reindex import reindex
 from umonitor.store.retention import Limits, count_records
@@ -75,13 +75,13 @@ def on_disk(root: Path, name: str) -> list[tuple[str, int, int]]:
 
 
 def indexed(conn: sqlite3.Connection, name: str) -> list[tuple[str, int, int]]:
-    rows = index.select(conn, index.Query(names=[name]))
+    rows = index_query.select(conn, index_query.Query(names=[name]))
     return sorted((r.boot, r.stored.record.seq, int(r.stored.record.severity)) for r in rows)
 
 
 def assert_index_matches_files(conn: sqlite3.Connection, root: Path) -> None:
     index.catch_up(conn, root)
-    counts = {s.name: s.counts for s in index.instances(conn)}
+    counts = {s.name: s.counts for s in index_query.instances(conn)}
     for name in index.instance_names(root):
         files = on_disk(root, name)
         assert indexed(conn, name) == sorted(files)
@@ -343,12 +343,12 @@ def test_reindex_while_another_connection_reads(tmp_path: Path, line_parser: str
         write(store, name, "boot-" + name, 1, 150)
     reader = index.connect(tmp_path)
     index.catch_up(reader, tmp_path)
-    before = [(r.stored, r.boot) for r in index.select(reader, index.Query())]
-    last_id = index.max_record_id(reader)
+    before = [(r.stored, r.boot) for r in index_query.select(reader, index_query.Query())]
+    last_id = index_query.max_record_id(reader)
     done = reindex(tmp_path)
     assert done.instances == 3 and done.records == len(before)
-    assert [(r.stored, r.boot) for r in index.select(reader, index.Query())] == before
-    assert min(r.id for r in index.select(reader, index.Query())) > last_id
+    assert [(r.stored, r.boot) for r in index_query.select(reader, index_query.Query())] == before
+    assert min(r.id for r in index_query.select(reader, index_query.Query())) > last_id
     assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     write(store, "b", "boot-b", 151, 200)  # the writer goes on; the index follows
     done = reindex(tmp_path, ["b"])

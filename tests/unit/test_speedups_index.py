@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from umonitor.records import Kind, Origin, Record, Severity
-from umonitor.store.index import from_sql_u64, record_row
+from umonitor.store.index_schema import from_sql_u64, record_row
 from umonitor.store.logfile import (
     BootLine,
     DroppedLine,

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from umonitor.records import Origin, Record, Severity
-from umonitor.store import index
-from umonitor.store.writer import MAX_BOOTS, FsyncPolicy, Store
+from umonitor.store import index, index_query
+from umonitor.store.index_query import Query
+from umonitor.store.instance_log import MAX_BOOTS
+from umonitor.store.writer import FsyncPolicy, Store
 
 NOW = 1_764_164_675_000_000_000
 
@@ -65,7 +67,7 @@ def test_new_boot_keeps_history_and_restarts_numbering(tmp_path: Path, line_pars
     assert seqs_in_file(log.path) == [1, 2, 3, 1, 2]
     conn = index.connect(tmp_path)
     assert index.catch_up(conn, tmp_path) == 5
-    [summary] = index.instances(conn)
+    [summary] = index_query.instances(conn)
     assert summary.boots == 2 and sum(summary.counts) == 5
 
 
@@ -85,7 +87,7 @@ def test_torn_last_line_is_cut_and_written_again(tmp_path: Path, line_parser: st
     again.close()
     conn = index.connect(tmp_path)
     index.catch_up(conn, tmp_path)
-    rows = list(index.select(conn, index.Query(names=["web-1"])))
+    rows = list(index_query.select(conn, Query(names=["web-1"])))
     assert [r.stored.record.seq for r in rows] == [1, 2, 3, 4, 5]
     assert [r.stored.record.message for r in rows][3] == "record 4"
     bad = conn.execute("SELECT sum(bad_lines) FROM positions").fetchone()[0]
@@ -103,7 +105,7 @@ def test_dropped_notice_counts_and_settles(tmp_path: Path) -> None:
     store.close()
     conn = index.connect(tmp_path)
     index.catch_up(conn, tmp_path)
-    [summary] = index.instances(conn)
+    [summary] = index_query.instances(conn)
     assert summary.dropped == 7
 
 
@@ -128,14 +130,14 @@ def test_index_catch_up_is_exactly_once_and_rebuildable(tmp_path: Path, line_par
     other = index.connect(tmp_path)
     assert index.catch_up(conn, tmp_path) == 100
     assert index.catch_up(other, tmp_path) == 0
-    before = [r.stored for r in index.select(conn, index.Query())]
+    before = [r.stored for r in index_query.select(conn, Query())]
     conn.close()
     other.close()
     for suffix in ("", "-wal", "-shm"):
         Path(str(tmp_path / "index.sqlite") + suffix).unlink(missing_ok=True)
     rebuilt = index.connect(tmp_path)
     assert index.catch_up(rebuilt, tmp_path) == 100
-    assert [r.stored for r in index.select(rebuilt, index.Query())] == before
+    assert [r.stored for r in index_query.select(rebuilt, Query())] == before
     store.close()
 
 
@@ -165,31 +167,31 @@ def filled(tmp_path: Path, line_parser: str) -> sqlite3.Connection:
     return conn
 
 
-def messages(conn: sqlite3.Connection, query: index.Query, **kw: int) -> list[str]:
-    return [r.stored.record.message for r in index.select(conn, query, **kw)]
+def messages(conn: sqlite3.Connection, query: Query, **kw: int) -> list[str]:
+    return [r.stored.record.message for r in index_query.select(conn, query, **kw)]
 
 
 def test_query_filters(filled: sqlite3.Connection) -> None:
-    assert messages(filled, index.Query(max_severity=4)) == [
+    assert messages(filled, Query(max_severity=4)) == [
         "corrupt page 7",
         "disk almost full",
         "Division by zero in compute()",
     ]
-    assert messages(filled, index.Query(names=["db"])) == ["corrupt page 7"]
-    assert messages(filled, index.Query(grep="division by")) == ["Division by zero in compute()"]
-    assert messages(filled, index.Query(grep="divis")) == ["Division by zero in compute()"]
-    assert messages(filled, index.Query(grep="compute()")) == ["Division by zero in compute()"]
-    assert messages(filled, index.Query(grep="by zero in")) == ["Division by zero in compute()"]
-    assert messages(filled, index.Query(grep="zero by")) == []
-    assert messages(filled, index.Query(since_ns=NOW + 2 * 10**9, names=["web-1"])) == [
+    assert messages(filled, Query(names=["db"])) == ["corrupt page 7"]
+    assert messages(filled, Query(grep="division by")) == ["Division by zero in compute()"]
+    assert messages(filled, Query(grep="divis")) == ["Division by zero in compute()"]
+    assert messages(filled, Query(grep="compute()")) == ["Division by zero in compute()"]
+    assert messages(filled, Query(grep="by zero in")) == ["Division by zero in compute()"]
+    assert messages(filled, Query(grep="zero by")) == []
+    assert messages(filled, Query(since_ns=NOW + 2 * 10**9, names=["web-1"])) == [
         "Division by zero in compute()",
         "cache hit ratio 0.93",
     ]
-    assert messages(filled, index.Query(until_ns=NOW + 10**9, names=["web-1"])) == [
+    assert messages(filled, Query(until_ns=NOW + 10**9, names=["web-1"])) == [
         "server started on port 80",
         "disk almost full",
     ]
-    assert messages(filled, index.Query(names=["web-1"]), last=2) == [
+    assert messages(filled, Query(names=["web-1"]), last=2) == [
         "Division by zero in compute()",
         "cache hit ratio 0.93",
     ]

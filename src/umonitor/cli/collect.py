@@ -331,8 +331,8 @@ def send(
 
     MESSAGE '-' reads the message from standard input.
     """
-    from umonitor.client import Client
     from umonitor.collector.base import parse_endpoint
+    from umonitor.guest.client import Client
 
     try:
         severity = Severity.parse(priority)

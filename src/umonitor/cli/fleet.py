@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from umonitor.errors import EnvironmentProblem, UsageError
-from umonitor.store import index, layout
+from umonitor.store import index_query, layout
 
 if TYPE_CHECKING:
     pass
@@ -286,7 +286,7 @@ def ps(output: str, data: Path | None) -> None:
     counts: dict[str, int] = {}
     if (root / layout.INSTANCES).is_dir():
         conn = open_index(root)
-        counts = {i.name: sum(i.counts) for i in index.instances(conn)}
+        counts = {i.name: sum(i.counts) for i in index_query.instances(conn)}
     for inst in instances:
         inst["records"] = counts.get(inst["name"], 0)
     if output == "json":

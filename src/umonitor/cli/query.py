@@ -14,7 +14,7 @@ import click
 from umonitor.debug.record_stack import RecordStacks
 from umonitor.errors import UsageError
 from umonitor.records import SEVERITY_NAMES, Severity
-from umonitor.store import index, layout
+from umonitor.store import index, index_query, layout
 from umonitor.store.logfile import escape
 from umonitor.timeparse import format_age, format_time, parse_time
 
@@ -95,7 +95,7 @@ def ls_command(output: str, data: Path | None) -> None:
     status = _collector_status(root) or {}
     connected: dict[str, list[str]] = status.get("connected", {})
     levels: dict[str, str] = status.get("levels", {})  # what each connected guest said
-    instances = index.instances(conn)
+    instances = index_query.instances(conn)
     from umonitor.export.runner import read_statuses
 
     exporters = read_statuses(root)
@@ -286,7 +286,7 @@ def logs(
     stacks = RecordStacks(root, symbols)
     conn = open_index(root)
     if names:
-        known = {i.name for i in index.instances(conn)}
+        known = {i.name for i in index_query.instances(conn)}
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UsageError(
@@ -296,7 +296,7 @@ def logs(
         max_sev = int(Severity.parse(priority)) if priority else 7
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    query = index.Query(
+    query = index_query.Query(
         names=names,
         since_ns=parse_time(since) if since else None,
         until_ns=parse_time(until) if until else None,
@@ -309,8 +309,8 @@ def logs(
     last = 10 if follow and lines is None else lines
     with_name = len(names) != 1
     colour = output == "text" and sys.stdout.isatty()
-    newest = index.max_record_id(conn)
-    shown = emit(index.select(conn, query, last=last), output, with_name, colour, stacks)
+    newest = index_query.max_record_id(conn)
+    shown = emit(index_query.select(conn, query, last=last), output, with_name, colour, stacks)
     after = max(shown, newest)
     if not follow:
         return
@@ -319,7 +319,7 @@ def logs(
             time.sleep(0.25)
             index.catch_up(conn, root)
             shown = emit(
-                index.select(conn, query, after_id=after), output, with_name, colour, stacks
+                index_query.select(conn, query, after_id=after), output, with_name, colour, stacks
             )
             after = max(after, shown)
             sys.stdout.flush()

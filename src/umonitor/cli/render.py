@@ -10,7 +10,7 @@ import click
 
 from umonitor.debug.record_stack import RecordStacks
 from umonitor.records import SEVERITY_NAMES
-from umonitor.store import index
+from umonitor.store.index_query import Row
 from umonitor.store.logfile import escape, format_fields
 from umonitor.timeparse import format_time
 
@@ -47,7 +47,7 @@ def format_bytes(n: int) -> str:
     return f"{size:.1f} {unit}"
 
 
-def format_text(row: index.Row, with_name: bool, colour: bool) -> str:
+def format_text(row: Row, with_name: bool, colour: bool) -> str:
     stored = row.stored
     rec = stored.record
     parts = [format_time(stored.time_ns)]
@@ -69,7 +69,7 @@ def format_text(row: index.Row, with_name: bool, colour: bool) -> str:
     return " ".join(p for p in parts if p)
 
 
-def format_json(row: index.Row, stack: list[dict[str, Any]] | None = None) -> str:
+def format_json(row: Row, stack: list[dict[str, Any]] | None = None) -> str:
     stored = row.stored
     rec = stored.record
     return json.dumps(
@@ -98,7 +98,7 @@ _LINE_BREAKS_ESCAPED = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def emit(
-    rows: Iterable[index.Row], output: str, with_name: bool, colour: bool, stacks: RecordStacks
+    rows: Iterable[Row], output: str, with_name: bool, colour: bool, stacks: RecordStacks
 ) -> int:
     """Print ``rows`` (in time order); the highest index id among them, 0 if none.
 

@@ -32,7 +32,8 @@ from umonitor.protocol.text_lines import LineDecoder
 from umonitor.records import Origin, Record, Severity
 
 if TYPE_CHECKING:
-    from umonitor.store.writer import InstanceLog, Store
+    from umonitor.store.instance_log import InstanceLog
+    from umonitor.store.writer import Store
 
 log = logging.getLogger(__name__)
 

@@ -211,7 +211,7 @@ class GuestControl:
             dialect = "2018 Umonitor" if conn.dialect is Dialect.LEGACY else "plain text"
             return _refuse(
                 f"instance {name} speaks the {dialect} format, which has no control "
-                "channel; only guests of the native protocol (umonitor.c, umonitor.client) "
+                "channel; only guests of the native protocol (umonitor.c, umonitor.guest.client) "
                 "take a level or answer a ping"
             )
         was = conn.level

@@ -40,9 +40,10 @@ from umonitor.protocol.syslog import (
 )
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import layout
+from umonitor.store.instance_log import InstanceLog
 from umonitor.store.logfile import escape
 from umonitor.store.side_log import SideLog
-from umonitor.store.writer import InstanceLog, Store
+from umonitor.store.writer import Store
 
 REJECT_LIMIT = 10 << 20
 

@@ -1,1 +1,1 @@
-"""Guest-side code: the C library sources and the demo guests."""
+"""Guest-side code: the Python guest library, the C library sources and the demo guests."""

@@ -1,4 +1,4 @@
-"""The SQLite index over the log files: what ``logs`` and ``ls`` query.
+"""The SQLite index over the log files: opening it, and following the files into it.
 
 How this works: the files are the truth; the index follows them. ``catch_up`` reads
 each instance's log files from the offset it reached last time, up to the last
@@ -13,88 +13,26 @@ read from its start. Each record row says which segment it came from (``log_id``
 when retention deletes a file, the next ``catch_up`` deletes its rows too, so the
 index shows what is on disk. An index of another schema version is dropped and
 rebuilt from the files.
+
+The tables are in store/index_schema.py; the queries ``logs`` and ``ls`` make, in
+store/index_query.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from umonitor.errors import LineError, UsageError
-from umonitor.records import Kind, Origin, Record, Severity, StoredRecord
 from umonitor.store import layout
+from umonitor.store.index_schema import I64_END, prepare, record_row
 from umonitor.store.logfile import BootLine, DroppedLine, RecordLine, parse_line
 from umonitor.store.names import is_instance_name
 from umonitor.store.segments import Segment, list_segments, open_segment
-
-VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances(
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    first_ns INTEGER,
-    last_ns INTEGER,
-    peer TEXT NOT NULL DEFAULT '',
-    library TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS boots(
-    id INTEGER PRIMARY KEY,
-    instance_id INTEGER NOT NULL REFERENCES instances(id),
-    boot TEXT NOT NULL,
-    peer TEXT NOT NULL DEFAULT '',
-    library TEXT NOT NULL DEFAULT '',
-    max_seq INTEGER NOT NULL DEFAULT 0,
-    dropped INTEGER NOT NULL DEFAULT 0,
-    UNIQUE(instance_id, boot)
-);
-CREATE TABLE IF NOT EXISTS records(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    instance_id INTEGER NOT NULL,
-    boot_id INTEGER,
-    seq INTEGER NOT NULL,
-    time_ns INTEGER NOT NULL,
-    mono_ns INTEGER,
-    severity INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    kind INTEGER NOT NULL,
-    file TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    func TEXT NOT NULL,
-    message TEXT NOT NULL,
-    fields TEXT,
-    log_id INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_by_instance ON records(instance_id, id);
-CREATE INDEX IF NOT EXISTS records_by_time ON records(time_ns);
-CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
-    message, content='records', content_rowid='id', detail=none
-);
-CREATE TABLE IF NOT EXISTS counts(
-    instance_id INTEGER NOT NULL,
-    severity INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY(instance_id, severity)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS positions(
-    id INTEGER PRIMARY KEY,
-    instance_id INTEGER NOT NULL,
-    file TEXT NOT NULL,
-    head BLOB NOT NULL,
-    offset INTEGER NOT NULL,
-    context TEXT NOT NULL DEFAULT '',
-    bad_lines INTEGER NOT NULL DEFAULT 0,
-    first_id INTEGER,
-    last_id INTEGER,
-    UNIQUE(instance_id, file)
-);
-"""
-_TABLES = ("records_fts", "records", "counts", "positions", "boots", "instances")
 
 CHUNK = 4 << 20
 
@@ -106,7 +44,6 @@ except ImportError:  # optional C accelerator; parse_line is the reference
     parse_record_lines = None
 if os.environ.get("UMONITOR_PURE_PYTHON"):
     parse_record_lines = None
-_WORD = re.compile(r"\w+")
 
 
 def connect(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -142,25 +79,6 @@ def connect_as_it_is(root: Path) -> sqlite3.Connection:
     return conn
 
 
-def prepare(conn: sqlite3.Connection) -> None:
-    """Create the tables; drop an index of another version first (it is rebuilt)."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] == VERSION:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
-            for table in _TABLES:
-                conn.execute(f"DROP TABLE IF EXISTS {table}")
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
 def _instance_id(conn: sqlite3.Connection, name: str) -> int:
     row = conn.execute("SELECT id FROM instances WHERE name = ?", (name,)).fetchone()
     if row is not None:
@@ -181,45 +99,6 @@ def _boot_id(conn: sqlite3.Connection, instance_id: int, boot: str, cache: dict[
     ).fetchone()
     cache[boot] = int(row[0])
     return cache[boot]
-
-
-def sql_u64(value: int) -> int:
-    """An unsigned 64-bit value (seq, mono_ns) as SQLite's signed INTEGER holds it.
-
-    Two's complement, so nothing a guest sends is refused or changed; ``from_sql_u64``
-    turns it back. Values past 2**63 (only a hostile guest gets there) sort as
-    negative in SQL.
-    """
-    return value - _U64_SPAN if value >= _I64_END else value
-
-
-def from_sql_u64(value: int) -> int:
-    return value + _U64_SPAN if value < 0 else value
-
-
-_I64_END = 1 << 63
-_U64_SPAN = 1 << 64
-
-
-def record_row(parsed: RecordLine) -> tuple[Any, ...]:
-    """The ``records`` columns after ``instance_id, boot_id`` for one record line.
-
-    ``_speedups.parse_record_lines`` returns exactly these tuples for plain lines.
-    """
-    rec = parsed.record
-    return (
-        sql_u64(rec.seq),
-        min(max(parsed.time_ns, -_I64_END), _I64_END - 1),  # the file keeps the exact time
-        None if rec.mono_ns is None else sql_u64(rec.mono_ns),
-        int(rec.severity),
-        parsed.origin.value,
-        int(rec.kind),
-        rec.file,
-        rec.line,
-        rec.function,
-        rec.message,
-        json.dumps(dict(rec.fields)) if rec.fields else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +199,7 @@ def _catch_up_file(
             boot_id = _boot_id(conn, instance_id, parsed.boot, boots)
             conn.execute(
                 "UPDATE boots SET dropped = max(dropped, ?) WHERE id = ?",
-                (min(parsed.count, _I64_END - 1), boot_id),  # a count no guest can reach
+                (min(parsed.count, I64_END - 1), boot_id),  # a count no guest can reach
             )
     if rows:
         first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM records").fetchone()[0]
@@ -498,143 +377,3 @@ def catch_up(conn: sqlite3.Connection, root: Path, names: Sequence[str] | None =
                 if not consumed:
                     break
     return added
-
-
-# -- queries ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceSummary:
-    name: str
-    first_ns: int | None
-    last_ns: int | None
-    peer: str
-    library: str
-    counts: tuple[int, ...]
-    dropped: int
-    boots: int
-
-
-def instances(conn: sqlite3.Connection) -> list[InstanceSummary]:
-    out = []
-    for row in conn.execute(
-        "SELECT id, name, first_ns, last_ns, peer, library, "
-        "(SELECT CAST(total(dropped) AS INTEGER) FROM boots b WHERE b.instance_id = i.id), "
-        "(SELECT count(*) FROM boots b WHERE b.instance_id = i.id) "
-        "FROM instances i ORDER BY name"
-    ).fetchall():
-        counts = [0] * 8
-        for sev, n in conn.execute(
-            "SELECT severity, n FROM counts WHERE instance_id = ?", (row[0],)
-        ):
-            counts[int(sev)] = int(n)
-        out.append(
-            InstanceSummary(
-                row[1], row[2], row[3], row[4], row[5], tuple(counts), int(row[6]), int(row[7])
-            )
-        )
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """What ``umonitor logs`` asks for. ``max_severity`` 4 means warning and worse."""
-
-    names: Sequence[str] = ()
-    since_ns: int | None = None
-    until_ns: int | None = None
-    max_severity: int = 7
-    grep: str | None = None
-    origins: Sequence[str] = ()
-
-
-def fts_expression(text: str) -> str | None:
-    """An FTS5 query that needs every word of ``text`` (as a word or word prefix)."""
-    words = _WORD.findall(text)
-    if not words:
-        return None
-    return " AND ".join('"' + w.replace('"', '""') + '"*' for w in words)
-
-
-def _where(query: Query) -> tuple[str, list[object]]:
-    clauses = ["r.severity <= ?"]
-    args: list[object] = [query.max_severity]
-    if query.names:
-        clauses.append(f"i.name IN ({', '.join('?' * len(query.names))})")
-        args.extend(query.names)
-    if query.since_ns is not None:
-        clauses.append("r.time_ns >= ?")
-        args.append(query.since_ns)
-    if query.until_ns is not None:
-        clauses.append("r.time_ns <= ?")
-        args.append(query.until_ns)
-    if query.origins:
-        clauses.append(f"r.origin IN ({', '.join('?' * len(query.origins))})")
-        args.extend(query.origins)
-    if query.grep:
-        expression = fts_expression(query.grep)
-        if expression is not None:
-            clauses.append("r.id IN (SELECT rowid FROM records_fts WHERE records_fts MATCH ?)")
-            args.append(expression)
-        clauses.append("instr(lower(r.message), lower(?)) > 0")
-        args.append(query.grep)
-    return " AND ".join(clauses), args
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    id: int
-    stored: StoredRecord
-    boot: str
-
-
-def _row(raw: tuple[object, ...]) -> Row:
-    (rid, name, boot, seq, time_ns, mono, sev, origin, kind, file, line, func, msg, fields) = raw
-    parsed_fields: tuple[tuple[str, str], ...] = ()
-    if fields:
-        parsed_fields = tuple((str(k), str(v)) for k, v in json.loads(str(fields)).items())
-    record = Record(
-        from_sql_u64(int(str(seq))),
-        Severity(int(str(sev))),
-        str(msg),
-        Kind(int(str(kind))),
-        None if mono is None else from_sql_u64(int(str(mono))),
-        None,
-        str(file),
-        int(str(line)),
-        str(func),
-        parsed_fields,
-    )
-    stored = StoredRecord(str(name), int(str(time_ns)), Origin(str(origin)), record)
-    return Row(int(str(rid)), stored, str(boot or ""))
-
-
-_SELECT = (
-    "SELECT r.id, i.name, b.boot, r.seq, r.time_ns, r.mono_ns, r.severity, r.origin, "
-    "r.kind, r.file, r.line, r.func, r.message, r.fields FROM records r "
-    "JOIN instances i ON i.id = r.instance_id LEFT JOIN boots b ON b.id = r.boot_id "
-)
-
-
-def select(
-    conn: sqlite3.Connection, query: Query, *, last: int | None = None, after_id: int = 0
-) -> Iterator[Row]:
-    """Matching records, oldest first (by record time); ``last`` keeps the newest N."""
-    where, args = _where(query)
-    if after_id:
-        where += " AND r.id > ?"
-        args.append(after_id)
-    if last is not None:
-        sql = (
-            f"SELECT * FROM ({_SELECT} WHERE {where} ORDER BY r.time_ns DESC, r.id DESC "
-            "LIMIT ?) ORDER BY 5, 1"
-        )
-        args.append(last)
-    else:
-        sql = f"{_SELECT} WHERE {where} ORDER BY r.time_ns, r.id"
-    for raw in conn.execute(sql, args):
-        yield _row(raw)
-
-
-def max_record_id(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()[0])

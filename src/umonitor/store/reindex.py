@@ -29,7 +29,7 @@ from pathlib import Path
 
 from umonitor.errors import UsageError
 from umonitor.procs import process_running
-from umonitor.store import index, layout
+from umonitor.store import index, index_schema, layout
 
 REBUILD = f"{layout.INDEX}.rebuild-"
 
@@ -84,7 +84,7 @@ def _reindex_all(root: Path) -> tuple[int, int, int]:
             new.execute("PRAGMA journal_mode = OFF")
             new.execute("PRAGMA synchronous = OFF")
             new.execute("PRAGMA cache_size = -65536")  # 64 MiB: the indexes stay in memory
-            index.prepare(new)
+            index_schema.prepare(new)
             new.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('records', ?)", (last_id,))
             index.catch_up(new, root)
             index.catch_up(new, root)  # what arrived during the first pass

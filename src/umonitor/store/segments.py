@@ -186,3 +186,18 @@ def _open_if(path: Path, head: bytes) -> BinaryIO | None:
     with contextlib.suppress(OSError):
         src.close()
     return None
+
+
+def next_generation(directory: Path, family: str, at_least: int = 0) -> int:
+    """The generation after ``at_least`` and after every rotated ``family.N`` in ``directory``.
+
+    Never a generation used before, even if its files are gone: readers know a file by
+    it (and by its first line).
+    """
+    highest = at_least
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(directory):
+            parsed = rotated_name(entry)
+            if parsed is not None and parsed[0] == family:
+                highest = max(highest, parsed[1])
+    return highest + 1

@@ -13,47 +13,28 @@ bytes not written (even half a line) are written first by the next commit, and n
 state is saved that counts them. After a write, a file at the rotate size is renamed
 to its generation's name (store/segments.py) and a new one started; retention and the
 quota (store/retention.py) then decide what rotated files go.
+
+Where the parts live: one log file's queue, write and rotation in store/instance_log.py;
+what it learns on opening (after a clean stop or a crash) in store/recovery.py; its
+``state.json`` in store/log_state.py; the runs the C accelerator formats straight from
+a receive buffer (native records, plain syslog) in store/fast_runs.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import os
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from umonitor.errors import LineError
 from umonitor.records import Origin, Record
-from umonitor.store import layout, segments
-from umonitor.store.logfile import (
-    BootLine,
-    DroppedLine,
-    LineFormatter,
-    format_boot_line,
-    format_dropped_line,
-    parse_line,
-)
+from umonitor.store import fast_runs, layout
+from umonitor.store.instance_log import InstanceLog
+from umonitor.store.logfile import DroppedLine, LineFormatter, format_dropped_line
 from umonitor.store.retention import DiskUsage, Limits
 from umonitor.store.worker import DiskWorker
-from umonitor.timeparse import format_time
-
-FormatRecords = Callable[[bytearray, int, int, int, int, int], tuple[int, str, int, int]]
-SyslogLines = Callable[[bytearray, int, int, int, bytes, int, int], tuple[int, str, int, int]]
-format_records: FormatRecords | None
-syslog_lines: SyslogLines | None
-try:
-    from umonitor._speedups import format_records, syslog_lines
-except ImportError:  # the C accelerator is optional; the pure path is the reference
-    format_records = syslog_lines = None
-if os.environ.get("UMONITOR_PURE_PYTHON"):
-    format_records = syslog_lines = None
-
-STATE_INTERVAL_NS = 1_000_000_000
-MAX_BOOTS = 256  # boots per log file whose high marks are kept
 
 
 class FsyncPolicy(enum.Enum):
@@ -69,335 +50,10 @@ class FsyncPolicy(enum.Enum):
     NEVER = "never"
 
 
-def _int_map(value: object) -> dict[str, int]:
-    if not isinstance(value, dict):
-        raise TypeError("not a map")
-    return {str(k): int(v) for k, v in value.items()}
-
-
-class InstanceLog:
-    """One of an instance's log files (``app.log``, ``console.log``, ``syslog.log``).
-
-    Lines are queued in ``pending`` and written by ``write_pending``. A write the disk
-    refuses part-way keeps the unwritten rest of its bytes and finishes them first on
-    the next call, so a line is never lost and never written twice.
-    """
-
-    def __init__(self, root: Path, name: str, file: str = layout.APP_LOG) -> None:
-        if file not in layout.LOG_FILES:
-            raise ValueError(f"not a log file name: {file!r}")
-        self.name = name
-        self.file = file
-        self.dir = layout.instance_dir(root, name)
-        self.path = self.dir / file
-        state = layout.STATE if file == layout.APP_LOG else f"{Path(file).stem}.{layout.STATE}"
-        self._state_path = self.dir / state
-        self.high: dict[str, int] = {}
-        self.dropped: dict[str, int] = {}
-        self.context = ""
-        self.boot_line = ""  # the last boot line queued: a new file after rotation starts with it
-        self.pending: list[str] = []
-        self._out = b""  # bytes being written; _out[_out_at:] is not on disk yet
-        self._out_at = 0
-        self.synced = True
-        self.fd: int | None = None
-        self.generation = 0  # of the live file; 0: a file from before rotation (no header)
-        self._state_written = 0
-        self._state_dirty = False
-        self._state_force = False
-        with contextlib.suppress(OSError):  # a full disk: made when the write is retried
-            self.dir.mkdir(parents=True, exist_ok=True)
-        self.offset = self._recover()
-        # Record lines in the live file, so that retention need not read it to count
-        # them; None for a file this process did not start (counted when deleted).
-        self.file_records: int | None = 0 if self.offset == 0 else None
-        with contextlib.suppress(OSError):
-            self._open()
-
-    @property
-    def key(self) -> str:
-        """The live file's segment key (see store/segments.py)."""
-        return f"{self.file}.{self.generation}" if self.generation else self.file
-
-    def _open(self) -> int:
-        if self.fd is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(
-                self.path,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o644,
-            )
-        return self.fd
-
-    # -- recovery -----------------------------------------------------------------
-
-    def _recover(self) -> int:
-        """Learn the high marks and context from state.json and what the files gained.
-
-        Returns the live file's size. Repairs a torn last line by cutting it off: it
-        was never acknowledged (the ACK follows the whole write), so its guest sends
-        it again; the index and exporters read only complete lines and never saw it.
-        """
-        state: dict[str, object] = {}
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads(self._state_path.read_text())
-            if isinstance(loaded, dict):
-                state = loaded
-        size, head = self._repair_live()
-        live_key = None
-        if head is not None:
-            live_key, self.generation = segments.key_for(self.file, self.file, head)
-        try:
-            state_key = str(state.get("file", self.file))
-            offset = int(str(state["offset"]))
-            self.high = _int_map(state["high"])
-            self.dropped = _int_map(state["dropped"])
-            self.context = str(state["context"])
-            self.boot_line = str(state.get("boot_line", ""))
-        except (ValueError, KeyError, TypeError):
-            state_key, offset = "", 0
-            self.high, self.dropped, self.context, self.boot_line = {}, {}, "", ""
-        family = [s for s in segments.list_segments(self.dir) if s.family == self.file]
-        keys = [s.key for s in family]
-        if state_key in keys and not (state_key == live_key and offset > size):
-            start = keys.index(state_key)
-        else:  # no usable state: learn from every file there is
-            start, offset = 0, 0
-            self.high, self.dropped, self.context, self.boot_line = {}, {}, "", ""
-        for seg in family[start:]:
-            self._scan(seg.path, offset if seg.key == state_key else 0)
-        if self.context and not self.boot_line:
-            self.boot_line = format_boot_line(BootLine(self.context, "", "", ""))
-        if head is None:  # a new live file: its header, then the boot it continues
-            # Never a generation used before, even if its files are gone: readers know
-            # a file by it (and by its first line).
-            named = segments.rotated_name(state_key)
-            self.generation = named[1] if named is not None and named[0] == self.file else 0
-            self.generation = self._next_generation()
-            self.pending.append(self._header())
-            if self.boot_line:
-                self.pending.append(self.boot_line)
-        self._state_dirty = True
-        return size
-
-    def _repair_live(self) -> tuple[int, bytes | None]:
-        """(size, first line) of the live file after cutting a torn last line off."""
-        try:
-            src = open(self.path, "r+b")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            return 0, None
-        with src:
-            size = os.fstat(src.fileno()).st_size
-            end = 0
-            back = min(size, 1 << 16)
-            while back:
-                src.seek(size - back)
-                newline = src.read(back).rfind(b"\n")
-                if newline >= 0:
-                    end = size - back + newline + 1
-                    break
-                if back == size:
-                    break
-                back = min(size, back * 4)
-            if end != size:
-                src.truncate(end)
-                size = end
-            return size, segments.read_head(src) if size else None
-
-    def _scan(self, path: Path, start: int) -> None:
-        try:
-            src = open(path, "rb")  # noqa: SIM115 - closed below
-        except OSError:
-            return
-        with src:
-            src.seek(start)
-            rest = b""
-            while chunk := src.read(1 << 22):
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                for line in lines:
-                    self._learn(line)
-
-    def _learn(self, line: bytes) -> None:
-        if not line:
-            return
-        if not line.startswith(b"#"):
-            # Record lines: only the seq matters here (the 4th word).
-            parts = line.split(b" ", 4)
-            if len(parts) == 5 and parts[3].isdigit() and self.context:
-                seq = int(parts[3])
-                if seq > self.high.get(self.context, 0):
-                    self.high[self.context] = seq
-            return
-        try:
-            parsed = parse_line(line.decode("utf-8", "replace"))
-        except LineError:
-            return
-        if isinstance(parsed, BootLine):
-            self.context = parsed.boot
-            self.boot_line = line.decode("utf-8", "surrogateescape")
-        elif isinstance(parsed, DroppedLine):
-            self.dropped[parsed.boot] = max(self.dropped.get(parsed.boot, 0), parsed.count)
-            self.high[parsed.boot] = max(self.high.get(parsed.boot, 0), parsed.through_seq)
-
-    def _next_generation(self) -> int:
-        highest = self.generation
-        with contextlib.suppress(OSError):
-            for entry in os.listdir(self.dir):
-                parsed = segments.rotated_name(entry)
-                if parsed is not None and parsed[0] == self.file:
-                    highest = max(highest, parsed[1])
-        return highest + 1
-
-    def _header(self) -> str:
-        stamp = format_time(time.time_ns())
-        return segments.format_header(self.file, self.generation, stamp)
-
-    # -- writing --------------------------------------------------------------------
-
-    def switch_to(self, boot: str, library: str = "", peer: str = "", name: str = "") -> None:
-        self.boot_line = format_boot_line(BootLine(boot, library, peer, name))
-        self.pending.append(self.boot_line)
-        self.context = boot
-        # High marks are kept for the MAX_BOOTS boots seen last (a guest replays only
-        # its own boot): a guest that says HELLO with a new boot id again and again
-        # cannot grow this, or state.json, without bound.
-        for marks in (self.high, self.dropped):
-            if boot in marks:
-                marks[boot] = marks.pop(boot)
-            while len(marks) > MAX_BOOTS:
-                del marks[next(iter(marks))]
-
-    @property
-    def unwritten(self) -> bool:
-        return bool(self.pending) or self._out_at < len(self._out)
-
-    def unwritten_bytes(self) -> int:
-        return len(self._out) - self._out_at + sum(len(p) + 1 for p in self.pending)
-
-    def write_pending(self) -> int:
-        """Write everything queued; returns bytes written.
-
-        Raises OSError when the disk refuses; ``offset`` then counts what did get
-        written, and the rest is written first by the next call.
-        """
-        written = 0
-        while True:
-            if self._out_at >= len(self._out):
-                if not self.pending:
-                    break
-                self._out = ("\n".join(self.pending) + "\n").encode("utf-8", "surrogateescape")
-                self._out_at = 0
-                self.pending.clear()
-            count = os.write(self._open(), memoryview(self._out)[self._out_at :])
-            self._out_at += count
-            self.offset += count
-            written += count
-            self.synced = False
-            self._state_dirty = True
-        self._out, self._out_at = b"", 0
-        return written
-
-    def drop_queued_records(self) -> int:
-        """Forget the record lines queued (not those being written); returns how many.
-
-        Context lines stay, so the file's boots stay right.
-        """
-        kept: list[str] = []
-        dropped = 0
-        for text in self.pending:
-            if text.startswith("#"):
-                kept.append(text)
-            else:
-                dropped += text.count("\n") + 1
-        self.pending = kept
-        self.queued(-dropped)
-        return dropped
-
-    def queued(self, records: int) -> None:
-        if self.file_records is not None:
-            self.file_records += records
-
-    def rotate(self) -> tuple[Path, int, int | None]:
-        """Rename the live file to its generation's name and start the next one.
-
-        Only when everything queued is written. Returns the rotated file, its size and
-        its record lines (None: not known).
-        """
-        if self.unwritten:
-            raise RuntimeError("rotate with lines not written")
-        number = self.generation or self._next_generation()
-        target = self.dir / f"{self.file}.{number}"
-        if target.exists():  # not ours: keep it, take a free name
-            number = self._next_generation()
-            target = self.dir / f"{self.file}.{number}"
-        os.rename(self.path, target)
-        size, records, self.file_records = self.offset, self.file_records, 0
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            os.close(fd)
-        self.generation = self._next_generation()
-        self.offset = 0
-        self.synced = True
-        self.pending[:0] = [self._header(), *([self.boot_line] if self.boot_line else [])]
-        self._state_dirty = True
-        self._state_force = True
-        with contextlib.suppress(OSError):
-            self._open()
-        return target, size, records
-
-    def save_state(
-        self, now_ns: int, force: bool = False, worker: DiskWorker | None = None
-    ) -> bool:
-        """Write ``state.json`` if due (through ``worker``, if given); True when saved.
-
-        Never while lines are unwritten: the high marks count queued records, and the
-        state must not claim records that a crash could still lose.
-        """
-        if not self._state_dirty:
-            return True
-        if self.unwritten:
-            return False
-        force = force or self._state_force
-        if not force and now_ns - self._state_written < STATE_INTERVAL_NS:
-            return False
-        state = {
-            "file": self.key,
-            "offset": self.offset,
-            "high": self.high,
-            "dropped": self.dropped,
-            "context": self.context,
-            "boot_line": self.boot_line,
-        }
-        text = json.dumps(state)
-        self._state_written = now_ns
-        self._state_dirty = False
-        self._state_force = False
-        if worker is not None:
-            worker.submit(lambda: self._write_state(text))
-            return True
-        return self._write_state(text)
-
-    def _write_state(self, text: str) -> bool:
-        tmp = self._state_path.with_suffix(".tmp")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, self._state_path)
-        except OSError:
-            self._state_dirty = True  # a full disk: a later turn tries again
-            return False
-        return True
-
-    def close(self) -> None:
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            os.close(fd)
-
-
 class Store:
     """Per-instance log files under ``root/instances``; see the module docstring."""
 
-    fast = format_records is not None
+    fast = fast_runs.format_records is not None
 
     def __init__(
         self, root: Path, fsync: FsyncPolicy = FsyncPolicy.BATCH, limits: Limits | None = None
@@ -471,20 +127,11 @@ class Store:
 
         Returns where the run stopped; see ``FrameDecoder.take_record_run``.
         """
-        if format_records is None:
-            return pos
-        if log.context != boot:
-            log.switch_to(boot)
-        stop, text, high, written = format_records(
-            buf, pos, end, max_body, log.high.get(boot, 0), time.time_ns()
-        )
-        if text:
-            log.pending.append(text)
-            log.queued(written)
-            self.queued_bytes += len(text)
+        stop, size = fast_runs.queue_record_run(log, boot, buf, pos, end, max_body)
+        if size:
+            self.queued_bytes += size
             self._dirty.add(log)
-        log.high[boot] = high
-        return int(stop)
+        return stop
 
     def add_syslog_run(
         self,
@@ -501,16 +148,9 @@ class Store:
         The syslog intake's fast path (``_speedups.syslog_lines``); records are
         numbered from ``seq + 1``. Returns (where the run stopped, the last seq).
         """
-        if syslog_lines is None:
-            return 0, seq
-        if log.context != boot:
-            log.switch_to(boot)
-        stop, text, seq, count = syslog_lines(buf, 0, end, max_frame, host, seq, time.time_ns())
-        if count:
-            log.pending.append(text)
-            log.queued(count)
-            self.queued_bytes += len(text)
-            log.high[boot] = seq
+        stop, seq, size = fast_runs.queue_syslog_run(log, boot, buf, end, max_frame, host, seq)
+        if size:
+            self.queued_bytes += size
             self._dirty.add(log)
         return stop, seq
 

@@ -14,7 +14,8 @@ import signal
 import sys
 import time
 
-from umonitor.client import Client, LogHandler
+from umonitor.guest.client import Client
+from umonitor.guest.log_handler import LogHandler
 
 
 def main(argv: list[str] | None = None) -> int:

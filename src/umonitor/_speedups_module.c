@@ -1,0 +1,45 @@
+/*
+ * umonitor._speedups: an optional accelerator for the collector's ingest path
+ * and the indexer. Three fast paths, each in its own source, each taking only
+ * the common case and leaving everything else to the pure-Python reference:
+ *
+ *   _speedups_format.c   format_records: RECORD frames -> app.log lines
+ *   _speedups_index.c    parse_record_lines: log file lines -> index rows
+ *   _speedups_syslog.c   syslog_lines: plain RFC 5424 frames -> syslog.log lines
+ *
+ * What they share is in _speedups_common.c (declared in _speedups.h); this
+ * file is the module: its method table and its initialisation.
+ */
+
+#include "_speedups.h"
+
+static PyMethodDef speedups_methods[] = {
+    {"format_records", (PyCFunction)(void (*)(void))format_records, METH_FASTCALL,
+     format_records_doc},
+    {"parse_record_lines", (PyCFunction)(void (*)(void))parse_record_lines, METH_FASTCALL,
+     parse_record_lines_doc},
+    {"syslog_lines", (PyCFunction)(void (*)(void))syslog_lines, METH_FASTCALL, syslog_lines_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    "umonitor._speedups",
+    "Optional C accelerator for the collector's ingest path and the indexer.",
+    -1,
+    speedups_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    init_byte_class();
+    if (parse_record_lines_init() < 0) {
+        return NULL;
+    }
+    return PyModule_Create(&speedups_module);
+}
