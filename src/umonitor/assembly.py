@@ -8,7 +8,8 @@ Start, in this order:
 1. the open-file limit raised (thousands of guest connections); one collector per data
    directory (a live control socket there is refused in one sentence);
 2. the exporters' positions prepared, so that an exporter starting at ``end`` starts
-   before the first record can arrive;
+   before the first record can arrive; log files a crash left ahead of their saved
+   state recovered, in a thread (``Store.recover_unsettled``);
 3. the collector's listeners: native TCP (and UDP on the same addresses), then syslog
    UDP, TCP, RELP and TLS; one that cannot open ends everything started so far, with
    its one sentence (collector/base.py ``listen_error``);
@@ -23,8 +24,9 @@ Start, in this order:
 Run until SIGTERM or SIGINT, or until the part sets ``stopping`` (``umonitor down``).
 
 Stop, in this order: the control socket, the part (a fleet stops its instances), the
-ticker, the collector (stores and acknowledges what arrived, says goodbye), the
-exporters, then the indexer (which catches up once more).
+ticker, the collector (stores and acknowledges what arrived, says goodbye), then the
+exporters and the indexer together (the indexer catches up once more; the loop waits
+for them without blocking).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +116,9 @@ async def run(app: Assembly) -> None:
     exporters: subprocess.Popen[bytes] | None = None
     started = False
     try:
+        # Log files a crash left ahead of their state are read now, in a thread, not
+        # on the loop when their guests first connect.
+        await asyncio.to_thread(collector.store.recover_unsettled)
         await _listen(collector, app.listeners)
         control = await open_control(app)
         for dial in app.dials:
@@ -196,8 +202,7 @@ async def _stop(
         if ticker is not None:
             ticker.cancel()
         await app.collector.shutdown()
-        stop_helper(exporters)
-        stop_helper(indexer)
+        await asyncio.gather(stop_helper(exporters), stop_helper(indexer))
 
 
 def start_exporters(data: Path, exports: list[ExportSpec]) -> subprocess.Popen[bytes] | None:
@@ -235,16 +240,18 @@ def start_helper(
     return helper
 
 
-def stop_helper(helper: subprocess.Popen[bytes] | None) -> None:
-    """Let a helper finish what it does (the indexer catches up once more) and exit."""
+async def stop_helper(helper: subprocess.Popen[bytes] | None, grace: float = 60.0) -> None:
+    """Let a helper finish what it does (the indexer catches up once more) and exit;
+    killed after ``grace`` seconds. Waits without holding the event loop."""
     if helper is None:
         return
     helper.terminate()
-    try:
-        helper.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        helper.kill()
-        helper.wait()
+    deadline = time.monotonic() + grace
+    while helper.poll() is None:
+        if time.monotonic() >= deadline:
+            helper.kill()
+            deadline = float("inf")
+        await asyncio.sleep(0.05)
 
 
 def raise_open_file_limit() -> None:

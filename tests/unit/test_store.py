@@ -56,6 +56,25 @@ def test_high_mark_survives_restart_without_state_file(tmp_path: Path) -> None:
     assert seqs_in_file(log2.path) == list(range(1, 13))
 
 
+def test_logs_a_crash_left_unsettled_are_recovered_up_front(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for name in ("crashed", "clean"):
+        log = store.log(name)
+        store.begin_boot(log, "aa", "", "", name)
+        store.add_records(log, "aa", recs(1, 10), Origin.APP, NOW)
+    store.commit()
+    store.close()  # both states reach their files' ends
+    (tmp_path / "instances" / "crashed" / "state.json").unlink()  # as if lost in a crash
+    (tmp_path / "instances" / "junk name").mkdir()  # not an instance: left alone
+    again = Store(tmp_path)
+    opened = again.recover_unsettled()
+    assert [(log.name, log.file) for log in opened] == [("crashed", "app.log")]
+    assert opened[0].high == {"aa": 10}  # learned from the file, before any guest came
+    assert again.log("crashed") is opened[0]  # its guest finds it open: no scan then
+    assert again.recover_unsettled() == []
+    again.close()
+
+
 def test_new_boot_keeps_history_and_restarts_numbering(tmp_path: Path, line_parser: str) -> None:
     store = Store(tmp_path)
     log = store.log("web-1")

@@ -112,8 +112,15 @@ def listen_error(exc: OSError, endpoint: Endpoint, what: str) -> UsageError:
 
 
 class Acknowledger(Protocol):
-    """A connection that acknowledges what the collector has written (native, RELP)."""
+    """A connection that acknowledges what the collector has written (native, RELP).
 
-    def send_ack(self) -> None: ...
+    ``ack_mark`` is taken when a commit has written what the connection sent so far;
+    ``send_ack`` gets it back once that is on disk as the fsync policy asks (under
+    ``always``, after the disk worker's fsync), however much arrived meanwhile.
+    """
+
+    def ack_mark(self) -> int: ...
+
+    def send_ack(self, mark: int) -> None: ...
 
     def close(self) -> None: ...

@@ -3,8 +3,9 @@
 How this works: ``data_received`` pushes bytes into the connection's sans-IO decoder
 and hands every decoded record to the store at once (formatting only). It then asks
 the collector for a commit; the collector commits once per event-loop turn for all
-connections and only then calls ``send_ack`` on each, so an ACK always follows the
-write it confirms. A protocol error ends this connection only.
+connections and only then calls ``send_ack`` on each (under ``--fsync always``, once the
+disk worker has synced what it wrote), so an ACK always follows the write it confirms.
+A protocol error ends this connection only.
 
 Until the dialect is known the bytes wait in ``_head``, with the end of every read
 remembered, and are then fed read by read: the legacy format (docs/protocol.md §4)
@@ -330,11 +331,14 @@ class Connection(GuardedStream):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def send_ack(self) -> None:
-        """Acknowledge everything committed for this connection's boot."""
-        if self._native is not None and self.instance is not None and self.high != self._acked:
-            self._acked = self.high
-            self._send(fc.encode(fc.Ack(self.high)))
+    def ack_mark(self) -> int:
+        return self.high
+
+    def send_ack(self, mark: int) -> None:
+        """Acknowledge this connection's boot through ``mark`` (its high when committed)."""
+        if self._native is not None and self.instance is not None and mark > self._acked:
+            self._acked = mark
+            self._send(fc.encode(fc.Ack(mark)))
 
     @property
     def controllable(self) -> bool:

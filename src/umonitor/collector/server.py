@@ -32,7 +32,7 @@ from umonitor.records import Origin
 from umonitor.store.logfile import escape
 from umonitor.store.names import sanitize_instance_name
 from umonitor.store.side_log import SideLog
-from umonitor.store.writer import Store
+from umonitor.store.writer import FsyncPolicy, Store
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,10 @@ class Collector:
             self._commit_scheduled = True
             asyncio.get_running_loop().call_soon(self.commit)
 
-    def commit(self) -> None:
+    def commit(self, now: bool = False) -> None:
+        """Write what is queued, then acknowledge it: at once, or under ``--fsync always``
+        once the disk worker has synced it (``now``: sync here, for a session that
+        closes or the collector's stop)."""
         self._commit_scheduled = False
         self.store.commit()
         if self.store.status_version != self._store_version:
@@ -170,9 +173,39 @@ class Collector:
         if self._paused or self._disk_retry is not None:
             self._disk_recovered()
         to_ack, self._to_ack = self._to_ack, set()
-        for conn in to_ack:
-            conn.send_ack()
+        marks = [(conn, conn.ack_mark()) for conn in to_ack]
         to_close, self._to_close = self._to_close, set()
+        if self.store.fsync is FsyncPolicy.ALWAYS and (marks or to_close):
+            if not now:
+                loop = asyncio.get_running_loop()
+
+                def synced(ok: bool) -> None:  # in the disk worker's thread
+                    with contextlib.suppress(RuntimeError):  # the loop is gone: stopping
+                        loop.call_soon_threadsafe(self._synced, ok, marks, to_close)
+
+                self.store.when_synced(synced)
+                return
+            try:
+                self.store.sync()
+            except OSError:
+                self._to_ack |= to_ack
+                self._to_close |= to_close
+                return  # not acknowledged; the next commit says why
+        self._answer(marks, to_close)
+
+    def _synced(
+        self, ok: bool, marks: list[tuple[Acknowledger, int]], to_close: set[Acknowledger]
+    ) -> None:
+        if not ok:  # an fsync failed: acknowledge nothing; the commit reports the disk
+            self._to_ack.update(conn for conn, _ in marks)
+            self._to_close |= to_close
+            self.commit()
+            return
+        self._answer(marks, to_close)
+
+    def _answer(self, marks: list[tuple[Acknowledger, int]], to_close: set[Acknowledger]) -> None:
+        for conn, mark in marks:
+            conn.send_ack(mark)
         for conn in to_close:
             conn.close()
 
@@ -478,7 +511,7 @@ class Collector:
             task.cancel()
         for close in self.closers:
             close()
-        self.commit()
+        self.commit(now=True)
         goodbye = fc.ErrorFrame(fc.ErrorCode.SHUTTING_DOWN, "collector shutting down")
         for stream in list(self.streams):
             if isinstance(stream, Connection):
@@ -486,7 +519,7 @@ class Collector:
             else:
                 stream.close()  # RELP answers what is stored and says serverclose
         await asyncio.sleep(0)
-        self.commit()
+        self.commit(now=True)
         if self._disk_retry is not None:
             self._disk_retry.cancel()
             self._disk_retry = None

@@ -144,8 +144,11 @@ class GuardedStream(asyncio.Protocol):
         if self.gate is not None:
             self.gate.release(PEER)
 
-    def send_ack(self) -> None:
-        """Called by the collector's commit; a stream that answers nothing has nothing."""
+    def ack_mark(self) -> int:
+        return 0
+
+    def send_ack(self, mark: int) -> None:
+        """Called after the collector's commit; a stream that answers nothing has nothing."""
 
     def close(self) -> None:
         if self._closing:

@@ -62,7 +62,7 @@ class SyslogHost(GuardHost, Protocol):
 
     def want_commit(self, conn: Acknowledger | None, then_close: bool = False) -> None: ...
 
-    def commit(self) -> None: ...
+    def commit(self, now: bool = False) -> None: ...
 
     def status_changed(self) -> None: ...
 
@@ -323,13 +323,16 @@ class RelpStream(GuardedStream):
             self.intake.collector.want_commit(self)
         self.note_partial(before, len(data), now)
 
-    def send_ack(self) -> None:
-        """Called by the collector's commit: what was stored is on disk now."""
-        if self.stored and self.transport is not None and not self.transport.is_closing():
+    def ack_mark(self) -> int:
+        return len(self.stored)
+
+    def send_ack(self, mark: int) -> None:
+        """Called after the collector's commit: the first ``mark`` stored are on disk."""
+        done, self.stored = self.stored[:mark], self.stored[mark:]
+        if done and self.transport is not None and not self.transport.is_closing():
             self.transport.write(
-                b"".join(encode_relp(RelpFrame(t, "rsp", b"200 OK")) for t in self.stored)
+                b"".join(encode_relp(RelpFrame(t, "rsp", b"200 OK")) for t in done)
             )
-        self.stored.clear()
 
     def close(self) -> None:
         """Answer what is stored, say serverclose, close."""
@@ -339,7 +342,7 @@ class RelpStream(GuardedStream):
         if self._closing:
             return
         self._closing = True
-        self.intake.collector.commit()  # writes, then answers through send_ack
+        self.intake.collector.commit(now=True)  # writes, syncs, answers through send_ack
         if self.transport is not None and not self.transport.is_closing():
             if last:
                 self.transport.write(last)

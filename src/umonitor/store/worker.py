@@ -27,6 +27,7 @@ class DiskWorker:
         self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._error: OSError | None = None
+        self.failures = 0  # jobs that raised, ever (take_error does not reset it)
 
     @property
     def busy(self) -> bool:
@@ -47,6 +48,7 @@ class DiskWorker:
                 job()
             except OSError as exc:
                 self._error = exc
+                self.failures += 1
             finally:
                 with self._lock:
                     self._queued -= 1

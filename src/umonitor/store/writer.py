@@ -27,12 +27,15 @@ import enum
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from umonitor.records import Origin, Record
 from umonitor.store import fast_runs, layout
 from umonitor.store.instance_log import InstanceLog
+from umonitor.store.log_state import StateFile, state_path
 from umonitor.store.logfile import DroppedLine, LineFormatter, format_dropped_line
+from umonitor.store.names import is_instance_name
 from umonitor.store.retention import DiskUsage, Limits
 from umonitor.store.worker import DiskWorker
 
@@ -40,7 +43,9 @@ from umonitor.store.worker import DiskWorker
 class FsyncPolicy(enum.Enum):
     """When log files are forced to disk.
 
-    ``always``: before every acknowledgement (survives power loss); ``batch``: the
+    ``always``: before every acknowledgement (survives power loss; the fsync runs in
+    the disk worker and the collector acknowledges when ``Store.when_synced`` says it
+    is done, so the event loop never waits for the disk); ``batch``: the
     acknowledgement follows the write to the OS (survives a collector crash) and
     files are fsynced once a second; ``never``: the OS decides.
     """
@@ -79,6 +84,29 @@ class Store:
         self.disk.expire()
         self.disk.enforce_quota()
         self.disk.settle()
+
+    def recover_unsettled(self) -> list[InstanceLog]:
+        """Open now every log file whose saved state does not reach its end.
+
+        After a crash (or with a lost state) opening a log file reads what it gained
+        since its state, or all of its files: on the event loop, when its guest first
+        connects, that would hold every other guest. Called before the listeners open,
+        in a thread; a log whose state reaches its end opens in microseconds later.
+        Nothing else may use the store meanwhile.
+        """
+        opened = []
+        for directory in sorted((self.root / layout.INSTANCES).glob("*")):
+            if not is_instance_name(directory.name):
+                continue
+            for file in layout.LOG_FILES:
+                try:
+                    size = (directory / file).stat().st_size
+                except OSError:
+                    continue
+                saved = StateFile(state_path(directory, file)).load()
+                if saved.get("offset") != size and (directory.name, file) not in self._logs:
+                    opened.append(self.log(directory.name, file))
+        return opened
 
     def log(self, name: str, file: str = layout.APP_LOG) -> InstanceLog:
         """The log ``file`` of instance ``name`` (a sanitized name), opened once."""
@@ -177,7 +205,8 @@ class Store:
         return path
 
     def commit(self) -> int:
-        """Write everything queued; with ``always``, fsync it too. Returns bytes written.
+        """Write everything queued; with ``always``, hand its fsync to the disk worker
+        (``when_synced`` says when it is done). Returns bytes written.
 
         When the disk refuses (full, read-only, gone), ``failure`` says why and what
         was not written stays queued for the next call; nothing may be acknowledged
@@ -208,14 +237,14 @@ class Store:
         failure = failure or self.worker.take_error()
         now = time.monotonic()
         try:
-            if failure is None and self.fsync is FsyncPolicy.ALWAYS:
-                self.sync()
-            elif (
-                failure is None
-                and self.fsync is FsyncPolicy.BATCH
+            # ``always``: every commit (its ACKs wait for it: when_synced); ``batch``:
+            # once a second, unless the last one is still running.
+            due = self.fsync is FsyncPolicy.ALWAYS or (
+                self.fsync is FsyncPolicy.BATCH
                 and now - self._last_sync >= 1.0
                 and not self.worker.busy
-            ):
+            )
+            if failure is None and due:
                 self.worker.fsync(self._take_unsynced())
                 self._last_sync = now
         except OSError as exc:
@@ -241,10 +270,7 @@ class Store:
     def _rotate(self, log: InstanceLog) -> int:
         """Rotate ``log`` and write the new file's first lines; returns bytes written."""
         if self.fsync is not FsyncPolicy.NEVER and not log.synced and log.fd is not None:
-            if self.fsync is FsyncPolicy.BATCH:
-                self.worker.fsync([log.fd])  # within the policy's second, as ever
-            else:
-                os.fsync(log.fd)
+            self.worker.fsync([log.fd])  # a duplicate: the file may close meanwhile
         log.synced = True
         path, size, records = log.rotate()
         self.disk.rotated_file(log.name, log.file, path, size, records)
@@ -286,6 +312,13 @@ class Store:
             "unwritten_bytes": self.unwritten_bytes if self.failure else 0,
             **self.disk.status(),
         }
+
+    def when_synced(self, then: Callable[[bool], None]) -> None:
+        """Call ``then(ok)``, from the disk worker's thread, once every fsync handed to
+        it so far has run; ``ok`` is False if any job failed meanwhile (the next commit
+        says why, as a disk failure)."""
+        before = self.worker.failures
+        self.worker.submit(lambda: then(self.worker.failures == before))
 
     def _take_unsynced(self) -> list[int]:
         """The descriptors of files written since their last fsync, now counted as synced."""
