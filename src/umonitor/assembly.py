@@ -124,6 +124,7 @@ async def run(app: Assembly) -> None:
         for dial in app.dials:
             collector.dial(dial)
         collector.write_status()
+        await asyncio.to_thread(collector.store.worker.wait)  # on disk before `ready`
         if app.indexer:
             indexer = start_helper("umonitor.store.indexer", app.root)
         exporters = start_exporters(app.root, app.exports)

@@ -25,6 +25,7 @@ from umonitor.collector.base import (
 from umonitor.collector.connection import Connection
 from umonitor.collector.flow import DISK, ReadGate
 from umonitor.collector.stream import GuardedStream
+from umonitor.collector.sync_rounds import Batch, SyncRounds
 from umonitor.collector.syslog_listeners import SyslogIntake
 from umonitor.errors import ProtocolError, Refused
 from umonitor.protocol import frame_codec as fc
@@ -117,6 +118,7 @@ class Collector:
     _disk_said: float = 0.0
     _store_version: int = 0
     _security: SideLog | None = None  # refusals, written off the loop
+    _rounds: SyncRounds | None = None  # --fsync always: ACKs after the disk worker's fsync
 
     def admit(self, requested: str, peer_host: str, token: bytes | None) -> str:
         """The instance a guest is filed under (admission.py); Refused is counted and logged."""
@@ -156,10 +158,9 @@ class Collector:
             self._commit_scheduled = True
             asyncio.get_running_loop().call_soon(self.commit)
 
-    def commit(self, now: bool = False) -> None:
+    def commit(self) -> None:
         """Write what is queued, then acknowledge it: at once, or under ``--fsync always``
-        once the disk worker has synced it (``now``: sync here, for a session that
-        closes or the collector's stop)."""
+        once the disk worker has synced it."""
         self._commit_scheduled = False
         self.store.commit()
         if self.store.status_version != self._store_version:
@@ -172,38 +173,30 @@ class Collector:
             return
         if self._paused or self._disk_retry is not None:
             self._disk_recovered()
-        to_ack, self._to_ack = self._to_ack, set()
-        marks = [(conn, conn.ack_mark()) for conn in to_ack]
-        to_close, self._to_close = self._to_close, set()
-        if self.store.fsync is FsyncPolicy.ALWAYS and (marks or to_close):
-            if not now:
-                loop = asyncio.get_running_loop()
+        marks = [(conn, conn.ack_mark()) for conn in self._to_ack]
+        to_close = self._to_close
+        self._to_ack, self._to_close = set(), set()
+        if self.store.fsync is not FsyncPolicy.ALWAYS:
+            self._answer((marks, to_close))
+        elif marks or to_close:
+            if self._rounds is None:
+                self._rounds = SyncRounds(self.store, self._answer, self._unsynced)
+            self._rounds.add((marks, to_close))
 
-                def synced(ok: bool) -> None:  # in the disk worker's thread
-                    with contextlib.suppress(RuntimeError):  # the loop is gone: stopping
-                        loop.call_soon_threadsafe(self._synced, ok, marks, to_close)
+    async def settled(self) -> None:
+        """Until everything committed so far is acknowledged (under ``always``: synced)."""
+        if self._rounds is not None:
+            await self._rounds.idle()
 
-                self.store.when_synced(synced)
-                return
-            try:
-                self.store.sync()
-            except OSError:
-                self._to_ack |= to_ack
-                self._to_close |= to_close
-                return  # not acknowledged; the next commit says why
-        self._answer(marks, to_close)
-
-    def _synced(
-        self, ok: bool, marks: list[tuple[Acknowledger, int]], to_close: set[Acknowledger]
-    ) -> None:
-        if not ok:  # an fsync failed: acknowledge nothing; the commit reports the disk
+    def _unsynced(self, batches: list[Batch]) -> None:
+        """An fsync failed: acknowledge nothing; the next commit reports the disk."""
+        for marks, to_close in batches:
             self._to_ack.update(conn for conn, _ in marks)
             self._to_close |= to_close
-            self.commit()
-            return
-        self._answer(marks, to_close)
+        self.commit()
 
-    def _answer(self, marks: list[tuple[Acknowledger, int]], to_close: set[Acknowledger]) -> None:
+    def _answer(self, batch: Batch) -> None:
+        marks, to_close = batch
         for conn, mark in marks:
             conn.send_ack(mark)
         for conn in to_close:
@@ -418,7 +411,10 @@ class Collector:
             "store": {**self.store.status(), "shed_datagrams": self.shed_datagrams},
             "updated_ns": time.time_ns(),
         }
-        write_status_file(self.status_path, json.dumps(status, indent=1))
+        # Replacing a file can wait for the journal (ext4 flushes a file renamed over
+        # another): the disk worker does it, in order, so the newest status stays.
+        path, text = self.status_path, json.dumps(status, indent=1)
+        self.store.worker.submit(lambda: write_status_file(path, text))
 
     # -- listeners ----------------------------------------------------------------
 
@@ -511,19 +507,23 @@ class Collector:
             task.cancel()
         for close in self.closers:
             close()
-        self.commit(now=True)
-        goodbye = fc.ErrorFrame(fc.ErrorCode.SHUTTING_DOWN, "collector shutting down")
+        self.commit()
+        await self.settled()
+        why = "collector shutting down"
+        goodbye = fc.ErrorFrame(fc.ErrorCode.SHUTTING_DOWN, why)
         for stream in list(self.streams):
             if isinstance(stream, Connection):
                 stream.close(goodbye)
             else:
-                stream.close()  # RELP answers what is stored and says serverclose
+                stream.goodbye(why)  # RELP answers what is stored and says serverclose
         await asyncio.sleep(0)
-        self.commit(now=True)
+        self.commit()
+        await self.settled()
         if self._disk_retry is not None:
             self._disk_retry.cancel()
             self._disk_retry = None
-        self.store.close()
+        # Last writes, fsyncs and states: nothing else uses the store now.
+        await asyncio.to_thread(self.store.close)
         if self.status_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.status_path.unlink()

@@ -62,7 +62,7 @@ class SyslogHost(GuardHost, Protocol):
 
     def want_commit(self, conn: Acknowledger | None, then_close: bool = False) -> None: ...
 
-    def commit(self, now: bool = False) -> None: ...
+    def commit(self) -> None: ...
 
     def status_changed(self) -> None: ...
 
@@ -265,9 +265,10 @@ class RelpStream(GuardedStream):
 
     ``open`` is answered with our offers (``commands=syslog``); each ``syslog`` command
     is stored like a TCP frame and answered ``200 OK`` by the collector's commit, after
-    the write, so a sender that gets no answer sends it again. ``close`` is answered and
-    the connection closed. When the collector stops, or a time limit cuts the session,
-    it answers what it stored and sends ``serverclose``. A frame that breaks the
+    the write, so a sender that gets no answer sends it again. ``close`` is answered,
+    after every answer before it, and the connection closed. When the collector stops,
+    or a time limit cuts the session, it answers what it stored and sends
+    ``serverclose``. A frame that breaks the
     protocol is answered ``500`` when it has a number, rejected, and the connection
     closed.
     """
@@ -280,6 +281,7 @@ class RelpStream(GuardedStream):
         self.began = False  # the peer has sent ``open``
         self.stored: list[int] = []  # txnrs written or about to be, not yet answered
         self.filed: set[str] = set()
+        self._last = b""  # what the session ends with, after its answers
 
     def buffered(self) -> int:
         return self.decoder.buffered
@@ -291,7 +293,8 @@ class RelpStream(GuardedStream):
         return self.filed
 
     def goodbye(self, why: str) -> None:
-        self.close()
+        """A time limit, or the collector stopping: answer what is stored, serverclose."""
+        self._finish(encode_relp(RelpFrame(0, "serverclose")))
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -303,7 +306,7 @@ class RelpStream(GuardedStream):
             frames = self.decoder.next_frames()
         except ProtocolError as exc:
             self.intake.reject(data[:256], self.peer_host, str(exc))
-            self._answer_then_close(b"")
+            self._finish(b"")
             return
         for frame in frames:
             if frame.command == "syslog" and self.began:
@@ -313,8 +316,7 @@ class RelpStream(GuardedStream):
                 self.began = True
                 self._send(RelpFrame(frame.txnr, "rsp", b"200 OK\n" + RELP_OFFERS))
             elif frame.command == "close":
-                self.intake.collector.want_commit(self)
-                self._answer_then_close(encode_relp(RelpFrame(frame.txnr, "rsp", b"200 OK")))
+                self._finish(encode_relp(RelpFrame(frame.txnr, "rsp", b"200 OK")))
                 return
             else:
                 why = "no session: send open first" if not self.began else "unknown command"
@@ -334,18 +336,20 @@ class RelpStream(GuardedStream):
                 b"".join(encode_relp(RelpFrame(t, "rsp", b"200 OK")) for t in done)
             )
 
-    def close(self) -> None:
-        """Answer what is stored, say serverclose, close."""
-        self._answer_then_close(encode_relp(RelpFrame(0, "serverclose")))
-
-    def _answer_then_close(self, last: bytes) -> None:
+    def _finish(self, last: bytes) -> None:
+        """Read no more; once what is stored is written (and synced, under ``--fsync
+        always``) and answered, send ``last`` and close (the commit calls ``close``)."""
         if self._closing:
             return
         self._closing = True
-        self.intake.collector.commit(now=True)  # writes, syncs, answers through send_ack
+        self._last = last
+        self.intake.collector.want_commit(self, then_close=True)
+
+    def close(self) -> None:
+        self._closing = True
         if self.transport is not None and not self.transport.is_closing():
-            if last:
-                self.transport.write(last)
+            if self._last:
+                self.transport.write(self._last)
             self.transport.close()
 
     def _send(self, frame: RelpFrame) -> None:

@@ -43,9 +43,9 @@ from umonitor.store.worker import DiskWorker
 class FsyncPolicy(enum.Enum):
     """When log files are forced to disk.
 
-    ``always``: before every acknowledgement (survives power loss; the fsync runs in
-    the disk worker and the collector acknowledges when ``Store.when_synced`` says it
-    is done, so the event loop never waits for the disk); ``batch``: the
+    ``always``: before every acknowledgement (survives power loss; the collector has
+    the disk worker fsync, ``Store.sync_in_worker``, and acknowledges when it is done,
+    so the event loop never waits for the disk); ``batch``: the
     acknowledgement follows the write to the OS (survives a collector crash) and
     files are fsynced once a second; ``never``: the OS decides.
     """
@@ -205,8 +205,8 @@ class Store:
         return path
 
     def commit(self) -> int:
-        """Write everything queued; with ``always``, hand its fsync to the disk worker
-        (``when_synced`` says when it is done). Returns bytes written.
+        """Write everything queued (with ``always``, the caller then has it synced:
+        ``sync_in_worker``). Returns bytes written.
 
         When the disk refuses (full, read-only, gone), ``failure`` says why and what
         was not written stays queued for the next call; nothing may be acknowledged
@@ -237,14 +237,12 @@ class Store:
         failure = failure or self.worker.take_error()
         now = time.monotonic()
         try:
-            # ``always``: every commit (its ACKs wait for it: when_synced); ``batch``:
-            # once a second, unless the last one is still running.
-            due = self.fsync is FsyncPolicy.ALWAYS or (
-                self.fsync is FsyncPolicy.BATCH
+            if (
+                failure is None
+                and self.fsync is FsyncPolicy.BATCH
                 and now - self._last_sync >= 1.0
                 and not self.worker.busy
-            )
-            if failure is None and due:
+            ):
                 self.worker.fsync(self._take_unsynced())
                 self._last_sync = now
         except OSError as exc:
@@ -313,11 +311,17 @@ class Store:
             **self.disk.status(),
         }
 
-    def when_synced(self, then: Callable[[bool], None]) -> None:
-        """Call ``then(ok)``, from the disk worker's thread, once every fsync handed to
-        it so far has run; ``ok`` is False if any job failed meanwhile (the next commit
-        says why, as a disk failure)."""
+    def sync_in_worker(self, then: Callable[[bool], None]) -> None:
+        """Have the disk worker fsync every file written since its last fsync, then
+        call ``then(ok)`` from its thread; ``ok`` is False if any job failed meanwhile
+        (the next commit says why, as a disk failure)."""
         before = self.worker.failures
+        try:
+            self.worker.fsync(self._take_unsynced())
+        except OSError:  # no descriptor left to duplicate: as good as a failed fsync
+            self.worker.submit(lambda: then(False))
+            return
+        self._last_sync = time.monotonic()
         self.worker.submit(lambda: then(self.worker.failures == before))
 
     def _take_unsynced(self) -> list[int]:
