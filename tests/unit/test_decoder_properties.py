@@ -33,6 +33,7 @@ from umonitor.collector.syslog_listeners import syslog_fields
 from umonitor.errors import ProtocolError
 from umonitor.protocol import frame_codec as fc
 from umonitor.protocol.console_lines import ConsoleDecoder
+from umonitor.protocol.delimited import LineSplitter
 from umonitor.protocol.legacy import LegacyDecoder
 from umonitor.protocol.relp import RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.sniff import sniff_untrusted
@@ -613,6 +614,34 @@ def test_console_byte_by_byte_and_stored_lines(stream: bytes, max_line: int) -> 
     for record in records:
         line = LineFormatter().line(time_ns, Origin.CONSOLE, record)
         assert parse_line(line) == RecordLine(time_ns, Origin.CONSOLE, record)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=300).map(lambda b: b.replace(b"a", b"\n").replace(b"b", b"\0")),
+    st.sampled_from([1, 3, 16, 65536]),
+    st.sampled_from([b"\n", b"\n\0"]),
+    st.lists(st.integers(1, 40), max_size=30),
+)
+def test_line_splitter_cuts_the_same_however_the_bytes_come(
+    stream: bytes, max_line: int, ends: bytes, cuts: list[int]
+) -> None:
+    whole = LineSplitter(max_line=max_line, ends=ends)
+    whole.receive_data(stream)
+    pieces = [*whole.pieces(), whole.rest()]
+    assert all(len(p) <= max_line for p in pieces)
+    assert not any(byte in ends for p in pieces for byte in p)
+    # Nothing lost: the pieces are the stream less one terminator at each cut that had one.
+    assert sum(map(len, pieces)) + sum(stream.count(e) for e in ends) == len(stream)
+    split = LineSplitter(max_line=max_line, ends=ends)
+    got: list[bytearray] = []
+    at = 0
+    for size in [*cuts, len(stream)]:
+        split.receive_data(stream[at : at + size])
+        at += size
+        got += split.pieces()
+        assert split.buffered <= max_line  # bounded after every call
+    assert [*got, split.rest()] == pieces
 
 
 # -- log file lines -----------------------------------------------------------------------

@@ -122,7 +122,12 @@ def _unique_exports(specs: list[ExportSpec]) -> list[ExportSpec]:
     "biggest instances go first, then that instance's new records are refused; 0 "
     "(default): none.",
 )
-@click.option("--max-connections", default=16384, show_default=True, help="Guest connections.")
+@click.option(
+    "--max-connections",
+    default=16384,
+    show_default=True,
+    help="Connections in all: native guests, syslog TCP/TLS, RELP.",
+)
 @click.option(
     "--max-per-source", default=1024, show_default=True, help="Connections from one address."
 )
@@ -144,7 +149,8 @@ def _unique_exports(specs: list[ExportSpec]) -> list[ExportSpec]:
     "--rate-limit",
     default=0.0,
     metavar="N",
-    help="Records/s per instance (burst 2N); above it its connections are read slower.",
+    help="Records/s per instance (burst 2N); above it its connections are read slower "
+    "and its datagrams (native or syslog) dropped.",
 )
 @click.option(
     "--pause-timeout",

@@ -7,9 +7,9 @@ terminal: escape sequences, CR LF line ends, lines rewritten with a lone CR, NUL
 padding, and whatever the firmware printed before the kernel took over. Three steps
 turn that into records (docs/console.md has the details):
 
-1. Framing (``ConsoleDecoder``). A line ends at LF. A line longer than ``max_line``
-   bytes is cut into pieces of that size, so the decoder never holds more than
-   ``max_line`` bytes. Every later step looks at one piece only and keeps no state
+1. Framing (``ConsoleDecoder``, with protocol/delimited.py's ``LineSplitter``). A
+   line ends at LF. A line longer than ``max_line`` bytes is cut into pieces of that
+   size, so the decoder never holds more than ``max_line`` bytes. Every later step looks at one piece only and keeps no state
    between pieces, so the records never depend on how the stream was chunked.
 2. Cleaning (``clean_untrusted``). Controls are dropped (TAB is kept), escape
    sequences are removed, a line rewritten with CR keeps its last segment with
@@ -33,6 +33,7 @@ import re
 from typing import NamedTuple
 
 from umonitor.protocol.crash_dump import SIGNAL_REASONS
+from umonitor.protocol.delimited import LineSplitter
 from umonitor.records import SEVERITY_ALIASES, Fields, Kind, Record, Severity
 
 DEFAULT_MAX_LINE = 65536
@@ -360,46 +361,26 @@ class ConsoleDecoder:
     """
 
     def __init__(self, *, max_line: int = DEFAULT_MAX_LINE) -> None:
-        if max_line < 1:
-            raise ValueError("max_line must be at least 1")
-        self._max = max_line
-        self._buf = bytearray()
-        self._scanned = 0  # the first bytes of _buf known to hold no LF
+        self._lines = LineSplitter(max_line=max_line)
         self._seq = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._lines.buffered
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
+        self._lines.receive_data(data)
 
     def next_events(self) -> list[Record]:
-        buf = self._buf
         out: list[Record] = []
-        limit = self._max
-        pos = 0
-        scan = self._scanned
-        while True:
-            end = buf.find(b"\n", scan, pos + limit + 1)
-            if end >= 0:
-                self._line(out, buf[pos:end])
-                pos = scan = end + 1
-            elif len(buf) - pos >= limit:
-                self._line(out, buf[pos : pos + limit])
-                pos = scan = pos + limit
-            else:
-                break
-        del buf[:pos]
-        self._scanned = len(buf)
+        for piece in self._lines.pieces():
+            self._line(out, piece)
         return out
 
     def end_of_stream(self) -> list[Record]:
         """Whatever is left when the console closes: a last, unended line."""
         out = self.next_events()
-        self._line(out, self._buf)
-        self._buf.clear()
-        self._scanned = 0
+        self._line(out, self._lines.rest())
         return out
 
     def _line(self, out: list[Record], piece: bytes | bytearray) -> None:

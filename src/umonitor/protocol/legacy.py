@@ -15,8 +15,6 @@ keeps the whole text at info, so nothing a guest sends is lost.
 
 from __future__ import annotations
 
-import re
-
 from umonitor.protocol.delimited import DelimitedDecoder
 from umonitor.records import Kind, Record, Severity
 
@@ -41,7 +39,7 @@ def legacy_record_untrusted(seq: int, message: bytes | bytearray) -> Record:
 class LegacyDecoder(DelimitedDecoder):
     """Turns a legacy Umonitor stream into records."""
 
-    _END = re.compile(rb"[\n\0]")
+    _ENDS = b"\n\0"
 
     def _record_untrusted(self, seq: int, piece: bytes | bytearray) -> Record:
         return legacy_record_untrusted(seq, piece)
