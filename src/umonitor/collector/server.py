@@ -23,7 +23,9 @@ from umonitor.collector.base import (
     listen_error,
 )
 from umonitor.collector.connection import Connection
-from umonitor.collector.flow import DISK, ReadGate
+from umonitor.collector.disk_pause import DiskPause
+from umonitor.collector.flow import ReadGate
+from umonitor.collector.rate import RateBuckets
 from umonitor.collector.stream import GuardedStream
 from umonitor.collector.sync_rounds import Batch, SyncRounds
 from umonitor.collector.syslog_listeners import SyslogIntake
@@ -41,10 +43,8 @@ SECURITY_LOG = "security.log"  # refused guests, one line each, cut at SECURITY_
 SECURITY_LOG_LIMIT = 10 << 20
 # Queued text that makes the collector write at once instead of at the loop's turn.
 COMMIT_BYTES = 1 << 20
-# While the disk refuses writes: retry this often, say so on stderr at most this often,
-# and take UDP datagrams (which cannot be paused) only while less than this is queued.
-DISK_RETRY = 1.0
-DISK_SAY_EVERY = 10.0
+# While the disk refuses writes (collector/disk_pause.py), UDP datagrams (which cannot
+# be paused) are taken only while less than this is queued.
 DISK_BACKLOG = 64 << 20
 
 
@@ -92,7 +92,6 @@ class Collector:
     limit_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMIT_NAMES, 0))
     throttled: dict[str, int] = field(default_factory=dict)  # instance -> rate limit hits
     _per_source: dict[str, int] = field(default_factory=dict)
-    _buckets: dict[str, list[float]] = field(default_factory=dict)  # instance -> [tokens, t]
     streams: set[GuardedStream] = field(default_factory=set)  # native, syslog, RELP
     connections: set[Connection] = field(default_factory=set)  # the native ones
     held: set[str] = field(default_factory=set)  # instances whose VM is stopped
@@ -113,12 +112,15 @@ class Collector:
     closers: list[Callable[[], None]] = field(default_factory=list)
     syslog: list[SyslogIntake] = field(default_factory=list)
     shed_datagrams: int = 0
-    _paused: set[ReadGate] = field(default_factory=set)  # held for the disk
-    _disk_retry: asyncio.TimerHandle | None = None
-    _disk_said: float = 0.0
     _store_version: int = 0
     _security: SideLog | None = None  # refusals, written off the loop
     _rounds: SyncRounds | None = None  # --fsync always: ACKs after the disk worker's fsync
+    _rate: RateBuckets = field(init=False)
+    _disk: DiskPause = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rate = RateBuckets(self.guest_limits.rate)
+        self._disk = DiskPause(self.store.root, self.commit)
 
     def admit(self, requested: str, peer_host: str, token: bytes | None) -> str:
         """The instance a guest is filed under (admission.py); Refused is counted and logged."""
@@ -148,7 +150,7 @@ class Collector:
         if self.store.failure is not None:
             # The disk refuses writes: hold the ACKs, read no more; the retry commits.
             if conn is not None:
-                self._pause(getattr(conn, "gate", None))
+                self._disk.pause(getattr(conn, "gate", None))
             return
         if self.store.queued_bytes >= COMMIT_BYTES:
             # One loop iteration may bring many reads (libuv reads a readable socket up
@@ -169,10 +171,12 @@ class Collector:
             for note in self.store.disk.take_notes():  # the quota refusing someone, say
                 sys.stderr.write(f"umonitor: {note}\n")
         if self.store.failure is not None:
-            self._disk_failed()
+            # Nothing more is acknowledged or read until the disk takes what is queued.
+            gates = [stream.gate for stream in self.streams] + self._udp
+            self._disk.failed(gates, self.store.failure, self.store.unwritten_bytes)
             return
-        if self._paused or self._disk_retry is not None:
-            self._disk_recovered()
+        if self._disk.active:
+            self._disk.recovered()
         marks = [(conn, conn.ack_mark()) for conn in self._to_ack]
         to_close = self._to_close
         self._to_ack, self._to_close = set(), set()
@@ -201,54 +205,6 @@ class Collector:
             conn.send_ack(mark)
         for conn in to_close:
             conn.close()
-
-    # -- disk: when the store cannot write ------------------------------------------
-
-    def _disk_failed(self) -> None:
-        """Nothing more is acknowledged or read until the disk takes what is queued.
-
-        Guests keep what was not acknowledged and send it again; reading no more keeps
-        this process's memory bounded meanwhile. A retry runs every second.
-        """
-        self._pause_all()
-        now = time.monotonic()
-        if not self._disk_said or now - self._disk_said >= DISK_SAY_EVERY:
-            self._disk_said = now
-            sys.stderr.write(
-                f"umonitor: cannot write to {self.store.root}: {self.store.failure}; "
-                f"not acknowledging, reading paused, {self.store.unwritten_bytes} bytes "
-                "queued; retrying every second\n"
-            )
-            sys.stderr.flush()
-        if self._disk_retry is None:
-            self._disk_retry = asyncio.get_running_loop().call_later(DISK_RETRY, self._retry)
-
-    def _retry(self) -> None:
-        self._disk_retry = None
-        self.commit()
-
-    def _disk_recovered(self) -> None:
-        if self._disk_retry is not None:
-            self._disk_retry.cancel()
-            self._disk_retry = None
-        for gate in self._paused:
-            gate.release(DISK)
-        self._paused.clear()
-        if self._disk_said:
-            self._disk_said = 0.0
-            sys.stderr.write(f"umonitor: writing to {self.store.root} again\n")
-            sys.stderr.flush()
-
-    def _pause(self, gate: ReadGate | None) -> None:
-        if gate is not None:
-            gate.hold(DISK)
-            self._paused.add(gate)
-
-    def _pause_all(self) -> None:
-        for stream in self.streams:
-            self._pause(stream.gate)
-        for gate in self._udp:
-            self._pause(gate)
 
     def datagram_fits(self, instance: str) -> bool:
         """Whether a datagram of ``instance`` may be stored; a datagram cannot be held
@@ -283,7 +239,7 @@ class Collector:
         if isinstance(stream, Connection):
             self.connections.add(stream)
         if self.store.failure is not None:
-            self._pause(stream.gate)  # read nothing while the disk refuses
+            self._disk.pause(stream.gate)  # read nothing while the disk refuses
         return True
 
     def hit(self, limit: str, instance: str | None = None) -> None:
@@ -294,18 +250,10 @@ class Collector:
 
     def charge(self, instance: str, records: int) -> float:
         """Take ``records`` from ``instance``'s rate; seconds to wait before reading more."""
-        rate = self.guest_limits.rate
-        if rate <= 0 or records <= 0:
-            return 0.0
-        burst = max(2 * rate, 100.0)
-        now = time.monotonic()
-        bucket = self._buckets.setdefault(instance, [burst, now])
-        bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate) - records
-        bucket[1] = now
-        if bucket[0] >= 0:
-            return 0.0
-        self.hit("rate", instance)
-        return -bucket[0] / rate
+        wait = self._rate.charge(instance, records)
+        if wait > 0:
+            self.hit("rate", instance)
+        return wait
 
     def hold_instance(self, name: str, held: bool) -> None:
         """The fleet says ``name``'s VM stopped (held) or runs again (or ended).
@@ -356,8 +304,7 @@ class Collector:
             else:
                 self._per_source.pop(stream.peer_host, None)
         self.streams.discard(stream)
-        if stream.gate is not None:
-            self._paused.discard(stream.gate)
+        self._disk.forget(stream.gate)
         if isinstance(stream, Connection):
             self.connections.discard(stream)
         self._to_ack.discard(stream)
@@ -519,9 +466,7 @@ class Collector:
         await asyncio.sleep(0)
         self.commit()
         await self.settled()
-        if self._disk_retry is not None:
-            self._disk_retry.cancel()
-            self._disk_retry = None
+        self._disk.cancel()
         # Last writes, fsyncs and states: nothing else uses the store now.
         await asyncio.to_thread(self.store.close)
         if self.status_path is not None:
