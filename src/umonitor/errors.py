@@ -25,6 +25,14 @@ class ProtocolError(UmonitorError):
         self.code = code
 
 
+class TooLarge(ProtocolError):
+    """A frame, line or message longer than its limit, in whichever protocol (the
+    native protocol answers it with ERROR code 3, TOO_LARGE)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 3)
+
+
 class UsageError(UmonitorError):
     """The user asked for something that cannot be done as asked."""
 

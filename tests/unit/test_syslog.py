@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.syslog_frames import write_5424
-from umonitor.errors import ProtocolError
+from umonitor.errors import ProtocolError, TooLarge
 from umonitor.protocol.frame_codec import ErrorCode
 from umonitor.protocol.syslog import (
     MAX_FRAME,
@@ -458,7 +458,7 @@ def test_frame_size_limit() -> None:
     assert len(parse_syslog_untrusted(frame).message) == MAX_FRAME - 4
     with pytest.raises(ProtocolError) as info:
         parse_syslog_untrusted(frame + b"x")
-    assert info.value.code == ErrorCode.TOO_LARGE
+    assert isinstance(info.value, TooLarge) and info.value.code == ErrorCode.TOO_LARGE
     with pytest.raises(ProtocolError):
         parse_syslog_untrusted(b"<13>hello", max_frame=8)
 
@@ -531,7 +531,7 @@ def test_declared_length_above_max_raises_after_earlier_frames() -> None:
     assert decoder.next_frames() == [b"<13>ok"]
     with pytest.raises(ProtocolError) as info:
         decoder.next_frames()
-    assert info.value.code == ErrorCode.TOO_LARGE
+    assert isinstance(info.value, TooLarge) and info.value.code == ErrorCode.TOO_LARGE
     with pytest.raises(ProtocolError):
         decoder.next_frames()
     assert decoder.buffered == 0

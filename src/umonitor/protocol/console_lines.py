@@ -9,8 +9,9 @@ turn that into records (docs/console.md has the details):
 
 1. Framing (``ConsoleDecoder``, with protocol/delimited.py's ``LineSplitter``). A
    line ends at LF. A line longer than ``max_line`` bytes is cut into pieces of that
-   size, so the decoder never holds more than ``max_line`` bytes. Every later step looks at one piece only and keeps no state
-   between pieces, so the records never depend on how the stream was chunked.
+   size, so the decoder never holds more than ``max_line`` bytes. Every later step
+   looks at one piece only and keeps no state between pieces, so the records never
+   depend on how the stream was chunked.
 2. Cleaning (``clean_untrusted``). Controls are dropped (TAB is kept), escape
    sequences are removed, a line rewritten with CR keeps its last segment with
    visible text, UTF-8 is decoded with replacement, and a line with a kernel

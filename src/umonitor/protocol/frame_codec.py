@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from umonitor.errors import ProtocolError
+from umonitor.errors import ProtocolError, TooLarge
 from umonitor.records import Fields, Kind, Record, Severity
 
 PREFACE = b"\x89UMN"
@@ -228,10 +228,9 @@ class FrameDecoder:
                 if length == 0:
                     raise ProtocolError("frame length 0")
                 if length - 1 > max_body:
-                    raise ProtocolError(
+                    raise TooLarge(
                         f"frame of {length + 4} bytes exceeds the maximum of "
-                        f"{max_body + header_size}",
-                        ErrorCode.TOO_LARGE,
+                        f"{max_body + header_size}"
                     )
                 stop = pos + 4 + length
                 if stop > end:

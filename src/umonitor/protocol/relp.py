@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from umonitor.errors import ProtocolError
-from umonitor.protocol.frame_codec import ErrorCode
+from umonitor.errors import ProtocolError, TooLarge
 
 # TXNR SP COMMAND SP DATALEN [SP DATA] TRAILER, TRAILER = LF. TXNR and DATALEN have
 # at most 9 digits, COMMAND at most 32 letters.
@@ -88,30 +87,21 @@ class RelpDecoder:
             if _RELP_HEAD_START.fullmatch(buf) is not None:
                 return None  # the header is still arriving
             shown = bytes(buf[:40])
-            raise ProtocolError(f"malformed RELP frame header {shown!r}", ErrorCode.MALFORMED)
+            raise ProtocolError(f"malformed RELP frame header {shown!r}")
         txnr, length = int(head.group(1)), int(head.group(3))
         command = head.group(2).decode("ascii")
         if length > self._max:
-            raise ProtocolError(
-                f"RELP frame of {length} bytes exceeds the maximum of {self._max}",
-                ErrorCode.TOO_LARGE,
-            )
+            raise TooLarge(f"RELP frame of {length} bytes exceeds the maximum of {self._max}")
         start = head.end()
         if head.group(4) == b"\n":
             if length:
-                raise ProtocolError(
-                    f"RELP {command} frame announces {length} bytes but has none",
-                    ErrorCode.MALFORMED,
-                )
+                raise ProtocolError(f"RELP {command} frame announces {length} bytes but has none")
             del buf[:start]
             return RelpFrame(txnr, command)
         if len(buf) < start + length + 1:
             return None
         if buf[start + length] != 0x0A:
-            raise ProtocolError(
-                f"RELP {command} frame does not end in LF after {length} bytes",
-                ErrorCode.MALFORMED,
-            )
+            raise ProtocolError(f"RELP {command} frame does not end in LF after {length} bytes")
         data = bytes(buf[start : start + length])
         del buf[: start + length + 1]
         return RelpFrame(txnr, command, data)
@@ -124,7 +114,7 @@ def relp_status_untrusted(data: bytes) -> tuple[int, str]:
     """The code and text of a RELP ``rsp``: ``200 OK`` → (200, "OK")."""
     match = _RSP_STATUS.match(data)
     if match is None:
-        raise ProtocolError(f"malformed RELP response {data[:40]!r}", ErrorCode.MALFORMED)
+        raise ProtocolError(f"malformed RELP response {data[:40]!r}")
     text = (match.group(2) or b"").decode("utf-8", "replace")
     return int(match.group(1)), text[:200]
 

@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from umonitor.errors import ProtocolError
-from umonitor.protocol.frame_codec import ErrorCode
+from umonitor.errors import ProtocolError, TooLarge
 
 MAX_FRAME = 65536
 
@@ -294,10 +293,7 @@ def parse_syslog_untrusted(
     """
     data = bytes(frame)
     if len(data) > max_frame:
-        raise ProtocolError(
-            f"syslog frame of {len(data)} bytes exceeds the maximum of {max_frame}",
-            ErrorCode.TOO_LARGE,
-        )
+        raise TooLarge(f"syslog frame of {len(data)} bytes exceeds the maximum of {max_frame}")
     if not data.strip(_BLANK):
         raise ProtocolError("empty syslog frame")
     data = data.strip(_DEBRIS)
@@ -415,10 +411,8 @@ class SyslogStreamDecoder:
                         if buf[at] == _SP:
                             length = int(buf[pos:at])
                             if length > limit:
-                                raise ProtocolError(
-                                    f"syslog frame of {length} bytes exceeds the maximum "
-                                    f"of {limit}",
-                                    ErrorCode.TOO_LARGE,
+                                raise TooLarge(
+                                    f"syslog frame of {length} bytes exceeds the maximum of {limit}"
                                 )
                             if end - at - 1 < length:
                                 break
@@ -426,9 +420,8 @@ class SyslogStreamDecoder:
                             pos = at + 1 + length
                             continue
                         if 0x30 <= buf[at] <= 0x39:
-                            raise ProtocolError(
-                                f"syslog frame length has more than {self._max_digits} digits",
-                                ErrorCode.TOO_LARGE,
+                            raise TooLarge(
+                                f"syslog frame length has more than {self._max_digits} digits"
                             )
                     self._in_line = True
                     self._scanned = pos
