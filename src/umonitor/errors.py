@@ -74,5 +74,18 @@ class DeliveryError(UmonitorError):
         self.permanent = permanent
 
 
+class LinkDown(UmonitorError):
+    """An exporter's connection to its downstream failed (export/stream_link.py).
+
+    Internal to the exporters: the syslog and RELP sinks turn it into a
+    ``DeliveryError`` with the same sentence, so it never reaches a user.
+    ``delivered`` is set where the failing step knows how many messages got through.
+    """
+
+    def __init__(self, message: str, delivered: int = 0) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+
+
 class LineError(UmonitorError, ValueError):
     """A line of a log file does not follow the format (a torn write, an edit)."""

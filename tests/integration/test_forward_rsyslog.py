@@ -40,7 +40,8 @@ from tests.peers import (
 )
 from umonitor.errors import DeliveryError
 from umonitor.export.base import ExportItem, Sink
-from umonitor.export.syslog_out import RelpSink, SyslogSink, format_item
+from umonitor.export.relp_sink import RelpSink
+from umonitor.export.syslog_sink import SyslogSink, format_item
 from umonitor.protocol.relp import RelpDecoder, RelpFrame, encode_relp
 from umonitor.protocol.syslog import SyslogStreamDecoder
 from umonitor.protocol.syslog_format import octet_counted

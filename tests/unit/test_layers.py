@@ -138,4 +138,4 @@ def test_the_checks_see_what_they_check() -> None:
     assert "umonitor.collector.base" in edges["umonitor.collector.server"]
     assert layer_of("umonitor.fleet.daemon") > layer_of("umonitor.assembly")
     assert layer_of("umonitor.image.nanos") < layer_of("umonitor.fleet.supervisor")
-    assert layer_of("umonitor.protocol.syslog") < layer_of("umonitor.export.syslog_out")
+    assert layer_of("umonitor.protocol.syslog") < layer_of("umonitor.export.syslog_sink")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from umonitor.export.config import parse_export
-from umonitor.export.runner import Follower
+from umonitor.export.follower import Follower
 from umonitor.records import Origin, Record, Severity
 from umonitor.sizes import parse_size
 from umonitor.store import index, index_query, segments

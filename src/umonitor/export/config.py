@@ -250,7 +250,8 @@ def client_tls(spec: ExportSpec) -> ssl.SSLContext:
 def make_sink(spec: ExportSpec) -> Sink:
     """The sink that delivers to ``spec``'s downstream."""
     from umonitor.export.otlp import OtlpHttpSink
-    from umonitor.export.syslog_out import RelpSink, SyslogSink
+    from umonitor.export.relp_sink import RelpSink
+    from umonitor.export.syslog_sink import SyslogSink
 
     if spec.scheme == "syslog+tcp":
         return SyslogSink(spec.host, spec.port)

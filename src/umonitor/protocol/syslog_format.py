@@ -1,7 +1,7 @@
 """RFC 5424 written: one stored record as one syslog message, and RFC 6587 framing.
 
 The reader of the same format is protocol/syslog.py; the exporters
-(export/syslog_out.py) send what this writes.
+(export/syslog_sink.py, export/relp_sink.py) send what this writes.
 
 The mapping (one record, one message)::
 

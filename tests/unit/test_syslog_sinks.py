@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from umonitor.collector.syslog_listeners import syslog_fields
 from umonitor.errors import ProtocolError
 from umonitor.export.base import ExportItem
-from umonitor.export.syslog_out import RelpSink, SyslogSink, format_item
+from umonitor.export.relp_sink import RelpSink
+from umonitor.export.syslog_sink import SyslogSink, format_item
 from umonitor.protocol.relp import (
     MAX_RELP_DATA,
     RelpDecoder,
