@@ -214,6 +214,8 @@ def ls_command(output: str, data: Path | None) -> None:
         print_table(table)
 
 
+FOLLOW_POLL = 0.02  # seconds between looks for new records under `logs -f`
+
 LIMIT_WORDS = {
     "refused": "guests refused",
     "protocol_errors": "connections closed for protocol errors",
@@ -316,12 +318,18 @@ def logs(
         return
     try:
         while True:
-            time.sleep(0.25)
+            # Often, and cheaply when nothing came: the files' new lines are indexed
+            # (by this process or the collector's indexer, whichever is first) and
+            # shown only when the index has records past what was shown.
+            time.sleep(FOLLOW_POLL)
             index.catch_up(conn, root)
+            newest = index_query.max_record_id(conn)  # every row up to it is committed
+            if newest <= after:
+                continue
             shown = emit(
                 index_query.select(conn, query, after_id=after), output, with_name, colour, stacks
             )
-            after = max(after, shown)
+            after = max(after, shown, newest)  # rows past it, if not shown, come next time
             sys.stdout.flush()
     except KeyboardInterrupt:
         return
