@@ -37,6 +37,31 @@ MESSAGE = (
 )
 
 
+def start_serve(
+    data: Path, *options: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """``umonitor serve`` into ``data`` on loopback (no UDP) with ``options``: the
+    process and its native TCP port."""
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "umonitor", "serve", "--data", str(data), "-l", "127.0.0.1:0",
+         "--no-udp", *options],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )  # fmt: skip
+    assert serve.stderr is not None
+    ready, match = "", None
+    for _ in range(5):  # a warning (a data directory narrowed, say) may come first
+        ready = serve.stderr.readline()
+        match = re.search(r"tcp://127\.0\.0\.1:(\d+)", ready)
+        if match or not ready:
+            break
+    if match is None:
+        serve.kill()
+        raise SystemExit(f"collector did not start: {ready}")
+    return serve, int(match.group(1))
+
+
 def encode_stream(name: str, count: int) -> tuple[bytes, list[int]]:
     """The whole byte stream of one guest, and the end offset of every record."""
     parts = [fc.PREFACE, fc.encode_hello(fc.Hello(name, os.urandom(16), b"", "bench/1"))]
@@ -164,31 +189,7 @@ def main() -> None:
         env = dict(os.environ)
         if args.pure_python:
             env["UMONITOR_PURE_PYTHON"] = "1"
-        serve = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "umonitor",
-                "serve",
-                "--data",
-                str(data),
-                "-l",
-                "127.0.0.1:0",
-                "--no-udp",
-                "--fsync",
-                args.fsync,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert serve.stderr is not None
-        ready = serve.stderr.readline()
-        match = re.search(r"tcp://127\.0\.0\.1:(\d+)", ready)
-        if not match:
-            serve.kill()
-            raise SystemExit(f"collector did not start: {ready}")
-        port = int(match.group(1))
+        serve, port = start_serve(data, "--fsync", args.fsync, env=env)
         latencies: list[float] = []
 
         async def run_all() -> list[tuple[int, float]]:

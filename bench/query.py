@@ -53,7 +53,7 @@ import time
 from array import array
 from pathlib import Path
 
-from ingest import child_pids, guest
+from ingest import child_pids, guest, start_serve
 from procstat import status_kib
 
 from umonitor.protocol import frame_codec as fc
@@ -181,6 +181,8 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, st
 def wait_index(db_path: Path, total: int, timeout: float) -> tuple[float, int]:
     """When (perf_counter) the index first held ``total`` records, read-only polling."""
     deadline = time.perf_counter() + timeout
+    while not db_path.exists() and time.perf_counter() < deadline:
+        time.sleep(0.05)  # the indexer makes it on its first round
     conn = sqlite3.connect(f"{db_path.absolute().as_uri()}?mode=ro", uri=True)
     try:
         while time.perf_counter() < deadline:
@@ -294,36 +296,8 @@ def main() -> None:
         data = args.data
     else:
         data = Path(tempfile.mkdtemp(prefix="umon-query-"))
-    serve = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "umonitor",
-            "serve",
-            "--data",
-            str(data),
-            "-l",
-            "127.0.0.1:0",
-            "--no-udp",
-            "--retain-files",
-            "0",
-            "--rotate-size",
-            args.rotate_size,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    serve, port = start_serve(data, "--retain-files", "0", "--rotate-size", args.rotate_size)
     try:
-        assert serve.stderr is not None
-        ready = ""
-        for _ in range(5):  # a warning may come first
-            ready = serve.stderr.readline()
-            match = re.search(r"tcp://127\.0\.0\.1:(\d+)", ready)
-            if match or not ready:
-                break
-        if not match:
-            raise SystemExit(f"collector did not start: {ready}")
-        port = int(match.group(1))
         run(args, data, serve, port, streams)
     finally:
         serve.send_signal(signal.SIGTERM)
