@@ -23,7 +23,8 @@ class SideLog:
         self.limit = limit
         self.worker = worker
         self.lost = 0  # lines not written because too many were waiting
-        self._pending = 0
+        self._lines: list[str] = []  # waiting for the worker, which takes them all at once
+        self._pending = 0  # their bytes
         self._lock = threading.Lock()
 
     def write(self, line: str) -> None:
@@ -33,17 +34,21 @@ class SideLog:
                 self.lost += 1
                 return
             self._pending += len(line)
-        self.worker.submit(lambda: self._append(line))
+            self._lines.append(line)
+            if len(self._lines) > 1:
+                return  # a job is queued already and will take this line too
+        self.worker.submit(self._append)
 
-    def _append(self, line: str) -> None:
+    def _append(self) -> None:
+        """In the worker: everything waiting, with one open of the file."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+            self._pending = 0
         try:
             self.path.parent.mkdir(exist_ok=True)
             if self.path.exists() and self.path.stat().st_size > self.limit:
                 self.path.replace(self.path.with_name(self.path.name + ".old"))
             with open(self.path, "a") as out:
-                out.write(line)
+                out.write("".join(lines))
         except OSError:
             pass  # the count still says it happened; the disk's state is the store's news
-        finally:
-            with self._lock:
-                self._pending -= len(line)
