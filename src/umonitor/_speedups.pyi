@@ -1,3 +1,5 @@
+from array import array
+
 from _typeshed import ReadableBuffer
 
 def format_records(
@@ -13,3 +15,23 @@ def parse_record_lines(
 def syslog_lines(
     buf: ReadableBuffer, pos: int, end: int, max_frame: int, host: bytes, seq: int, now_ns: int, /
 ) -> tuple[int, str, int, int]: ...
+def summarize_lines(
+    data: ReadableBuffer,
+    pos: int,
+    end: int,
+    stop_after: int,
+    counters: array[int],
+    grams: bytearray,
+    /,
+) -> int: ...
+def scan_lines(
+    data: ReadableBuffer,
+    pos: int,
+    end: int,
+    since_ns: int,
+    until_ns: int,
+    max_severity: int,
+    origin_mask: int,
+    key: bytes,
+    /,
+) -> list[tuple[int, int | None]]: ...
