@@ -66,29 +66,27 @@ def instances(data: Path) -> list[str]:
 
 
 def assert_index_matches_files(data: Path) -> int:
-    """``ls`` catches the index up; then it must hold exactly what the files hold."""
+    """What ``ls`` counts and ``logs`` shows must be exactly what the files hold."""
     out = umonitor("ls", "-o", "json", "--data", str(data))
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in map(json.loads, out.stdout.splitlines()) if "name" in r}
     conn = sqlite3.connect(data / "index.sqlite")
     total = 0
     try:
-        bad = conn.execute("SELECT coalesce(sum(bad_lines), 0) FROM positions").fetchone()
+        bad = conn.execute("SELECT coalesce(sum(bad), 0) FROM blocks").fetchone()
         assert bad == (0,)
-        for name in instances(data):
-            files = file_records(data, name)
-            total += len(files)
-            per_severity = Counter(sev for _, _, sev, _ in files)
-            assert rows[name]["records"] == len(files)
-            assert list(rows[name]["counts"].values()) == [per_severity[i] for i in range(8)]
-            pairs = conn.execute(
-                "SELECT b.boot, r.seq FROM records r JOIN instances i ON i.id = r.instance_id "
-                "LEFT JOIN boots b ON b.id = r.boot_id WHERE i.name = ?",
-                (name,),
-            ).fetchall()
-            assert sorted(pairs) == sorted((boot, seq) for boot, seq, _, _ in files)
     finally:
         conn.close()
+    for name in instances(data):
+        files = file_records(data, name)
+        total += len(files)
+        per_severity = Counter(sev for _, _, sev, _ in files)
+        assert rows[name]["records"] == len(files)
+        assert list(rows[name]["counts"].values()) == [per_severity[i] for i in range(8)]
+        shown = umonitor("logs", name, "-o", "json", "--data", str(data))
+        assert shown.returncode == 0, shown.stderr
+        pairs = [(r["boot"], r["seq"]) for r in map(json.loads, shown.stdout.splitlines())]
+        assert sorted(pairs) == sorted((boot, seq) for boot, seq, _, _ in files)
     return total
 
 
@@ -297,7 +295,8 @@ def test_reindex_while_the_collector_receives(tmp_path: Path) -> None:
         def indexed() -> int:
             # No catch-up of our own: the collector's indexer got on with the new index.
             with contextlib.closing(sqlite3.connect(data / "index.sqlite")) as conn:
-                return int(conn.execute("SELECT coalesce(sum(n), 0) FROM counts").fetchone()[0])
+                row = conn.execute("SELECT coalesce(sum(records), 0) FROM blocks").fetchone()
+                return int(row[0])
 
         wait_for(lambda: indexed() == total, timeout=60, what="the indexer to catch up")
         assert assert_index_matches_files(data) == total

@@ -74,17 +74,17 @@ def on_disk(root: Path, name: str) -> list[tuple[str, int, int]]:
     return out
 
 
-def indexed(conn: sqlite3.Connection, name: str) -> list[tuple[str, int, int]]:
-    rows = index_query.select(conn, index_query.Query(names=[name]))
+def indexed(conn: sqlite3.Connection, root: Path, name: str) -> list[tuple[str, int, int]]:
+    rows = index_query.select(conn, root, index_query.Query(names=[name]))
     return sorted((r.boot, r.stored.record.seq, int(r.stored.record.severity)) for r in rows)
 
 
 def assert_index_matches_files(conn: sqlite3.Connection, root: Path) -> None:
     index.catch_up(conn, root)
-    counts = {s.name: s.counts for s in index_query.instances(conn)}
+    counts = {s.name: s.counts for s in index_query.instances(conn, root)}
     for name in index.instance_names(root):
         files = on_disk(root, name)
-        assert indexed(conn, name) == sorted(files)
+        assert indexed(conn, root, name) == sorted(files)
         per_severity = Counter(sev for _, _, sev in files)
         assert counts.get(name, (0,) * 8) == tuple(per_severity.get(i, 0) for i in range(8))
 
@@ -106,15 +106,6 @@ def test_rotation_names_headers_and_boot_carried_over(tmp_path: Path) -> None:
         assert path.stat().st_size < 4096 + 20 * 120  # rotated at the size, by one batch
     assert [seq for _, seq, _ in on_disk(tmp_path, "web")] == list(range(1, 401))
     assert {boot for boot, _, _ in on_disk(tmp_path, "web")} == {"aa"}
-
-
-@pytest.fixture(params=["c", "pure"])
-def line_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "pure":
-        monkeypatch.setattr(index, "parse_record_lines", None)
-    else:
-        assert index.parse_record_lines is not None, "the C accelerator is not built"
-    return str(request.param)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -346,12 +337,11 @@ def test_reindex_while_another_connection_reads(tmp_path: Path, line_parser: str
         write(store, name, "boot-" + name, 1, 150)
     reader = index.connect(tmp_path)
     index.catch_up(reader, tmp_path)
-    before = [(r.stored, r.boot) for r in index_query.select(reader, index_query.Query())]
-    last_id = index_query.max_record_id(reader)
+    query = index_query.Query()
+    before = [(r.stored, r.boot) for r in index_query.select(reader, tmp_path, query)]
     done = reindex(tmp_path)
     assert done.instances == 3 and done.records == len(before)
-    assert [(r.stored, r.boot) for r in index_query.select(reader, index_query.Query())] == before
-    assert min(r.id for r in index_query.select(reader, index_query.Query())) > last_id
+    assert [(r.stored, r.boot) for r in index_query.select(reader, tmp_path, query)] == before
     assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     write(store, "b", "boot-b", 151, 200)  # the writer goes on; the index follows
     done = reindex(tmp_path, ["b"])
@@ -449,10 +439,10 @@ def test_an_indexer_step_after_a_reindex_does_not_use_stale_instance_ids(
         last += 30
         for seg in listing.segments:
             step = index._catch_up_file(indexer, "a", listing.instance_id, seg, None)
-            assert step == (0, 0, 0)
+            assert step == (0, 0)
     store.close()
     orphans = indexer.execute(
-        "SELECT count(*) FROM records WHERE instance_id NOT IN (SELECT id FROM instances)"
+        "SELECT count(*) FROM blocks WHERE instance_id NOT IN (SELECT id FROM instances)"
     ).fetchone()[0]
     assert orphans == 0
     assert_index_matches_files(indexer, tmp_path)

@@ -286,7 +286,7 @@ def ps(output: str, data: Path | None) -> None:
     counts: dict[str, int] = {}
     if (root / layout.INSTANCES).is_dir():
         conn = open_index(root)
-        counts = {i.name: sum(i.counts) for i in index_query.instances(conn)}
+        counts = {i.name: sum(i.counts) for i in index_query.instances(conn, root)}
     for inst in instances:
         inst["records"] = counts.get(inst["name"], 0)
     if output == "json":

@@ -40,21 +40,14 @@ def _collector_status(root: Path) -> dict[str, Any] | None:
 
 
 def open_index(root: Path) -> Any:
-    import sqlite3
-
     if not (root / layout.INSTANCES).is_dir():
         raise UsageError(f"no umonitor data in {root}; start 'umonitor serve' or pass --data DIR")
     try:
-        conn = index.connect(root)
+        return index.connect(root)
     except UsageError as exc:  # a full disk, say: show what the index has
         conn = index.connect_as_it_is(root)
         click.echo(f"umonitor: {exc}; the index may not be up to date", err=True)
         return conn
-    try:
-        index.catch_up(conn, root)
-    except sqlite3.Error as exc:
-        click.echo(f"umonitor: the index is not up to date ({exc})", err=True)
-    return conn
 
 
 def _store_state(root: Path, status: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +88,14 @@ def ls_command(output: str, data: Path | None) -> None:
     status = _collector_status(root) or {}
     connected: dict[str, list[str]] = status.get("connected", {})
     levels: dict[str, str] = status.get("levels", {})  # what each connected guest said
-    instances = index_query.instances(conn)
+    instances = index_query.instances(conn, root)
+    behind = sum(i.behind for i in instances)
+    if behind:
+        click.echo(
+            f"umonitor: {format_bytes(behind)} of log not indexed yet; "
+            "counts are as far as the index goes",
+            err=True,
+        )
     from umonitor.export.runner import read_statuses
 
     exporters = read_statuses(root)
@@ -288,7 +288,7 @@ def logs(
     stacks = RecordStacks(root, symbols)
     conn = open_index(root)
     if names:
-        known = {i.name for i in index_query.instances(conn)}
+        known = set(index.instance_names(root))
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UsageError(
@@ -311,25 +311,15 @@ def logs(
     last = 10 if follow and lines is None else lines
     with_name = len(names) != 1
     colour = output == "text" and sys.stdout.isatty()
-    newest = index_query.max_record_id(conn)
-    shown = emit(index_query.select(conn, query, last=last), output, with_name, colour, stacks)
-    after = max(shown, newest)
+    rows, follower = index_query.select_then_follow(conn, root, query, last=last)
+    emit(rows, output, with_name, colour, stacks)
     if not follow:
         return
     try:
         while True:
-            # Often, and cheaply when nothing came: the files' new lines are indexed
-            # (by this process or the collector's indexer, whichever is first) and
-            # shown only when the index has records past what was shown.
+            # The files themselves, often: a line is on disk before its ACK.
             time.sleep(FOLLOW_POLL)
-            index.catch_up(conn, root)
-            newest = index_query.max_record_id(conn)  # every row up to it is committed
-            if newest <= after:
-                continue
-            shown = emit(
-                index_query.select(conn, query, after_id=after), output, with_name, colour, stacks
-            )
-            after = max(after, shown, newest)  # rows past it, if not shown, come next time
+            emit(follower.poll(), output, with_name, colour, stacks)
             sys.stdout.flush()
     except KeyboardInterrupt:
         return

@@ -99,14 +99,9 @@ _LINE_BREAKS_ESCAPED = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 def emit(
     rows: Iterable[Row], output: str, with_name: bool, colour: bool, stacks: RecordStacks
-) -> int:
-    """Print ``rows`` (in time order); the highest index id among them, 0 if none.
-
-    The highest, not the last: rows indexed in one round are printed by time, which
-    need not be their index order, and --follow goes on after this id. A record's call
-    stack (the C library's ``umon.stack``) follows it, one frame a line.
-    """
-    highest = 0
+) -> None:
+    """Print ``rows`` (in time order). A record's call stack (the C library's
+    ``umon.stack``) follows it, one frame a line."""
     for row in rows:
         name, fields = row.stored.instance, row.stored.record.fields
         if output == "json":
@@ -115,5 +110,3 @@ def emit(
             line = "\n".join([format_text(row, with_name, colour),
                               *stacks.text_lines(name, fields)])  # fmt: skip
         click.echo(line, color=colour)
-        highest = max(highest, row.id)
-    return highest

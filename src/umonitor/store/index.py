@@ -1,16 +1,19 @@
-"""The SQLite index over the log files: opening it, and following the files into it.
+"""The index over the log files: block summaries in SQLite, and following the files into it.
 
-How this works: the files are the truth; the index follows them. ``catch_up`` reads
-each instance's log files from the offset it reached last time, up to the last
-complete line, and inserts what it parses in the same transaction that moves the
-offset, so every line is indexed exactly once whoever runs it (the collector's
-indexer process, or a CLI command run with no collector). Deleting the database and
-calling ``catch_up`` rebuilds it. WAL mode lets readers query while it writes.
+How this works: the files are the truth; the index follows them (docs/block-index.md).
+``catch_up`` reads each instance's log files from where it stopped last time, up to
+the last complete line, cuts what it read into blocks (store/blocks.py) and writes
+their summaries in the same transaction that moves the position, so every line is
+summarized exactly once whoever runs it (the collector's indexer process, or a CLI
+command run with no collector). A file's last block is **open** while it is shorter
+than ``BLOCK_BYTES``: the next round summarizes it again from its start with what the
+file gained, and replaces its row. Deleting the database and calling ``catch_up``
+rebuilds it. WAL mode lets readers query while it writes.
 
 Positions are kept per segment key (store/segments.py), not per file name: a rotated
 file keeps its key, so it is finished under its new name and the new ``app.log`` is
-read from its start. Each record row says which segment it came from (``log_id``);
-when retention deletes a file, the next ``catch_up`` deletes its rows too, so the
+read from its start. Each block row says which segment it summarizes (``log_id``);
+when retention deletes a file, the next ``catch_up`` deletes its blocks too, so the
 index shows what is on disk. An index of another schema version is dropped and
 rebuilt from the files.
 
@@ -22,28 +25,19 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from umonitor.errors import LineError, UsageError
-from umonitor.store import layout
-from umonitor.store.index_schema import I64_END, prepare, record_row
-from umonitor.store.logfile import BootLine, DroppedLine, RecordLine, parse_line
+from umonitor.errors import UsageError
+from umonitor.store import blocks, layout
+from umonitor.store.index_schema import I64_END, prepare
+from umonitor.store.logfile import BootLine
 from umonitor.store.names import is_instance_name
 from umonitor.store.segments import Segment, list_segments, open_segment
 
 CHUNK = 4 << 20
-
-ParseRecordLines = Callable[[bytes, int, int], tuple[int, list[tuple[Any, ...]]]]
-parse_record_lines: ParseRecordLines | None
-try:
-    from umonitor._speedups import parse_record_lines
-except ImportError:  # optional C accelerator; parse_line is the reference
-    parse_record_lines = None
-if os.environ.get("UMONITOR_PURE_PYTHON"):
-    parse_record_lines = None
 
 
 def connect(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -87,25 +81,21 @@ def _instance_id(conn: sqlite3.Connection, name: str) -> int:
     return int(cur.lastrowid or 0)
 
 
-def _boot_id(conn: sqlite3.Connection, instance_id: int, boot: str, cache: dict[str, int]) -> int:
-    found = cache.get(boot)
-    if found is not None:
-        return found
+def _boot_id(conn: sqlite3.Connection, instance_id: int, boot: str) -> int:
     conn.execute(
         "INSERT OR IGNORE INTO boots(instance_id, boot) VALUES (?, ?)", (instance_id, boot)
     )
     row = conn.execute(
         "SELECT id FROM boots WHERE instance_id = ? AND boot = ?", (instance_id, boot)
     ).fetchone()
-    cache[boot] = int(row[0])
-    return cache[boot]
+    return int(row[0])
 
 
 @dataclass(frozen=True, slots=True)
 class _Position:
     id: int
-    offset: int
-    context: str
+    offset: int  # where the open block starts (everything before is in closed blocks)
+    boot: str  # the boot in force there (``context`` is the one where ``covered`` ends)
 
 
 def _position(conn: sqlite3.Connection, instance_id: int, seg: Segment) -> _Position:
@@ -115,7 +105,7 @@ def _position(conn: sqlite3.Connection, instance_id: int, seg: Segment) -> _Posi
         (instance_id, seg.key),
     ).fetchone()
     if row is not None and bytes(row[1]) != seg.head:
-        forget_file(conn, instance_id, int(row[0]))
+        forget_file(conn, int(row[0]))
         row = None
     if row is None:
         cur = conn.execute(
@@ -123,149 +113,133 @@ def _position(conn: sqlite3.Connection, instance_id: int, seg: Segment) -> _Posi
             (instance_id, seg.key, seg.head),
         )
         return _Position(int(cur.lastrowid or 0), 0, "")
-    return _Position(int(row[0]), int(row[2]), str(row[3]))
+    log_id, offset = int(row[0]), int(row[2])
+    open_block = conn.execute(
+        "SELECT boot FROM blocks WHERE log_id = ? AND offset = ?", (log_id, offset)
+    ).fetchone()
+    return _Position(log_id, offset, str(open_block[0] if open_block else row[3]))
+
+
+def pack_grams(bits: bytes | bytearray) -> bytes:
+    """A block's gram bitmap as kept: compressed when that halves it (a short block)."""
+    packed = zlib.compress(bits, 1)
+    return packed if len(packed) * 2 < len(bits) else bytes(bits)
+
+
+def unpack_grams(kept: bytes) -> bytes:
+    return kept if len(kept) == blocks.GRAM_BYTES else zlib.decompress(kept)
+
+
+def _save_blocks(
+    conn: sqlite3.Connection, instance_id: int, log_id: int, found: list[blocks.Block]
+) -> None:
+    for block in found:
+        c = block.counters
+        min_ns, max_ns = block.time_range
+        cur = conn.execute(
+            "INSERT INTO blocks(instance_id, log_id, offset, length, lines, records, min_ns, "
+            "max_ns, severities, origins, boot, bad, c0, c1, c2, c3, c4, c5, c6, c7) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                instance_id,
+                log_id,
+                block.offset,
+                block.length,
+                c[blocks.LINES],
+                c[blocks.RECORDS],
+                min_ns,
+                max_ns,
+                c[blocks.SEVERITIES],
+                c[blocks.ORIGINS],
+                block.boot,
+                block.bad,
+                *c[blocks.COUNTS :],
+            ),
+        )
+        conn.execute(
+            "INSERT INTO grams(block_id, bits) VALUES (?, ?)",
+            (cur.lastrowid, pack_grams(block.grams)),
+        )
+
+
+def _drop_blocks(conn: sqlite3.Connection, log_id: int, from_offset: int = 0) -> None:
+    where = "log_id = ? AND offset >= ?"
+    conn.execute(
+        f"DELETE FROM grams WHERE block_id IN (SELECT id FROM blocks WHERE {where})",
+        (log_id, from_offset),
+    )
+    conn.execute(f"DELETE FROM blocks WHERE {where}", (log_id, from_offset))
 
 
 def _catch_up_file(
     conn: sqlite3.Connection, name: str, instance_id: int, seg: Segment, until: int | None
-) -> tuple[int, int, int]:
-    """Index what segment ``seg`` gained, up to offset ``until`` (None: its end).
+) -> tuple[int, int]:
+    """Summarize what segment ``seg`` gained, up to offset ``until`` (None: its end).
 
-    Returns (records added, bytes consumed, the file's size). Does nothing if
-    ``name`` is no longer ``instance_id`` (``reindex`` dropped or rebuilt it since
-    the listing): the next round lists it again.
+    Returns (bytes newly covered, the file's size). Does
+    nothing if ``name`` is no longer ``instance_id`` (``reindex`` dropped or rebuilt it
+    since the listing): the next round lists it again.
     """
     row = conn.execute("SELECT id FROM instances WHERE name = ?", (name,)).fetchone()
     if row is None or int(row[0]) != instance_id:
-        return 0, 0, 0
+        return 0, 0
     src = open_segment(seg)
     if src is None:
-        return 0, 0, 0  # deleted meanwhile: forgotten on the next round
+        return 0, 0  # deleted meanwhile: forgotten on the next round
     with src:
         size = os.fstat(src.fileno()).st_size
-        pos_row = _position(conn, instance_id, seg)
-        offset, context = pos_row.offset, pos_row.context
+        pos = _position(conn, instance_id, seg)
+        covered = int(
+            conn.execute("SELECT covered FROM positions WHERE id = ?", (pos.id,)).fetchone()[0]
+        )
         stop = size if until is None else min(size, until)
-        if stop <= offset:
-            return 0, 0, size
-        src.seek(offset)
-        data = src.read(min(CHUNK, stop - offset))
+        if stop <= covered:
+            return 0, size
+        data = os.pread(src.fileno(), min(CHUNK, stop - pos.offset), pos.offset)
     end = data.rfind(b"\n") + 1
-    if end == 0:
-        return 0, 0, size
-    log_id = pos_row.id
-    rows: list[tuple[object, ...]] = []
-    boots: dict[str, int] = {}
-    counts = [0] * 8
-    bad = 0
-    pos = 0
-    while pos < end:
-        if parse_record_lines is not None:
-            # The C fast path takes plain record lines; it stops at every other line.
-            pos, fast = parse_record_lines(data, pos, end)
-            if fast:
-                boot_id = _boot_id(conn, instance_id, context, boots) if context else None
-                rows.extend([(instance_id, boot_id, *r, log_id) for r in fast])
-                for r in fast:
-                    counts[r[3]] += 1
-            if pos >= end:
-                break
-        newline = data.index(b"\n", pos)
-        raw = data[pos:newline]
-        pos = newline + 1
-        try:
-            parsed = parse_line(raw.decode("utf-8", "replace"))
-        except LineError:
-            bad += 1
-            continue
-        if isinstance(parsed, RecordLine):
-            boot_id = _boot_id(conn, instance_id, context, boots) if context else None
-            rows.append((instance_id, boot_id, *record_row(parsed), log_id))
-            counts[parsed.record.severity] += 1
-        elif isinstance(parsed, BootLine):
-            context = parsed.boot
-            boot_id = _boot_id(conn, instance_id, context, boots)
-            if parsed.peer or parsed.library:
+    if pos.offset + end <= covered:
+        return 0, size  # no complete line past what is covered
+    found = blocks.summarize(data, 0, end, pos.boot, blocks.BLOCK_BYTES)
+    for block in found.blocks:
+        block.offset += pos.offset
+    last = found.blocks[-1]
+    closed = last.length >= blocks.BLOCK_BYTES
+    _drop_blocks(conn, pos.id, pos.offset)  # the open block, summarized again here
+    _save_blocks(conn, instance_id, pos.id, found.blocks)
+    for context in found.context:
+        boot_id = _boot_id(conn, instance_id, context.boot)
+        if isinstance(context, BootLine):
+            if context.peer or context.library:
                 conn.execute(
                     "UPDATE boots SET peer = ?, library = ? WHERE id = ?",
-                    (parsed.peer, parsed.library, boot_id),
+                    (context.peer, context.library, boot_id),
                 )
                 if seg.family == layout.APP_LOG:  # the guest library's own connection
                     conn.execute(
                         "UPDATE instances SET peer = ?, library = ? WHERE id = ?",
-                        (parsed.peer, parsed.library, instance_id),
+                        (context.peer, context.library, instance_id),
                     )
-        elif isinstance(parsed, DroppedLine):
-            boot_id = _boot_id(conn, instance_id, parsed.boot, boots)
+        else:
             conn.execute(
                 "UPDATE boots SET dropped = max(dropped, ?) WHERE id = ?",
-                (min(parsed.count, I64_END - 1), boot_id),  # a count no guest can reach
+                (min(context.count, I64_END - 1), boot_id),  # a count no guest can reach
             )
-    if rows:
-        first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM records").fetchone()[0]
-        conn.executemany(
-            "INSERT INTO records(instance_id, boot_id, seq, time_ns, mono_ns, severity, "
-            "origin, kind, file, line, func, message, fields, log_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        first_id, last_id = conn.execute(
-            "SELECT min(id), max(id) FROM records WHERE id >= ?", (first_id,)
-        ).fetchone()
-        conn.execute(
-            "INSERT INTO records_fts(rowid, message) SELECT id, message FROM records WHERE id >= ?",
-            (first_id,),
-        )
-        conn.executemany(
-            "INSERT INTO counts(instance_id, severity, n) VALUES (?, ?, ?) "
-            "ON CONFLICT(instance_id, severity) DO UPDATE SET n = n + excluded.n",
-            [(instance_id, sev, n) for sev, n in enumerate(counts) if n],
-        )
-        conn.execute(
-            "UPDATE boots SET max_seq = max(max_seq, (SELECT max(seq) FROM records r "
-            "WHERE r.boot_id = boots.id AND r.id >= ?)) WHERE instance_id = ? AND id IN "
-            "(SELECT DISTINCT boot_id FROM records WHERE id >= ?)",
-            (first_id, instance_id, first_id),
-        )
-        conn.execute(
-            "UPDATE instances SET first_ns = coalesce(first_ns, ?), "
-            "last_ns = max(coalesce(last_ns, 0), ?) WHERE id = ?",
-            (rows[0][3], rows[-1][3], instance_id),
-        )
-        conn.execute(
-            "UPDATE positions SET first_id = coalesce(first_id, ?), last_id = ? WHERE id = ?",
-            (first_id, last_id, log_id),
-        )
     conn.execute(
-        "UPDATE positions SET offset = ?, context = ?, bad_lines = bad_lines + ? WHERE id = ?",
-        (offset + end, context, bad, log_id),
+        "UPDATE positions SET offset = ?, context = ?, covered = ? WHERE id = ?",
+        (
+            pos.offset + end if closed else last.offset,
+            found.boot,  # in force where the covered bytes end
+            pos.offset + end,
+            pos.id,
+        ),
     )
-    return len(rows), end, size
+    return pos.offset + end - covered, size
 
 
-def forget_file(conn: sqlite3.Connection, instance_id: int, log_id: int) -> int:
-    """Delete the rows of one log file (a deleted segment) from the index; returns records."""
-    row = conn.execute("SELECT first_id, last_id FROM positions WHERE id = ?", (log_id,)).fetchone()
-    removed = 0
-    if row is not None and row[0] is not None:
-        where = "instance_id = ? AND id BETWEEN ? AND ? AND log_id = ?"
-        args = (instance_id, row[0], row[1], log_id)
-        for severity, n in conn.execute(
-            f"SELECT severity, count(*) FROM records WHERE {where} GROUP BY severity", args
-        ).fetchall():
-            removed += int(n)
-            conn.execute(
-                "UPDATE counts SET n = n - ? WHERE instance_id = ? AND severity = ?",
-                (n, instance_id, severity),
-            )
-        conn.execute(
-            "INSERT INTO records_fts(records_fts, rowid, message) "
-            f"SELECT 'delete', id, message FROM records WHERE {where}",
-            args,
-        )
-        conn.execute(f"DELETE FROM records WHERE {where}", args)
+def forget_file(conn: sqlite3.Connection, log_id: int) -> None:
+    """Delete what the index holds of one log file (a deleted segment)."""
+    _drop_blocks(conn, log_id)
     conn.execute("DELETE FROM positions WHERE id = ?", (log_id,))
-    return removed
 
 
 def forget_instance(conn: sqlite3.Connection, name: str) -> None:
@@ -275,11 +249,10 @@ def forget_instance(conn: sqlite3.Connection, name: str) -> None:
         return
     instance_id = int(row[0])
     conn.execute(
-        "INSERT INTO records_fts(records_fts, rowid, message) "
-        "SELECT 'delete', id, message FROM records WHERE instance_id = ?",
+        "DELETE FROM grams WHERE block_id IN (SELECT id FROM blocks WHERE instance_id = ?)",
         (instance_id,),
     )
-    for table in ("records", "counts", "positions", "boots"):
+    for table in ("blocks", "positions", "boots"):
         conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))
     conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
 
@@ -296,14 +269,14 @@ def instance_names(root: Path) -> list[str]:
 class _Listing:
     instance_id: int
     segments: list[Segment]
-    indexed: dict[str, tuple[bytes, int]]  # key -> (first line, offset indexed)
+    indexed: dict[str, tuple[bytes, int]]  # key -> (first line, bytes covered)
 
 
 def _positions(conn: sqlite3.Connection, instance_id: int) -> dict[str, tuple[bytes, int]]:
     return {
         str(key): (bytes(head), int(offset))
         for key, head, offset in conn.execute(
-            "SELECT file, head, offset FROM positions WHERE instance_id = ?", (instance_id,)
+            "SELECT file, head, covered FROM positions WHERE instance_id = ?", (instance_id,)
         )
     }
 
@@ -331,7 +304,7 @@ def _segments(conn: sqlite3.Connection, root: Path, name: str) -> _Listing | Non
             "SELECT id, file FROM positions WHERE instance_id = ?", (instance_id,)
         ).fetchall():
             if key not in keys:
-                forget_file(conn, instance_id, int(log_id))
+                forget_file(conn, int(log_id))
         indexed = _positions(conn, instance_id)
         conn.execute("COMMIT")
     except BaseException:
@@ -347,7 +320,7 @@ def _indexed_to_end(seg: Segment, indexed: dict[str, tuple[bytes, int]]) -> bool
 
 
 def catch_up(conn: sqlite3.Connection, root: Path, names: Sequence[str] | None = None) -> int:
-    """Index what the log files gained since the last call; returns records added.
+    """Index what the log files gained since the last call; returns the bytes it covered.
 
     Per instance and log file, rotated files are finished first, oldest first, then
     the live file. It stops at the size each file had when it got to it, so it ends
@@ -365,14 +338,12 @@ def catch_up(conn: sqlite3.Connection, root: Path, names: Sequence[str] | None =
             while True:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    gained, consumed, size = _catch_up_file(
-                        conn, name, listing.instance_id, seg, until
-                    )
+                    consumed, size = _catch_up_file(conn, name, listing.instance_id, seg, until)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
-                added += gained
+                added += consumed
                 until = size if until is None else until
                 if not consumed:
                     break

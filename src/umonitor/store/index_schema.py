@@ -12,13 +12,11 @@ from typing import Any
 
 from umonitor.store.logfile import RecordLine
 
-VERSION = 2
+VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances(
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    first_ns INTEGER,
-    last_ns INTEGER,
     peer TEXT NOT NULL DEFAULT '',
     library TEXT NOT NULL DEFAULT ''
 );
@@ -28,38 +26,9 @@ CREATE TABLE IF NOT EXISTS boots(
     boot TEXT NOT NULL,
     peer TEXT NOT NULL DEFAULT '',
     library TEXT NOT NULL DEFAULT '',
-    max_seq INTEGER NOT NULL DEFAULT 0,
     dropped INTEGER NOT NULL DEFAULT 0,
     UNIQUE(instance_id, boot)
 );
-CREATE TABLE IF NOT EXISTS records(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    instance_id INTEGER NOT NULL,
-    boot_id INTEGER,
-    seq INTEGER NOT NULL,
-    time_ns INTEGER NOT NULL,
-    mono_ns INTEGER,
-    severity INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    kind INTEGER NOT NULL,
-    file TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    func TEXT NOT NULL,
-    message TEXT NOT NULL,
-    fields TEXT,
-    log_id INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_by_instance ON records(instance_id, id);
-CREATE INDEX IF NOT EXISTS records_by_time ON records(time_ns);
-CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
-    message, content='records', content_rowid='id', detail=none
-);
-CREATE TABLE IF NOT EXISTS counts(
-    instance_id INTEGER NOT NULL,
-    severity INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY(instance_id, severity)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS positions(
     id INTEGER PRIMARY KEY,
     instance_id INTEGER NOT NULL,
@@ -67,13 +36,34 @@ CREATE TABLE IF NOT EXISTS positions(
     head BLOB NOT NULL,
     offset INTEGER NOT NULL,
     context TEXT NOT NULL DEFAULT '',
-    bad_lines INTEGER NOT NULL DEFAULT 0,
-    first_id INTEGER,
-    last_id INTEGER,
+    covered INTEGER NOT NULL DEFAULT 0,
     UNIQUE(instance_id, file)
 );
+CREATE TABLE IF NOT EXISTS blocks(
+    id INTEGER PRIMARY KEY,
+    instance_id INTEGER NOT NULL,
+    log_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    min_ns INTEGER NOT NULL,
+    max_ns INTEGER NOT NULL,
+    severities INTEGER NOT NULL,
+    origins INTEGER NOT NULL,
+    boot TEXT NOT NULL,
+    bad INTEGER NOT NULL,
+    c0 INTEGER NOT NULL, c1 INTEGER NOT NULL, c2 INTEGER NOT NULL, c3 INTEGER NOT NULL,
+    c4 INTEGER NOT NULL, c5 INTEGER NOT NULL, c6 INTEGER NOT NULL, c7 INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blocks_by_log ON blocks(log_id, offset);
+CREATE INDEX IF NOT EXISTS blocks_by_instance ON blocks(instance_id, max_ns);
+CREATE TABLE IF NOT EXISTS grams(
+    block_id INTEGER PRIMARY KEY,
+    bits BLOB NOT NULL
+);
 """
-TABLES = ("records_fts", "records", "counts", "positions", "boots", "instances")
+TABLES = ("records_fts", "records", "counts", "grams", "blocks", "positions", "boots", "instances")
 
 
 def prepare(conn: sqlite3.Connection) -> None:

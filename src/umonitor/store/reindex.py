@@ -9,8 +9,8 @@ mix, and the indexer (which keeps no state between transactions besides the
 positions in the database) goes on from the new index's positions, so what arrived
 after the build is indexed once. The file is not renamed over the live one: open
 connections and the ``-wal``/``-shm`` files belong to the live file, and replacing it
-under them corrupts it. New record ids continue after the old ones: a running
-``logs -f`` (which follows ids) prints the records again rather than going silent.
+under them corrupts it. A running ``logs -f`` follows the files, not the index: it
+goes on unaware.
 
 Named instances: their rows are deleted from the live index in one transaction (the
 lock the indexer takes for each of its steps), then their files are indexed again in
@@ -74,9 +74,6 @@ def _reindex_all(root: Path) -> tuple[int, int, int]:
     tmp = root / f"{REBUILD}{os.getpid()}"  # two rebuilds at once each have their own
     try:
         page_size = int(live.execute("PRAGMA page_size").fetchone()[0])
-        last_id = int(live.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()[0])
-        row = live.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-        last_id = max(last_id, int(row[0]) if row else 0)
         new = sqlite3.connect(tmp, isolation_level=None)
         try:
             # A scratch file: no journal, no fsync; if this dies, it is deleted next time.
@@ -85,12 +82,11 @@ def _reindex_all(root: Path) -> tuple[int, int, int]:
             new.execute("PRAGMA synchronous = OFF")
             new.execute("PRAGMA cache_size = -65536")  # 64 MiB: the indexes stay in memory
             index_schema.prepare(new)
-            new.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('records', ?)", (last_id,))
             index.catch_up(new, root)
             index.catch_up(new, root)  # what arrived during the first pass
             instances = int(new.execute("SELECT count(*) FROM instances").fetchone()[0])
             files = int(new.execute("SELECT count(*) FROM positions").fetchone()[0])
-            records = int(new.execute("SELECT coalesce(sum(n), 0) FROM counts").fetchone()[0])
+            records = int(new.execute("SELECT coalesce(sum(records), 0) FROM blocks").fetchone()[0])
             new.backup(live)  # the swap: one write transaction on the live index
         finally:
             new.close()
@@ -121,7 +117,7 @@ def _reindex_named(root: Path, names: list[str]) -> tuple[int, int, int]:
         )
         records = int(
             conn.execute(
-                f"SELECT coalesce(sum(n), 0) FROM counts WHERE instance_id IN {among}", names
+                f"SELECT coalesce(sum(records), 0) FROM blocks WHERE instance_id IN {among}", names
             ).fetchone()[0]
         )
     finally:
