@@ -13,16 +13,16 @@ each with the time it arrived: the files' order is the records' time order, and
 Then, with the guests done:
 
 * index: the time from the last ACK until the index holds every record, polled every
-  0.1 s over a separate read-only SQLite connection (``max(id)`` of ``records``,
-  checked once with ``count(*)`` at the end), which does not index anything itself;
+  0.1 s over a separate read-only SQLite connection (the records its block summaries
+  count), which does not index anything itself;
   records/s indexed = records / (ingest start .. index complete), beside the ingest
   rate (records acknowledged / ingest time).
 * queries: the real CLI as a user runs it (``python -m umonitor logs NAME ... --data
-  DIR``, the whole subprocess's wall time, including Python's start-up and the CLI's
-  own catch-up check of the index), one warm-up then --repeat runs; median and max,
-  beside an anchor on the instance's log files run the same way (GNU tail, grep, awk
-  with ``LC_ALL=C``, over every generation oldest first), and a check that both
-  answered the same.
+  DIR``, the whole subprocess's wall time, including Python's start-up), one warm-up
+  then --repeat runs; median and max, beside an anchor on the instance's log files run
+  the same way (GNU tail, grep, awk with ``LC_ALL=C``, over every generation oldest
+  first), and a check that both answered the same. First, the start-up every command
+  pays (``umonitor --version``) beside the interpreter's (``python -c pass``).
 * ``logs -f``: ``umonitor logs NAME -f -o json`` runs while 200 more records are sent
   one at a time on a new connection, each with a unique message; the latency of each
   is from its ACK arriving to its line appearing on the follower's stdout.
@@ -187,12 +187,11 @@ def wait_index(db_path: Path, total: int, timeout: float) -> tuple[float, int]:
     try:
         while time.perf_counter() < deadline:
             try:
-                high = conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0
+                held = conn.execute("SELECT coalesce(sum(records), 0) FROM blocks").fetchone()[0]
             except sqlite3.Error:
-                high = 0
-            if high >= total:
-                when = time.perf_counter()
-                return when, conn.execute("SELECT count(*) FROM records").fetchone()[0]
+                held = 0
+            if held >= total:
+                return time.perf_counter(), int(held)
             time.sleep(0.1)
     finally:
         conn.close()
@@ -346,7 +345,7 @@ def run(
     print(
         f"index: complete {index_lag:.2f} s after the last ACK ({index_s:.2f} s after the "
         f"start) = {indexed / index_s:,.0f} records/s indexed "
-        "(read-only polling of max(id) in the records table, 0.1 s)"
+        "(read-only polling of the records the block summaries count, 0.1 s)"
     )
 
     files = [str(p) for p in log_files(data)]
@@ -379,7 +378,17 @@ def run(
         ok = row.get("records") == an
         return ok, f"{row.get('records')} / {an} records"
 
+    def started(u: str, a: str) -> tuple[bool, str]:
+        return "umonitor" in u and not a, "printed its version"
+
     queries = [
+        (
+            "umonitor --version (start-up)",
+            [*cli, "--version"],
+            "python -c pass (the interpreter)",
+            [sys.executable, "-c", "pass"],
+            started,
+        ),
         (
             "logs NAME -n 20",
             [*cli, "logs", NAME, "-n", "20", *dd],

@@ -186,3 +186,18 @@ def test_run_passes_symbols_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert sent[0]["instance"]["symbols"] == str(tmp_path / "app.dbg")  # type: ignore[index]
     assert refused.exit_code != 0 and "not an ELF file" in refused.output
     assert plain.exit_code == 0 and sent[1]["instance"]["symbols"] is None  # type: ignore[index]
+
+
+def test_every_command_is_found_where_the_group_looks_for_it() -> None:
+    """``main`` imports a command's module only when it runs: the map must be whole."""
+    import importlib
+
+    from umonitor.cli.app import COMMANDS
+
+    for module in set(COMMANDS.values()):
+        importlib.import_module(f"umonitor.cli.{module}")
+    assert {n: c.callback.__module__ for n, c in main.commands.items()} == {
+        n: f"umonitor.cli.{m}" for n, m in COMMANDS.items()
+    }
+    result = CliRunner().invoke(main, ["--help"])
+    assert all(name in result.output for name in COMMANDS)

@@ -4,6 +4,7 @@ error becomes one line on stderr and an exit code (a ``UmonitorError``'s), never
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,26 @@ def data_dir(data: Path | None) -> Path:
     return data if data is not None else layout.default_data_dir()
 
 
+# The module that defines each command, imported only when that command runs: a quick
+# `umonitor logs -n 20` does not pay for importing what `umonitor up` needs.
+COMMANDS = {
+    **dict.fromkeys(("serve", "send", "reindex"), "collect"),
+    **dict.fromkeys(("ls", "logs"), "query"),
+    **dict.fromkeys(("up", "down", "run", "ps", "stop", "restart", "rm", "net", "image"), "fleet"),
+    **dict.fromkeys(("level", "ping", "cont", "debug"), "control"),
+}
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"umonitor.cli.{module}")  # registers it on ``main``
+        return super().get_command(ctx, cmd_name)
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:

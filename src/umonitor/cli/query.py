@@ -252,7 +252,7 @@ LIMIT_WORDS = {
     "-g",
     "--grep",
     metavar="TEXT",
-    help="Records whose message contains TEXT (case-insensitive; full-text indexed).",
+    help="Records whose message contains TEXT (ASCII case-insensitive).",
 )
 @click.option(
     "--origin",

@@ -22,11 +22,12 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from umonitor.debug.symbolize import Frame, symbolizer_for
-from umonitor.debug.symbols_file import load_bias
 from umonitor.store.logfile import escape
+
+if TYPE_CHECKING:
+    from umonitor.debug.symbolize import Frame
 
 STACK_FIELD = "umon.stack"
 TEXT_FIELD = "umon.text"
@@ -92,6 +93,10 @@ class RecordStacks:
         addresses, text = stack_untrusted(fields)
         if not addresses:
             return None
+        # Imported here: only records with a stack need the symbolizer (a quick `logs`).
+        from umonitor.debug.symbolize import Frame, symbolizer_for
+        from umonitor.debug.symbols_file import load_bias
+
         plain = [Frame(a, None, None, None) for a in addresses]
         symbols = self.symbols(instance)
         if symbols is None:

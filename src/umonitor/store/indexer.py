@@ -1,6 +1,6 @@
 """The index follower the collector starts: ``python -m umonitor.store.indexer DATA``.
 
-It runs in its own process so that indexing (SQLite, FTS5) uses another core than
+It runs in its own process so that indexing (block summaries) uses another core than
 the collector's event loop; it catches up every 200 ms and once more on SIGTERM, and
 exits when its collector is gone (even one killed with SIGKILL). It runs at a lower
 CPU priority (nice 10): under load, storing and acknowledging records comes first and
