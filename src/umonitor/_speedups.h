@@ -170,6 +170,11 @@ extern const char parse_record_lines_doc[];
 int parse_record_lines_init(void);
 PyObject *syslog_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 extern const char syslog_lines_doc[];
+PyObject *summarize_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char summarize_lines_doc[];
+PyObject *scan_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char scan_lines_doc[];
+void blocks_init(void);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
