@@ -7,6 +7,7 @@ from setuptools import Extension, setup
 SPEEDUPS = [
     "src/umonitor/_speedups_module.c",
     "src/umonitor/_speedups_common.c",
+    "src/umonitor/_speedups_blocks.c",
     "src/umonitor/_speedups_format.c",
     "src/umonitor/_speedups_index.c",
     "src/umonitor/_speedups_syslog.c",

@@ -1,7 +1,8 @@
 /*
  * What the parts of umonitor._speedups share: byte classes, number and date
- * writers, the output buffer, argument readers, the RFC 3339 calendar, and each
- * fast path's entry point for the method table in _speedups_module.c.
+ * writers, the output buffer, argument readers, the RFC 3339 calendar, the
+ * log file line's token parsers, and each fast path's entry point for the
+ * method table in _speedups_module.c.
  *
  * Internal to the extension: every name declared here is hidden from outside
  * the shared object (only PyInit__speedups is exported).
@@ -135,6 +136,32 @@ fixed_digits(const unsigned char *p, int n)
     return value;
 }
 
+static inline int
+span_equals(span s, const char *text, size_t n)
+{
+    return s.n == n && memcmp(s.p, text, n) == 0;
+}
+
+/* A log file line's tokens, parsed strictly and canonically (see
+ * _speedups_common.c); each returns -1 for a token it does not take. */
+extern const char *const origin_names[3]; /* 0 app, 1 console, 2 syslog */
+
+/* The TIME token's "YYYY-MM-DDTHH:MM:SS" prefix last converted. */
+typedef struct {
+    unsigned char prefix[19];
+    long long seconds;
+    int have;
+} time_cache;
+
+int digits_u64(const unsigned char *p, size_t n, uint64_t *out);
+int plain_u64(const unsigned char *p, size_t n, uint64_t *out);
+int parse_time_token(span token, time_cache *cache, long long *seconds, long *micros);
+long long time_ns_saturated(long long seconds, long micros);
+int severity_of(span token);
+int origin_kind_of(span token, int *origin, int *kind);
+int parse_uptime(span token, int *has_mono, uint64_t *mono);
+int parse_source(span token, span *file, uint64_t *line, span *func);
+
 /* The fast paths (METH_FASTCALL) and their docstrings. */
 PyObject *format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 extern const char format_records_doc[];
@@ -143,6 +170,11 @@ extern const char parse_record_lines_doc[];
 int parse_record_lines_init(void);
 PyObject *syslog_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 extern const char syslog_lines_doc[];
+PyObject *summarize_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char summarize_lines_doc[];
+PyObject *scan_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char scan_lines_doc[];
+void blocks_init(void);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

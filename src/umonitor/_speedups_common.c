@@ -1,8 +1,8 @@
 /*
  * The helpers umonitor._speedups' fast paths share (declared in _speedups.h):
  * the byte classes, the cached date text, the output buffer, the readers of
- * the arguments they have in common, and the proleptic Gregorian calendar of
- * "YYYY-MM-DDTHH:MM:SS" texts.
+ * the arguments they have in common, the proleptic Gregorian calendar of
+ * "YYYY-MM-DDTHH:MM:SS" texts, and the parsers of a log file line's tokens.
  */
 
 #include "_speedups.h"
@@ -285,5 +285,194 @@ prefix_seconds(const unsigned char *p, long long *out)
     long long ordinal = before * 365 + before / 4 - before / 100 + before / 400 +
                         days_before_month[month] + (month > 2 && leap) + day;
     *out = (ordinal - EPOCH_ORDINAL) * 86400 + hour * 3600L + minute * 60L + second;
+    return 0;
+}
+
+/* The tokens of a log file line (docs/storage.md): TIME SEVERITY ORIGIN[/KIND]
+ * SEQ UPTIME SOURCE, parsed strictly and only in their canonical spelling,
+ * for the fast paths that read log files (_speedups_index.c,
+ * _speedups_blocks.c). Each returns -1 for a token it does not take, which
+ * then leaves the line to parse_line(). */
+
+const char *const origin_names[3] = {"app", "console", "syslog"};
+static const unsigned char origin_lens[3] = {3, 7, 6};
+static const char *const kind_names[4] = {"", "enter", "exit", "crash"};
+static const unsigned char kind_lens[4] = {0, 5, 4, 5};
+
+/* Decimal digits as a u64; -1 when empty, not all digits, or above 2**64-1. */
+int
+digits_u64(const unsigned char *p, size_t n, uint64_t *out)
+{
+    if (n == 0) {
+        return -1;
+    }
+    uint64_t value = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)p[i] - '0';
+        if (d > 9 || value > (UINT64_MAX - d) / 10) {
+            return -1;
+        }
+        value = value * 10 + d;
+    }
+    *out = value;
+    return 0;
+}
+
+/* As digits_u64, but only the canonical spelling: no leading zero except in
+ * "0" itself. */
+int
+plain_u64(const unsigned char *p, size_t n, uint64_t *out)
+{
+    if (n > 1 && p[0] == '0') {
+        return -1;
+    }
+    return digits_u64(p, n, out);
+}
+
+/* seconds * 10**9 + micros * 1000 saturated to what SQLite's
+ * signed 64-bit INTEGER holds (years before 1678 and after 2262; the file keeps
+ * the exact time): index_schema.py's record_row and blocks.clamp64 do the same. */
+long long
+time_ns_saturated(long long seconds, long micros)
+{
+    long long rest = (long long)micros * 1000;
+    long long scaled;
+    long long ns;
+    int negative = seconds < 0;
+    if (negative) {
+        /* (seconds + 1) * 10**9 + (rest - 10**9): the same value, and the product
+         * stays representable one second further down. */
+        seconds += 1;
+        rest -= 1000000000LL;
+    }
+    if (__builtin_mul_overflow(seconds, 1000000000LL, &scaled) ||
+        __builtin_add_overflow(scaled, rest, &ns)) {
+        ns = negative ? LLONG_MIN : LLONG_MAX;
+    }
+    return ns;
+}
+
+/* The TIME token (27 bytes, "YYYY-MM-DDTHH:MM:SS.uuuuuuZ"). */
+int
+parse_time_token(span token, time_cache *cache, long long *seconds, long *micros)
+{
+    const unsigned char *p = token.p;
+    if (token.n != 27 || p[19] != '.' || p[26] != 'Z') {
+        return -1;
+    }
+    long us = fixed_digits(p + 20, 6);
+    if (us < 0) {
+        return -1;
+    }
+    if (!cache->have || memcmp(cache->prefix, p, 19) != 0) {
+        long long value;
+        if (prefix_seconds(p, &value) < 0) {
+            return -1;
+        }
+        memcpy(cache->prefix, p, 19);
+        cache->seconds = value;
+        cache->have = 1;
+    }
+    *seconds = cache->seconds;
+    *micros = us;
+    return 0;
+}
+
+
+int
+severity_of(span token)
+{
+    for (int i = 0; i < 8; i++) {
+        if (span_equals(token, severity_names[i], severity_lens[i])) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* ORIGIN[/KIND]; a bare "origin/" is left to Python. */
+int
+origin_kind_of(span token, int *origin, int *kind)
+{
+    const unsigned char *slash = memchr(token.p, '/', token.n);
+    span name = {token.p, slash ? (size_t)(slash - token.p) : token.n};
+    *origin = -1;
+    for (int i = 0; i < 3; i++) {
+        if (span_equals(name, origin_names[i], origin_lens[i])) {
+            *origin = i;
+            break;
+        }
+    }
+    if (*origin < 0) {
+        return -1;
+    }
+    *kind = 0;
+    if (slash == NULL) {
+        return 0;
+    }
+    span suffix = {slash + 1, token.n - name.n - 1};
+    for (int i = 1; i < 4; i++) {
+        if (span_equals(suffix, kind_names[i], kind_lens[i])) {
+            *kind = i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* UPTIME: "-" (has_mono = 0) or "+WHOLE.FRACTION" with a canonical WHOLE and
+ * exactly nine fraction digits, at most 2**64-1 nanoseconds. */
+int
+parse_uptime(span token, int *has_mono, uint64_t *mono)
+{
+    if (token.n == 1 && token.p[0] == '-') {
+        *has_mono = 0;
+        return 0;
+    }
+    if (token.n < 12 || token.p[0] != '+' || token.p[token.n - 10] != '.') {
+        return -1;
+    }
+    uint64_t whole;
+    if (plain_u64(token.p + 1, token.n - 11, &whole) < 0) {
+        return -1;
+    }
+    long fraction = fixed_digits(token.p + token.n - 9, 9);
+    if (fraction < 0 || whole > (UINT64_MAX - (uint64_t)fraction) / NS_PER_SEC) {
+        return -1;
+    }
+    *has_mono = 1;
+    *mono = whole * NS_PER_SEC + (uint64_t)fraction;
+    return 0;
+}
+
+/* SOURCE: "-", or split as source.partition(":") then tail.partition(":")
+ * does, with LINE empty or decimal digits (at most 2**64-1). */
+int
+parse_source(span token, span *file, uint64_t *line, span *func)
+{
+    file->p = func->p = token.p;
+    file->n = func->n = 0;
+    *line = 0;
+    if (token.n == 1 && token.p[0] == '-') {
+        return 0;
+    }
+    const unsigned char *end = token.p + token.n;
+    const unsigned char *colon = memchr(token.p, ':', token.n);
+    if (colon == NULL) {
+        file->n = token.n;
+        return 0;
+    }
+    file->n = (size_t)(colon - token.p);
+    const unsigned char *line_text = colon + 1;
+    const unsigned char *second = memchr(line_text, ':', (size_t)(end - line_text));
+    const unsigned char *line_end = second ? second : end;
+    if (line_end > line_text &&
+        digits_u64(line_text, (size_t)(line_end - line_text), line) < 0) {
+        return -1;
+    }
+    if (second != NULL) {
+        func->p = second + 1;
+        func->n = (size_t)(end - second - 1);
+    }
     return 0;
 }

@@ -1,11 +1,13 @@
 /*
- * umonitor._speedups: an optional accelerator for the collector's ingest path
- * and the indexer. Three fast paths, each in its own source, each taking only
+ * umonitor._speedups: an optional accelerator for the collector's ingest path,
+ * the indexer and queries. Five fast paths in four sources, each taking only
  * the common case and leaving everything else to the pure-Python reference:
  *
  *   _speedups_format.c   format_records: RECORD frames -> app.log lines
  *   _speedups_index.c    parse_record_lines: log file lines -> index rows
  *   _speedups_syslog.c   syslog_lines: plain RFC 5424 frames -> syslog.log lines
+ *   _speedups_blocks.c   summarize_lines: log file lines -> block summaries
+ *                        scan_lines: a block's lines -> the ones a query may want
  *
  * What they share is in _speedups_common.c (declared in _speedups.h); this
  * file is the module: its method table and its initialisation.
@@ -19,13 +21,16 @@ static PyMethodDef speedups_methods[] = {
     {"parse_record_lines", (PyCFunction)(void (*)(void))parse_record_lines, METH_FASTCALL,
      parse_record_lines_doc},
     {"syslog_lines", (PyCFunction)(void (*)(void))syslog_lines, METH_FASTCALL, syslog_lines_doc},
+    {"summarize_lines", (PyCFunction)(void (*)(void))summarize_lines, METH_FASTCALL,
+     summarize_lines_doc},
+    {"scan_lines", (PyCFunction)(void (*)(void))scan_lines, METH_FASTCALL, scan_lines_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "umonitor._speedups",
-    "Optional C accelerator for the collector's ingest path and the indexer.",
+    "Optional C accelerator for the collector's ingest path, the indexer and queries.",
     -1,
     speedups_methods,
     NULL,
@@ -38,6 +43,7 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     init_byte_class();
+    blocks_init();
     if (parse_record_lines_init() < 0) {
         return NULL;
     }

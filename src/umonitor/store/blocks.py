@@ -176,12 +176,13 @@ summarize_lines: SummarizeLines | None = None
 scan_lines_fast: ScanLines | None = None
 if not os.environ.get("UMONITOR_PURE_PYTHON"):
     try:
-        from umonitor import _speedups
+        from umonitor._speedups import scan_lines as _c_scan_lines
+        from umonitor._speedups import summarize_lines as _c_summarize_lines
     except ImportError:  # optional C accelerator; the functions here are the reference
         pass
     else:
-        summarize_lines = getattr(_speedups, "summarize_lines", None)
-        scan_lines_fast = getattr(_speedups, "scan_lines", None)
+        summarize_lines = _c_summarize_lines
+        scan_lines_fast = _c_scan_lines
 
 
 @dataclass(slots=True)
@@ -261,13 +262,16 @@ def scan_lines(
     max_severity: int,
     origin_mask: int,
     key: bytes,
+    *,
+    fast: bool = True,
 ) -> list[tuple[int, int | None]]:
     """The lines of ``data[pos:end]`` that may match, as (line start, record time).
 
     Time None: a ``#`` line or one the caller must parse itself. With the C fast path
-    when it is built; this reference keeps every record line that matches exactly.
+    when it is built (and ``fast``); this reference keeps every record line that
+    matches exactly.
     """
-    if scan_lines_fast is not None:
+    if fast and scan_lines_fast is not None:
         return scan_lines_fast(data, pos, end, since_ns, until_ns, max_severity, origin_mask, key)
     out: list[tuple[int, int | None]] = []
     while pos < end:
