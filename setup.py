@@ -9,7 +9,6 @@ SPEEDUPS = [
     "src/umonitor/_speedups_common.c",
     "src/umonitor/_speedups_blocks.c",
     "src/umonitor/_speedups_format.c",
-    "src/umonitor/_speedups_index.c",
     "src/umonitor/_speedups_syslog.c",
 ]
 

@@ -144,7 +144,6 @@ span_equals(span s, const char *text, size_t n)
 
 /* A log file line's tokens, parsed strictly and canonically (see
  * _speedups_common.c); each returns -1 for a token it does not take. */
-extern const char *const origin_names[3]; /* 0 app, 1 console, 2 syslog */
 
 /* The TIME token's "YYYY-MM-DDTHH:MM:SS" prefix last converted. */
 typedef struct {
@@ -165,9 +164,6 @@ int parse_source(span token, span *file, uint64_t *line, span *func);
 /* The fast paths (METH_FASTCALL) and their docstrings. */
 PyObject *format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 extern const char format_records_doc[];
-PyObject *parse_record_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-extern const char parse_record_lines_doc[];
-int parse_record_lines_init(void);
 PyObject *syslog_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 extern const char syslog_lines_doc[];
 PyObject *summarize_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

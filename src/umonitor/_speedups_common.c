@@ -290,11 +290,10 @@ prefix_seconds(const unsigned char *p, long long *out)
 
 /* The tokens of a log file line (docs/storage.md): TIME SEVERITY ORIGIN[/KIND]
  * SEQ UPTIME SOURCE, parsed strictly and only in their canonical spelling,
- * for the fast paths that read log files (_speedups_index.c,
- * _speedups_blocks.c). Each returns -1 for a token it does not take, which
+ * for the fast path that reads log files (_speedups_blocks.c). Each returns -1 for a token it does not take, which
  * then leaves the line to parse_line(). */
 
-const char *const origin_names[3] = {"app", "console", "syslog"};
+static const char *const origin_names[3] = {"app", "console", "syslog"};
 static const unsigned char origin_lens[3] = {3, 7, 6};
 static const char *const kind_names[4] = {"", "enter", "exit", "crash"};
 static const unsigned char kind_lens[4] = {0, 5, 4, 5};

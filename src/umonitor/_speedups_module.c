@@ -1,10 +1,9 @@
 /*
  * umonitor._speedups: an optional accelerator for the collector's ingest path,
- * the indexer and queries. Five fast paths in four sources, each taking only
+ * the indexer and queries. Four fast paths in three sources, each taking only
  * the common case and leaving everything else to the pure-Python reference:
  *
  *   _speedups_format.c   format_records: RECORD frames -> app.log lines
- *   _speedups_index.c    parse_record_lines: log file lines -> index rows
  *   _speedups_syslog.c   syslog_lines: plain RFC 5424 frames -> syslog.log lines
  *   _speedups_blocks.c   summarize_lines: log file lines -> block summaries
  *                        scan_lines: a block's lines -> the ones a query may want
@@ -18,8 +17,6 @@
 static PyMethodDef speedups_methods[] = {
     {"format_records", (PyCFunction)(void (*)(void))format_records, METH_FASTCALL,
      format_records_doc},
-    {"parse_record_lines", (PyCFunction)(void (*)(void))parse_record_lines, METH_FASTCALL,
-     parse_record_lines_doc},
     {"syslog_lines", (PyCFunction)(void (*)(void))syslog_lines, METH_FASTCALL, syslog_lines_doc},
     {"summarize_lines", (PyCFunction)(void (*)(void))summarize_lines, METH_FASTCALL,
      summarize_lines_doc},
@@ -44,8 +41,5 @@ PyInit__speedups(void)
 {
     init_byte_class();
     blocks_init();
-    if (parse_record_lines_init() < 0) {
-        return NULL;
-    }
     return PyModule_Create(&speedups_module);
 }

@@ -104,6 +104,7 @@ def test_queries_answer_what_a_full_scan_answers(
     rng = random.Random(seed)
     monkeypatch.setattr(blocks, "BLOCK_BYTES", rng.choice([1, 300, 2048, 64 << 10]))
     monkeypatch.setattr(index_query, "TAIL_SCAN", rng.choice([0, 1 << 30]))
+    monkeypatch.setattr(index, "CHUNK", rng.choice([64, 4096, 4 << 20]))  # 64: under a line
     store = Store(tmp_path, FsyncPolicy.NEVER, Limits(rotate_size=6000, retain_files=0))
     seqs = dict.fromkeys(NAMES, 0)
     fill(store, rng, seqs, 150)
@@ -168,7 +169,8 @@ def test_follow_shows_what_was_appended_across_rotation(tmp_path: Path, line_par
     index.catch_up(conn, tmp_path)
     fill(store, rng, seqs, 5)  # a tail
     query = index_query.Query(max_severity=5)
-    shown, follow = index_query.select_then_follow(conn, tmp_path, query, last=10)
+    rows, follow = index_query.select_then_follow(conn, tmp_path, query, last=10)
+    shown = list(rows)
     before = {(name, seq) for _, name, seq, _ in full_scan(tmp_path, query)}
     got = []
     for _ in range(6):

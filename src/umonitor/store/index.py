@@ -195,8 +195,13 @@ def _catch_up_file(
         stop = size if until is None else min(size, until)
         if stop <= covered:
             return 0, size
-        data = os.pread(src.fileno(), min(CHUNK, stop - pos.offset), pos.offset)
-    end = data.rfind(b"\n") + 1
+        want = CHUNK
+        while True:  # at least one whole line past the open block, however long
+            data = os.pread(src.fileno(), min(want, stop - pos.offset), pos.offset)
+            end = data.rfind(b"\n") + 1
+            if pos.offset + end > covered or pos.offset + len(data) >= stop:
+                break
+            want *= 2
     if pos.offset + end <= covered:
         return 0, size  # no complete line past what is covered
     found = blocks.summarize(data, 0, end, pos.boot, blocks.BLOCK_BYTES)

@@ -319,33 +319,40 @@ def select(
     conn: sqlite3.Connection, root: Path, query: Query, *, last: int | None = None
 ) -> list[Row]:
     """Matching records in time order (``last``: only the newest N)."""
-    return select_then_follow(conn, root, query, last=last)[0]
+    return list(select_then_follow(conn, root, query, last=last)[0])
 
 
 def select_then_follow(
     conn: sqlite3.Connection, root: Path, query: Query, *, last: int | None = None
-) -> tuple[list[Row], Follow]:
-    """``select``, and what follows the files from where it read them."""
+) -> tuple[Iterator[Row], Follow]:
+    """The matching records as they are read, and what follows the files from where
+    that read them (use it once the records are all taken)."""
     names = list(query.names) or instance_names(root)
     if tail_bytes(_files(conn, root, names)) > TAIL_SCAN:
         with contextlib.suppress(sqlite3.Error):  # a read-only index: scan the tails
             catch_up(conn, root, names)
-    reader = _Reader()
-    conn.execute("BEGIN")  # one snapshot: positions and blocks agree
-    try:
-        planned = plan(conn, root, names)
-        spans = itertools.chain(
-            planned.tails, _block_spans(conn, planned.files, query, newest_first=last is not None)
-        )
-        grams = _Grams(conn, query.grep)
-        if last is not None:
-            rows = _newest(spans, grams, query, last, reader)
-        else:
-            rows = list(_oldest(spans, grams, query, reader))
-    finally:
-        conn.execute("COMMIT")
-        reader.close()
-    return rows, Follow(root, query, planned.files)
+    follow = Follow(root, query)
+
+    def rows() -> Iterator[Row]:
+        reader = _Reader()
+        conn.execute("BEGIN")  # one snapshot: positions and blocks agree
+        try:
+            planned = plan(conn, root, names)
+            follow.start(planned.files)
+            spans = itertools.chain(
+                planned.tails,
+                _block_spans(conn, planned.files, query, newest_first=last is not None),
+            )
+            grams = _Grams(conn, query.grep)
+            if last is not None:
+                yield from _newest(spans, grams, query, last, reader)
+            else:
+                yield from _oldest(spans, grams, query, reader)
+        finally:
+            conn.execute("COMMIT")
+            reader.close()
+
+    return rows(), follow
 
 
 BATCH = 256  # blocks whose grams are fetched at once
@@ -414,9 +421,14 @@ class Follow:
 
     CHUNK = 4 << 20  # bytes read from one file per poll at most
 
-    def __init__(self, root: Path, query: Query, files: Sequence[_File]) -> None:
+    def __init__(self, root: Path, query: Query) -> None:
         self._root = root
         self._query = query
+        self._files: dict[tuple[str, str], _File] = {}
+        self._ranks = 0
+
+    def start(self, files: Sequence[_File]) -> None:
+        """Go on from where a query left these files (``_File.follow_from``)."""
         self._files = {(f.instance, f.segment.key): f for f in files}
         self._ranks = len(files)
 

@@ -1,4 +1,4 @@
-"""The index's tables, their version, and how a record's values are kept in them.
+"""The index's tables and their version.
 
 An index of another version is dropped and rebuilt from the log files (the truth):
 ``prepare`` does that, so a schema change is a new ``VERSION`` and nothing else.
@@ -6,11 +6,7 @@ An index of another version is dropped and rebuilt from the log files (the truth
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from typing import Any
-
-from umonitor.store.logfile import RecordLine
 
 VERSION = 3
 SCHEMA = """
@@ -86,39 +82,3 @@ def prepare(conn: sqlite3.Connection) -> None:
 
 
 I64_END = 1 << 63  # past SQLite's INTEGER
-U64_SPAN = 1 << 64
-
-
-def sql_u64(value: int) -> int:
-    """An unsigned 64-bit value (seq, mono_ns) as SQLite's signed INTEGER holds it.
-
-    Two's complement, so nothing a guest sends is refused or changed; ``from_sql_u64``
-    turns it back. Values past 2**63 (only a hostile guest gets there) sort as
-    negative in SQL.
-    """
-    return value - U64_SPAN if value >= I64_END else value
-
-
-def from_sql_u64(value: int) -> int:
-    return value + U64_SPAN if value < 0 else value
-
-
-def record_row(parsed: RecordLine) -> tuple[Any, ...]:
-    """The ``records`` columns after ``instance_id, boot_id`` for one record line.
-
-    ``_speedups.parse_record_lines`` returns exactly these tuples for plain lines.
-    """
-    rec = parsed.record
-    return (
-        sql_u64(rec.seq),
-        min(max(parsed.time_ns, -I64_END), I64_END - 1),  # the file keeps the exact time
-        None if rec.mono_ns is None else sql_u64(rec.mono_ns),
-        int(rec.severity),
-        parsed.origin.value,
-        int(rec.kind),
-        rec.file,
-        rec.line,
-        rec.function,
-        rec.message,
-        json.dumps(dict(rec.fields)) if rec.fields else None,
-    )
