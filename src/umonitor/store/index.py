@@ -176,9 +176,9 @@ def _catch_up_file(
 ) -> tuple[int, int]:
     """Summarize what segment ``seg`` gained, up to offset ``until`` (None: its end).
 
-    Returns (bytes newly covered, the file's size). Does
-    nothing if ``name`` is no longer ``instance_id`` (``reindex`` dropped or rebuilt it
-    since the listing): the next round lists it again.
+    Returns (bytes newly covered, the file's size). Does nothing if ``name`` is no
+    longer ``instance_id`` (``reindex`` dropped or rebuilt it since the listing): the
+    next round lists it again.
     """
     row = conn.execute("SELECT id FROM instances WHERE name = ?", (name,)).fetchone()
     if row is None or int(row[0]) != instance_id:
