@@ -5,7 +5,6 @@ from _typeshed import ReadableBuffer
 def format_records(
     buf: bytearray, pos: int, end: int, max_body: int, high: int, now_ns: int, /
 ) -> tuple[int, str, int, int]: ...
-
 def syslog_lines(
     buf: ReadableBuffer, pos: int, end: int, max_frame: int, host: bytes, seq: int, now_ns: int, /
 ) -> tuple[int, str, int, int]: ...
