@@ -21,6 +21,7 @@
 
 /* blocks.py's counters (an array('q') of N_COUNTERS) and gram bitmap. */
 enum { LINES, RECORDS, MIN_NS, MAX_NS, SEVERITIES, ORIGINS, COUNTS };
+#define IRREGULAR 8 /* in ORIGINS: a message not written as escape() writes it */
 #define N_COUNTERS (COUNTS + 8)
 #define GRAM_BITS (37 * 37 * 37)
 #define GRAM_BYTES ((GRAM_BITS + 7) / 8)
@@ -152,6 +153,53 @@ add_grams(const unsigned char *p, size_t n, unsigned char *bits)
     }
 }
 
+static int
+hex_value(unsigned char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Whether a message is not as logfile.escape writes it (blocks.irregular): a raw
+ * control byte (C0, DEL, or C1 as UTF-8 C2 80..9F), or a backslash that does not
+ * start one of escape()'s own sequences. Its text may then hide from the grams and
+ * the key search, so its block is always read and the line always parsed. */
+static int
+irregular(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (c < 0x20 || c == 0x7f || (c == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 &&
+                                      p[i + 1] <= 0x9f)) {
+            return 1;
+        }
+        if (c != '\\') {
+            continue;
+        }
+        if (i + 1 == n) {
+            return 1;
+        }
+        unsigned char e = p[++i];
+        if (e == '\\' || e == 't' || e == 'n' || e == 'r') {
+            continue;
+        }
+        if (e == 'x' && i + 2 < n) {
+            int hi = hex_value(p[i + 1]), lo = hex_value(p[i + 2]);
+            int v = hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+            if (v == 0x7f || (v >= 0 && v < 0x20 && v != '\t' && v != '\n' && v != '\r')) {
+                i += 2;
+                continue;
+            }
+        }
+        if (e == 'u' && i + 4 < n && p[i + 1] == '0' && p[i + 2] == '0' &&
+            (p[i + 3] == '8' || p[i + 3] == '9') && hex_value(p[i + 4]) >= 0) {
+            i += 4;
+            continue;
+        }
+        return 1;
+    }
+    return 0;
+}
+
 /* Gets a writable buffer of exactly `size` bytes; with `int64`, one of
  * N_COUNTERS signed 64-bit items. -1 with an exception set otherwise. */
 static int
@@ -236,6 +284,9 @@ summarize_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         counters[COUNTS + record.severity] += 1;
         counters[SEVERITIES] |= 1LL << record.severity;
         counters[ORIGINS] |= (1LL << record.origin) | (1LL << (KIND_SHIFT + record.kind));
+        if (irregular(record.message, record.message_len)) {
+            counters[ORIGINS] |= IRREGULAR;
+        }
         if (record.time_ns < counters[MIN_NS]) {
             counters[MIN_NS] = record.time_ns;
         }
@@ -260,7 +311,8 @@ const char summarize_lines_doc[] = PyDoc_STR(
 "umonitor.store.blocks.add_line adds each: counters, an array('q') of\n"
 "blocks.N_COUNTERS, gets LINES and RECORDS +1, the severity's count +1, its\n"
 "bit in SEVERITIES, the origin's bit (app 1, console 2, syslog 4) and\n"
-"1 << (4 + kind) in ORIGINS, and the record time (saturated to int64) in\n"
+"1 << (4 + kind) in ORIGINS (and 8 when the MESSAGE is not as escape()\n"
+"writes it: blocks.irregular), and the record time (saturated to int64) in\n"
 "MIN_NS and MAX_NS; grams, a bytearray of blocks.GRAM_BYTES, gets the bit of\n"
 "every gram of the MESSAGE bytes (after the sixth space, up to the first TAB\n"
 "or the line's end). Takes a line only when its first six tokens are each\n"
@@ -444,6 +496,12 @@ scan_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto done;
             }
         }
+        else if (key_len && irregular(record.message, record.message_len)) {
+            if (append_line(out, at, NULL) < 0) {  /* the key search cannot tell */
+                Py_CLEAR(out);
+                goto done;
+            }
+        }
         else if (since_ns <= record.time_ns && record.time_ns <= until_ns &&
                  record.severity <= max_severity && ((1L << record.origin) & origin_mask) &&
                  contains_folded(record.message, record.message_len, key, key_len)) {
@@ -472,5 +530,6 @@ const char scan_lines_doc[] = PyDoc_STR(
 "(app 1, console 2, syslog 4) is in origin_mask, and key (lowercase ASCII, b\"\"\n"
 "for any) occurs in its MESSAGE bytes with ASCII letters lowercased; it is\n"
 "left out otherwise. Every other line (a '#' line, an empty one, one not\n"
-"taken) is kept with None, for the caller to parse with parse_line().\n"
+"taken, and with a key one whose MESSAGE escape() would not write) is kept\n"
+"with None, for the caller to parse with parse_line().\n"
 "since_ns and until_ns must fit in int64.");

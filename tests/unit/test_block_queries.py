@@ -185,3 +185,28 @@ def test_follow_shows_what_was_appended_across_rotation(tmp_path: Path, line_par
     assert sorted((r.stored.instance, r.stored.record.seq) for r in got) == sorted(
         set(after) - before
     )
+
+
+def test_grep_finds_text_spelled_otherwise_in_an_edited_file(
+    tmp_path: Path, line_parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``\\x41`` for A, a raw control byte, a lone backslash: read as text, found as it."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4096)
+    store = Store(tmp_path, FsyncPolicy.NEVER, Limits(rotate_size=0, retain_files=0))
+    log = store.log("web")
+    store.begin_boot(log, "aa", "", "", "web")
+    store.add_records(
+        log, "aa", [Record(i, Severity.INFO, f"plain {i}") for i in range(1, 3000)], Origin.APP, NOW
+    )
+    store.close()
+    t = "2026-11-26T13:44:35.000000Z"
+    with open(log.path, "ab") as out:
+        out.write(f"{t} info app 3000 - - say \\x41bcdef\n".encode())
+        out.write(f"{t} info app 3001 - - raw x\x1by here\n".encode())
+        out.write(f"{t} info app 3002 - - tail\\\n".encode())
+    index.catch_up(index.connect(tmp_path), tmp_path)
+    conn = index.connect(tmp_path)
+    assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] > 1
+    for grep, seq in (("abcdef", 3000), ("SAY A", 3000), ("x\x1by", 3001), ("tail\\", 3002)):
+        rows = index_query.select(conn, tmp_path, index_query.Query(grep=grep))
+        assert [r.stored.record.seq for r in rows] == [seq], grep

@@ -36,6 +36,7 @@ two to each other.
 from __future__ import annotations
 
 import os
+import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
 
 ORIGIN_BITS = {Origin.APP: 1, Origin.CONSOLE: 2, Origin.SYSLOG: 4}
+IRREGULAR = 8  # origins bit 3: a message not written as ``escape`` writes it (below)
 KIND_SHIFT = 4  # origins bits 4-7: kinds log, enter, exit, crash
 
 # The counters a summary accumulates, in this order (C: an array('q') of N_COUNTERS).
@@ -120,6 +122,21 @@ def search_key(text: str) -> bytes:
     return max(_ascii_runs(needle(text)), key=len, default=b"")
 
 
+_ESCAPE_OR_ODD = re.compile(
+    rb"(\\(?:[\\tnr]|x(?:0[0-8bcef]|1[0-9a-f]|7f)|u00[89][0-9a-f]))"
+    rb"|(\\|[\x00-\x1f\x7f]|\xc2[\x80-\x9f])"
+)
+
+
+def irregular(message: bytes) -> bool:
+    """Whether a message's bytes are not what ``escape`` writes: a raw control byte
+    (C0, DEL, C1 in UTF-8), or a backslash that starts none of its sequences. Only a
+    file written by something else holds one; its text may hide from the grams and
+    the key search (``\\x41`` reads as "A"), so its block is always read for ``--grep``
+    and the line parsed."""
+    return any(m.group(2) for m in _ESCAPE_OR_ODD.finditer(message))
+
+
 def has_grams(bits: bytes, wanted: list[int]) -> bool:
     return all(bits[g >> 3] & (1 << (g & 7)) for g in wanted)
 
@@ -167,6 +184,8 @@ def add_line(raw: bytes, counters: array[int], bits: bytearray) -> BootLine | Dr
     counters[MAX_NS] = max(counters[MAX_NS], time_ns)
     start, end = message_span(raw)
     add_grams(raw[start:end], bits)
+    if irregular(raw[start:end]):
+        counters[ORIGINS] |= IRREGULAR
     return None
 
 
@@ -287,7 +306,9 @@ def scan_lines(
             if isinstance(parsed, RecordLine):
                 time_ns = clamp64(parsed.time_ns)
                 start, stop = message_span(raw)
-                if (
+                if key and irregular(raw[start:stop]):
+                    out.append((pos, None))  # the key search cannot tell
+                elif (
                     since_ns <= time_ns <= until_ns
                     and parsed.record.severity <= max_severity
                     and ORIGIN_BITS[parsed.origin] & origin_mask

@@ -92,6 +92,7 @@ class _Span:
     max_ns: int
     boot: str
     block_id: int | None = None  # None: a tail (no summary)
+    irregular: bool = False  # holds a message its grams may not tell (blocks.irregular)
 
 
 class _Reader:
@@ -181,16 +182,17 @@ def _block_spans(
         args.append(query.until_ns)
     order = "max_ns DESC" if newest_first else "min_ns"
     cursor = conn.execute(
-        "SELECT id, log_id, offset, length, min_ns, max_ns, boot FROM blocks "
+        "SELECT id, log_id, offset, length, min_ns, max_ns, boot, origins FROM blocks "
         f"WHERE {' AND '.join(clauses)} ORDER BY {order}",
         args,
     )
     tied: list[_Span] = []
-    for block_id, log_id, offset, length, min_ns, max_ns, boot in cursor:
+    for block_id, log_id, offset, length, min_ns, max_ns, boot, origins in cursor:
         file = by_log.get(log_id)
         if file is None or offset + length > file.covered:
             continue  # a file not listed, or summarized past the size listed
-        span = _Span(file, offset, length, min_ns, max_ns, boot, block_id)
+        irregular = bool(origins & blocks.IRREGULAR)
+        span = _Span(file, offset, length, min_ns, max_ns, boot, block_id, irregular)
         if not newest_first:
             yield span
             continue
@@ -237,7 +239,7 @@ class _Grams:
         }
 
     def may_hold(self, span: _Span) -> bool:
-        if span.block_id is None or not self._wanted:
+        if span.block_id is None or not self._wanted or span.irregular:
             return True
         bits = self._bits.get(span.block_id)
         return bits is None or blocks.has_grams(bits, self._wanted)
