@@ -105,6 +105,7 @@ def test_queries_answer_what_a_full_scan_answers(
     monkeypatch.setattr(blocks, "BLOCK_BYTES", rng.choice([1, 300, 2048, 64 << 10]))
     monkeypatch.setattr(index_query, "TAIL_SCAN", rng.choice([0, 1 << 30]))
     monkeypatch.setattr(index, "CHUNK", rng.choice([64, 4096, 4 << 20]))  # 64: under a line
+    monkeypatch.setattr(index_query, "TAIL_PIECE", rng.choice([64, 1000, 4 << 20]))
     store = Store(tmp_path, FsyncPolicy.NEVER, Limits(rotate_size=6000, retain_files=0))
     seqs = dict.fromkeys(NAMES, 0)
     fill(store, rng, seqs, 150)
@@ -160,7 +161,11 @@ def test_grams_leave_out_blocks_without_the_text(
     assert len(read) == 1
 
 
-def test_follow_shows_what_was_appended_across_rotation(tmp_path: Path, line_parser: str) -> None:
+@pytest.mark.parametrize("chunk", [64, 4 << 20])  # 64: a read shorter than a line
+def test_follow_shows_what_was_appended_across_rotation(
+    tmp_path: Path, line_parser: str, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_query.Follow, "CHUNK", chunk)
     rng = random.Random(7)
     store = Store(tmp_path, FsyncPolicy.NEVER, Limits(rotate_size=4096, retain_files=0))
     seqs = dict.fromkeys(NAMES, 0)
@@ -177,7 +182,8 @@ def test_follow_shows_what_was_appended_across_rotation(tmp_path: Path, line_par
         fill(store, rng, seqs, 8)  # rotates several times
         got.extend(follow.poll())
     store.close()
-    got.extend(follow.poll())
+    for _ in range(3000):  # a poll reads at most CHUNK (and a whole line) per file
+        got.extend(follow.poll())
     assert follow.poll() == []
     after = [(name, seq) for _, name, seq, _ in full_scan(tmp_path, query)]
     assert len(shown) == 10
@@ -210,3 +216,36 @@ def test_grep_finds_text_spelled_otherwise_in_an_edited_file(
     for grep, seq in (("abcdef", 3000), ("SAY A", 3000), ("x\x1by", 3001), ("tail\\", 3002)):
         rows = index_query.select(conn, tmp_path, index_query.Query(grep=grep))
         assert [r.stored.record.seq for r in rows] == [seq], grep
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ls_counts_what_the_files_hold(
+    tmp_path: Path, seed: int, line_parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under rotation and retention, indexed or not: every record on disk counted once."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
+    monkeypatch.setattr(index_query, "TAIL_PIECE", rng.choice([200, 4 << 20]))
+    store = Store(tmp_path, FsyncPolicy.NEVER, Limits(rotate_size=4096, retain_files=2))
+    seqs = dict.fromkeys(NAMES, 0)
+    fill(store, rng, seqs, 120)  # indexes at random moments, then more not indexed
+    store.close()
+    conn = index.connect(tmp_path)
+    for _ in range(2):
+        listed = {s.name: s for s in index_query.instances(conn, tmp_path)}
+        for name in NAMES:
+            on_disk = full_scan(tmp_path, index_query.Query(names=[name]))
+            severities = [0] * 8
+            times = []
+            for key, _, _, _ in on_disk:
+                times.append(key[0])
+            for raw_name in [name]:
+                for seg in segments.list_segments(layout.instance_dir(tmp_path, raw_name)):
+                    for raw in seg.path.read_bytes().split(b"\n")[:-1]:
+                        parsed = parse_line(raw.decode("utf-8", "replace"))
+                        if isinstance(parsed, RecordLine):
+                            severities[parsed.record.severity] += 1
+            assert list(listed[name].counts) == severities, name
+            assert (listed[name].first_ns, listed[name].last_ns) == (min(times), max(times))
+            assert listed[name].behind == 0
+        index.catch_up(conn, tmp_path)

@@ -523,6 +523,10 @@ def model_scan(
         if not in_fast_case(raw):
             out.append((start, None))
             continue
+        start_msg, end_msg = blocks.message_span(raw)
+        if key and blocks.irregular(raw[start_msg:end_msg]):
+            out.append((start, None))  # the key search cannot tell: parse_line decides
+            continue
         parsed = python_parse(raw)
         assert isinstance(parsed, RecordLine)
         time_ns = blocks.clamp64(parsed.time_ns)

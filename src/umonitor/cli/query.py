@@ -96,7 +96,7 @@ def ls_command(output: str, data: Path | None) -> None:
             "counts are as far as the index goes",
             err=True,
         )
-    from umonitor.export.runner import read_statuses
+    from umonitor.export.status import read_statuses
 
     exporters = read_statuses(root)
     store = _store_state(root, status)

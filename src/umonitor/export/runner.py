@@ -46,18 +46,13 @@ from umonitor.errors import DeliveryError, UmonitorError
 from umonitor.export.base import ExportItem, Sink
 from umonitor.export.config import ExportSpec, make_sink, read_spec_lines
 from umonitor.export.follower import Follower, Position
-from umonitor.procs import process_running
+from umonitor.export.status import export_dir
 from umonitor.store import layout
 
-EXPORT_DIR = "export"
 IDLE_SECONDS = 0.2
 STATUS_SECONDS = 0.5
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
-
-
-def export_dir(root: Path) -> Path:
-    return root / EXPORT_DIR
 
 
 class Exporter:
@@ -228,27 +223,6 @@ class _NoSink:
 async def run_exporters(root: Path, specs: list[ExportSpec], stop: asyncio.Event) -> None:
     exporters = [Exporter(root, spec) for spec in specs]
     await asyncio.gather(*(e.run(stop) for e in exporters))
-
-
-def read_statuses(root: Path) -> list[dict[str, object]]:
-    """What ``umonitor ls`` shows of the exporters; a stale state says "not running"."""
-    out = []
-    for path in sorted(export_dir(root).glob("*.status.json")):
-        try:
-            status = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(status, dict):
-            continue
-        updated = status.get("updated")
-        pid = status.get("pid")
-        alive = isinstance(pid, int) and process_running(pid)
-        if status.get("state") != "stopped" and (
-            not alive or not isinstance(updated, float | int) or time.time() - updated > 30
-        ):
-            status["state"] = "not running"
-        out.append(status)
-    return out
 
 
 def read_specs(stdin: BinaryIO, names: Sequence[str] = ()) -> list[ExportSpec]:

@@ -35,7 +35,7 @@ from umonitor.store import blocks, layout
 from umonitor.store.index_schema import I64_END, prepare
 from umonitor.store.logfile import BootLine
 from umonitor.store.names import is_instance_name
-from umonitor.store.segments import Segment, list_segments, open_segment
+from umonitor.store.segments import Segment, list_segments, open_segment, read_lines
 
 CHUNK = 4 << 20
 
@@ -121,9 +121,10 @@ def _position(conn: sqlite3.Connection, instance_id: int, seg: Segment) -> _Posi
 
 
 def pack_grams(bits: bytes | bytearray) -> bytes:
-    """A block's gram bitmap as kept: compressed when that halves it (a short block)."""
+    """A block's gram bitmap as kept: compressed when that makes it a quarter or less
+    (a short block); a full one stays raw, read without inflating it."""
     packed = zlib.compress(bits, 1)
-    return packed if len(packed) * 2 < len(bits) else bytes(bits)
+    return packed if len(packed) * 4 <= len(bits) else bytes(bits)
 
 
 def unpack_grams(kept: bytes) -> bytes:
@@ -195,14 +196,9 @@ def _catch_up_file(
         stop = size if until is None else min(size, until)
         if stop <= covered:
             return 0, size
-        want = CHUNK
-        while True:  # at least one whole line past the open block, however long
-            data = os.pread(src.fileno(), min(want, stop - pos.offset), pos.offset)
-            end = data.rfind(b"\n") + 1
-            if pos.offset + end > covered or pos.offset + len(data) >= stop:
-                break
-            want *= 2
-    if pos.offset + end <= covered:
+        data = read_lines(src.fileno(), pos.offset, CHUNK, stop, covered - pos.offset)
+    end = len(data)
+    if not end:
         return 0, size  # no complete line past what is covered
     found = blocks.summarize(data, 0, end, pos.boot, blocks.BLOCK_BYTES)
     for block in found.blocks:

@@ -18,6 +18,7 @@ read (``InstanceSummary.behind``) when the tails are too large to read quickly.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import itertools
@@ -32,7 +33,7 @@ from umonitor.records import StoredRecord
 from umonitor.store import blocks, layout
 from umonitor.store.index import catch_up, instance_names, unpack_grams
 from umonitor.store.logfile import BootLine, RecordLine, parse_line
-from umonitor.store.segments import Segment, list_segments, open_segment
+from umonitor.store.segments import Segment, list_segments, open_segment, read_lines
 
 TAIL_SCAN = 16 << 20  # bytes of tails a reader scans itself rather than wait for the index
 _ORIGIN_MASK = {o.value: bit for o, bit in blocks.ORIGIN_BITS.items()}
@@ -91,31 +92,40 @@ class _Span:
     min_ns: int
     max_ns: int
     boot: str
-    block_id: int | None = None  # None: a tail (no summary)
+    block_id: int | None = None  # None: a piece of a tail, summarized as it was read
     irregular: bool = False  # holds a message its grams may not tell (blocks.irregular)
+    grams: bytes | None = None  # a tail piece's
 
 
 class _Reader:
-    """Reads spans of a query's files, each file opened once."""
+    """Reads spans of a query's files, each file opened once (and closed when done)."""
 
     def __init__(self) -> None:
-        self._open: dict[int, int] = {}
+        self._open: dict[int, int | None] = {}
+
+    def fd(self, file: _File) -> int | None:
+        """The file's descriptor; None when it is gone (retention deleted it)."""
+        if file.rank not in self._open:
+            src = open_segment(file.segment)
+            self._open[file.rank] = None if src is None else os.dup(src.fileno())
+            if src is not None:
+                src.close()
+        return self._open[file.rank]
 
     def read(self, span: _Span) -> bytes:
-        fd = self._open.get(span.file.rank)
-        if fd is None:
-            src = open_segment(span.file.segment)
-            if src is None:
-                return b""  # deleted since the listing (retention): nothing to show
-            fd = os.dup(src.fileno())
-            src.close()
-            self._open[span.file.rank] = fd
-        data = os.pread(fd, span.length, span.offset)
-        return data[: data.rfind(b"\n") + 1]
+        fd = self.fd(span.file)
+        data = b"" if fd is None else os.pread(fd, span.length, span.offset)
+        return data[: data.rfind(b"\n") + 1]  # whole lines, whatever became of the file
+
+    def done(self, file: _File) -> None:
+        fd = self._open.pop(file.rank, None)
+        if fd is not None:
+            os.close(fd)
 
     def close(self) -> None:
         for fd in self._open.values():
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         self._open.clear()
 
 
@@ -144,11 +154,31 @@ def tail_bytes(files: Sequence[_File]) -> int:
     return sum(max(0, f.segment.size - f.covered) for f in files)
 
 
-def _tails(files: Sequence[_File]) -> list[_Span]:
+TAIL_PIECE = 4 << 20  # bytes of a tail read and summarized at once
+
+
+def _tail_pieces(file: _File, reader: _Reader) -> Iterator[tuple[_Span, blocks.Summarized]]:
+    """The file's tail in pieces of whole lines, each summarized as it is read (so that
+    a query merges them like blocks, in bounded memory); sets where ``follow`` goes on."""
+    offset, boot, size = file.covered, file.boot, file.segment.size
+    fd = reader.fd(file) if size > offset else None
+    while fd is not None and offset < size:
+        data = read_lines(fd, offset, TAIL_PIECE, size)
+        if not data:
+            break
+        found = blocks.summarize(data, 0, len(data), boot, len(data) + 1)
+        lo, hi = found.blocks[0].time_range
+        span = _Span(file, offset, len(data), lo, hi, boot, grams=bytes(found.blocks[0].grams))
+        span.irregular = bool(found.blocks[0].counters[blocks.ORIGINS] & blocks.IRREGULAR)
+        yield span, found
+        offset, boot = offset + len(data), found.boot
+    file.follow_from, file.follow_boot = max(offset, file.covered), boot
+
+
+def _tails(files: Sequence[_File], reader: _Reader) -> list[_Span]:
+    """The tail pieces that hold records (what they carry of boots is in their spans)."""
     return [
-        _Span(f, f.covered, f.segment.size - f.covered, blocks.I64_MIN, blocks.I64_MAX, f.boot)
-        for f in files
-        if f.segment.size > f.covered
+        span for f in files for span, found in _tail_pieces(f, reader) if found.blocks[0].records
     ]
 
 
@@ -239,10 +269,10 @@ class _Grams:
         }
 
     def may_hold(self, span: _Span) -> bool:
-        if span.block_id is None or not self._wanted or span.irregular:
+        if not self._wanted or span.irregular:
             return True
-        bits = self._bits.get(span.block_id)
-        return bits is None or blocks.has_grams(bits, self._wanted)
+        bits = span.grams if span.block_id is None else self._bits.get(span.block_id)
+        return bits is None or blocks.has_grams(bits, self._wanted)  # None: replaced since
 
 
 _Key = tuple[int, int, int]  # (time, file rank, position)
@@ -255,6 +285,7 @@ class _Scan:
         self.span = span
         self.data = data
         self.query = query
+        self.end_boot = span.boot
         origin_mask = sum(_ORIGIN_MASK[o] for o in query.origins) if query.origins else 7
         self.lines = blocks.scan_lines(
             data,
@@ -273,7 +304,8 @@ class _Scan:
     def candidates(self) -> Iterator[tuple[_Key | None, int, str]]:
         """(key or None for a line to parse, start, boot in force) in file order.
 
-        Context lines are taken here (they set the boot) and not yielded.
+        Context lines are taken here (they set the boot, ``end_boot`` once all are
+        taken) and not yielded.
         """
         boot = self.span.boot
         rank, base = self.span.file.rank, self.span.offset
@@ -287,9 +319,7 @@ class _Scan:
                     boot = parsed.boot
                 continue
             yield (None if time_ns is None else (time_ns, rank, base + start)), start, boot
-        if self.span.block_id is None:
-            self.span.file.follow_from = base + len(self.data)
-            self.span.file.follow_boot = boot
+        self.end_boot = boot
 
     def row(self, start: int, boot: str) -> tuple[_Key, Row] | None:
         """The record at ``start`` if it matches exactly."""
@@ -304,19 +334,6 @@ class _Scan:
         return key, Row(stored, boot)
 
 
-@dataclass(slots=True)
-class Plan:
-    """What a query reads: the files (with where their tails end, once read) and tails."""
-
-    files: list[_File]
-    tails: list[_Span]
-
-
-def plan(conn: sqlite3.Connection, root: Path, names: Sequence[str]) -> Plan:
-    files = _files(conn, root, names)
-    return Plan(files, _tails(files))
-
-
 def select(
     conn: sqlite3.Connection, root: Path, query: Query, *, last: int | None = None
 ) -> list[Row]:
@@ -327,34 +344,50 @@ def select(
 def select_then_follow(
     conn: sqlite3.Connection, root: Path, query: Query, *, last: int | None = None
 ) -> tuple[Iterator[Row], Follow]:
-    """The matching records as they are read, and what follows the files from where
-    that read them (use it once the records are all taken)."""
+    """The matching records (as they are read), and what follows the files from where
+    the query read them.
+
+    The summaries are read in one snapshot (positions and blocks agree): newest first,
+    as the merge needs them, which is a few; oldest first, all of them before the
+    first record, so that no snapshot stays open while the records stream out (it
+    would keep SQLite from reusing its log).
+    """
     names = list(query.names) or instance_names(root)
     if tail_bytes(_files(conn, root, names)) > TAIL_SCAN:
         with contextlib.suppress(sqlite3.Error):  # a read-only index: scan the tails
             catch_up(conn, root, names)
     follow = Follow(root, query)
+    reader = _Reader()
+    grams = _Grams(conn, query.grep)
+    conn.execute("BEGIN")
+    try:
+        files = _files(conn, root, names)
+        tails = _tails(files, reader)
+        follow.start(files)
+        if last is not None:
+            spans = itertools.chain(tails, _block_spans(conn, files, query, newest_first=True))
+            rows: Iterator[Row] = iter(_newest(spans, grams, query, last, reader))
+        else:
+            in_order = list(_block_spans(conn, files, query, newest_first=False))
+            merged = heapq.merge(sorted(tails, key=_oldest_in), in_order, key=_oldest_in)
+            rows = _oldest(list(merged), grams, query, reader)
+    except BaseException:
+        reader.close()
+        raise
+    finally:
+        conn.execute("COMMIT")
+    return _closing(rows, reader), follow
 
-    def rows() -> Iterator[Row]:
-        reader = _Reader()
-        conn.execute("BEGIN")  # one snapshot: positions and blocks agree
-        try:
-            planned = plan(conn, root, names)
-            follow.start(planned.files)
-            spans = itertools.chain(
-                planned.tails,
-                _block_spans(conn, planned.files, query, newest_first=last is not None),
-            )
-            grams = _Grams(conn, query.grep)
-            if last is not None:
-                yield from _newest(spans, grams, query, last, reader)
-            else:
-                yield from _oldest(spans, grams, query, reader)
-        finally:
-            conn.execute("COMMIT")
-            reader.close()
 
-    return rows(), follow
+def _closing(rows: Iterator[Row], reader: _Reader) -> Iterator[Row]:
+    try:
+        yield from rows
+    finally:
+        reader.close()
+
+
+def _oldest_in(span: _Span) -> int:
+    return span.min_ns
 
 
 BATCH = 256  # blocks whose grams are fetched at once
@@ -395,20 +428,23 @@ def _in_order(found: list[tuple[_Key, Row]]) -> list[Row]:
     return [row for _, row in sorted(found, key=lambda kr: kr[0])]
 
 
-def _oldest(spans: Iterator[_Span], grams: _Grams, query: Query, reader: _Reader) -> Iterator[Row]:
+def _oldest(spans: Sequence[_Span], grams: _Grams, query: Query, reader: _Reader) -> Iterator[Row]:
+    left = collections.Counter(span.file.rank for span in spans)  # spans left per file
     pending: list[tuple[_Key, Row]] = []
-    for batch in _batches(spans, BATCH):
+    for batch in _batches(iter(spans), BATCH):
         grams.fetch(batch)
         for span in batch:
             while pending and pending[0][0][0] < span.min_ns:
                 yield heapq.heappop(pending)[1]
-            if not grams.may_hold(span):
-                continue
-            scan = _Scan(span, reader.read(span), query)
-            for _, start, boot in scan.candidates():
-                found = scan.row(start, boot)
-                if found is not None:
-                    heapq.heappush(pending, found)
+            if grams.may_hold(span):
+                scan = _Scan(span, reader.read(span), query)
+                for _, start, boot in scan.candidates():
+                    found = scan.row(start, boot)
+                    if found is not None:
+                        heapq.heappush(pending, found)
+            left[span.file.rank] -= 1
+            if not left[span.file.rank]:
+                reader.done(span.file)
     while pending:
         yield heapq.heappop(pending)[1]
 
@@ -449,24 +485,31 @@ class Follow:
                 file.segment = seg
                 if seg.size <= file.follow_from:
                     continue
+                reader = _Reader()
+                try:
+                    fd = reader.fd(file)
+                    data = (
+                        b""
+                        if fd is None
+                        else read_lines(fd, file.follow_from, self.CHUNK, seg.size)
+                    )
+                finally:
+                    reader.close()
                 span = _Span(
                     file,
                     file.follow_from,
-                    min(self.CHUNK, seg.size - file.follow_from),
+                    len(data),
                     blocks.I64_MIN,
                     blocks.I64_MAX,
                     file.follow_boot,
                 )
-                reader = _Reader()
-                try:
-                    data = reader.read(span)
-                finally:
-                    reader.close()
                 scan = _Scan(span, data, self._query)
                 for _, start, boot in scan.candidates():
                     row = scan.row(start, boot)
                     if row is not None:
                         found.append(row)
+                file.follow_from += len(data)
+                file.follow_boot = scan.end_boot
         for gone in set(self._files) - seen:
             del self._files[gone]
         found.sort(key=lambda kr: kr[0])
@@ -486,79 +529,94 @@ class InstanceSummary:
     behind: int  # bytes of its files neither summarized nor read for this answer
 
 
+class _Tally:
+    """An instance's record counts and time range, summed from blocks and tails."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * 8
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def add(self, lo: int | None, hi: int | None, per_severity: Sequence[int]) -> None:
+        for sev in range(8):
+            self.counts[sev] += int(per_severity[sev] or 0)
+        if lo is not None and hi is not None:
+            self.first = lo if self.first is None else min(self.first, lo)
+            self.last = hi if self.last is None else max(self.last, hi)
+
+
 def instances(conn: sqlite3.Connection, root: Path) -> list[InstanceSummary]:
-    """Every instance with its counts: the summaries', plus what small tails hold."""
+    """Every instance with its counts: its files' summaries, plus what small tails hold."""
     conn.execute("BEGIN")  # one snapshot: positions and blocks agree
     try:
         known = {
-            str(name): (int(iid), str(peer), str(library))
-            for iid, name, peer, library in conn.execute(
-                "SELECT id, name, peer, library FROM instances"
-            )
+            str(name): (str(peer), str(library))
+            for name, peer, library in conn.execute("SELECT name, peer, library FROM instances")
         }
         totals = {
             int(row[0]): row[1:]
             for row in conn.execute(
-                "SELECT instance_id, min(CASE WHEN records > 0 THEN min_ns END), "
+                "SELECT log_id, min(CASE WHEN records > 0 THEN min_ns END), "
                 "max(CASE WHEN records > 0 THEN max_ns END), "
                 "sum(c0), sum(c1), sum(c2), sum(c3), sum(c4), sum(c5), sum(c6), sum(c7) "
-                "FROM blocks GROUP BY instance_id"
+                "FROM blocks GROUP BY log_id"
             )
         }
-        boots: dict[int, dict[str, int]] = {}
-        for iid, boot, dropped in conn.execute("SELECT instance_id, boot, dropped FROM boots"):
-            boots.setdefault(int(iid), {})[str(boot)] = int(dropped)
+        boots: dict[str, dict[str, int]] = {}
+        for name, boot, dropped in conn.execute(
+            "SELECT i.name, b.boot, b.dropped FROM boots b JOIN instances i ON i.id = b.instance_id"
+        ):
+            boots.setdefault(str(name), {})[str(boot)] = int(dropped)
         names = sorted(set(known) | set(instance_names(root)))
         files = _files(conn, root, names)
     finally:
         conn.execute("COMMIT")
     scan = tail_bytes(files) <= TAIL_SCAN
     out = []
-    for name in names:
-        iid, peer, library = known.get(name, (0, "", ""))
-        first, last, *counted = totals.get(iid, (None, None, *([0] * 8)))
-        counts = [int(n or 0) for n in counted]
-        dropped = dict(boots.get(iid, {}))
-        behind = 0
-        for f in files:
-            if f.instance != name or f.segment.size <= f.covered:
-                continue
-            if not scan:
-                behind += f.segment.size - f.covered
-                continue
-            span = _Span(f, f.covered, f.segment.size - f.covered, 0, 0, f.boot)
-            reader = _Reader()
-            try:
-                data = reader.read(span)
-            finally:
-                reader.close()
-            tail = blocks.summarize(data, 0, len(data), f.boot, len(data) + 1)
-            for block in tail.blocks:
-                for sev in range(8):
-                    counts[sev] += block.counters[blocks.COUNTS + sev]
-                if block.records:
-                    lo, hi = block.time_range
-                    first = lo if first is None else min(first, lo)
-                    last = hi if last is None else max(last, hi)
-            for context in tail.context:
-                before = dropped.get(context.boot, 0)
-                if isinstance(context, BootLine):
-                    dropped[context.boot] = before
-                    if (context.peer or context.library) and f.segment.family == layout.APP_LOG:
-                        peer, library = context.peer, context.library
-                else:
-                    dropped[context.boot] = max(before, context.count)
-        out.append(
-            InstanceSummary(
-                name,
-                first,
-                last,
-                peer,
-                library,
-                tuple(counts),
-                sum(dropped.values()),
-                len(dropped),
-                behind,
+    reader = _Reader()
+    try:
+        for name in names:
+            peer, library = known.get(name, ("", ""))
+            tally = _Tally()
+            dropped = dict(boots.get(name, {}))
+            behind = 0
+            for f in files:
+                if f.instance != name:
+                    continue
+                if f.log_id is not None and f.log_id in totals:  # the blocks of files listed
+                    lo, hi, *per_severity = totals[f.log_id]
+                    tally.add(lo, hi, per_severity)
+                if f.segment.size <= f.covered:
+                    continue
+                if not scan:
+                    behind += f.segment.size - f.covered
+                    continue
+                for _, tail in _tail_pieces(f, reader):
+                    block = tail.blocks[0]
+                    if block.records:
+                        tally.add(*block.time_range, block.counters[blocks.COUNTS :])
+                    for context in tail.context:
+                        before = dropped.get(context.boot, 0)
+                        if not isinstance(context, BootLine):
+                            dropped[context.boot] = max(before, context.count)
+                            continue
+                        dropped[context.boot] = before
+                        if (context.peer or context.library) and f.segment.family == layout.APP_LOG:
+                            peer, library = context.peer, context.library
+                reader.done(f)
+            out.append(
+                InstanceSummary(
+                    name,
+                    tally.first,
+                    tally.last,
+                    peer,
+                    library,
+                    tuple(tally.counts),
+                    sum(dropped.values()),
+                    len(dropped),
+                    behind,
+                )
             )
-        )
+    finally:
+        reader.close()
     return out

@@ -188,6 +188,18 @@ def _open_if(path: Path, head: bytes) -> BinaryIO | None:
     return None
 
 
+def read_lines(fd: int, offset: int, want: int, stop: int, past: int = 0) -> bytes:
+    """The complete lines of an open file from ``offset``: about ``want`` bytes (more
+    when a line is longer), never past ``stop``, and reaching past ``offset + past``
+    when the file has such a line (b"" when not)."""
+    while True:
+        data = os.pread(fd, min(want, stop - offset), offset)
+        end = data.rfind(b"\n") + 1
+        if end > past or offset + len(data) >= stop:
+            return data[:end] if end > past else b""
+        want *= 2
+
+
 def next_generation(directory: Path, family: str, at_least: int = 0) -> int:
     """The generation after ``at_least`` and after every rotated ``family.N`` in ``directory``.
 
