@@ -42,13 +42,14 @@ Checks:
 
 from __future__ import annotations
 
-import datetime
-import re
+import sys
 from array import array
+from pathlib import Path
 
 import atheris
 import fuzzlib
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.block_lines
 with atheris.instrument_imports(include=["umonitor"]):
     from umonitor import _speedups
     from umonitor.records import Kind, Origin, Record, Severity
@@ -56,83 +57,20 @@ with atheris.instrument_imports(include=["umonitor"]):
     from umonitor.store.logfile import (
         BootLine,
         DroppedLine,
-        LineError,
         RecordLine,
         format_boot_line,
         format_dropped_line,
         format_record_line,
-        parse_line,
     )
+from tests.block_lines import FOLD, in_fast_case, message_bytes, split_lines
+from tests.block_lines import python_parse as parse
 
-U64 = 2**64 - 1
 I64_MIN = blocks.I64_MIN
 I64_MAX = blocks.I64_MAX
 HEADER = 8
-FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 TAIL = b"2026-11-26T13:44:35.123456Z info app 1 - - needle\n"  # after the span: never read
 
 ScanResult = list[tuple[int, int | None]]
-
-# -- the fast case: which lines the C paths take (their docstrings) ----------------------
-
-_RECORD = re.compile(
-    rb"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.\d{6}Z"
-    rb" (?:emerg|alert|crit|err|warning|notice|info|debug)"
-    rb" (?:app|console|syslog)(?:/(?:enter|exit|crash))?"
-    rb" (0|[1-9]\d*)"
-    rb" (?:-|\+(0|[1-9]\d*)\.(\d{9}))"
-    rb" ([!-~]*)"
-    rb" [^\n]*",
-    re.S,
-)
-
-
-def in_fast_case(raw: bytes) -> bool:
-    """Whether the C paths take this line (without its newline) as a record."""
-    match = _RECORD.fullmatch(raw)
-    if match is None:
-        return False
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    try:
-        datetime.date(year, month, day)
-    except ValueError:
-        return False
-    if hour > 23 or minute > 59 or second > 61:
-        return False
-    seq, whole, fraction, source = match.groups()[6:]
-    if int(seq) > U64:
-        return False
-    if whole is not None and int(whole) * 1_000_000_000 + int(fraction) > U64:
-        return False
-    if source != b"-":
-        line_text = source.partition(b":")[2].partition(b":")[0]
-        if line_text and not (line_text.isdigit() and int(line_text) <= U64):
-            return False
-    return True
-
-
-def parse(raw: bytes) -> BootLine | DroppedLine | RecordLine | None:
-    try:
-        return parse_line(raw.decode("utf-8", "replace"))
-    except LineError:
-        return None
-
-
-def split_lines(data: bytes, pos: int, end: int) -> list[tuple[int, bytes]]:
-    """(start, line without newline) of every complete line of data[pos:end]."""
-    out = []
-    while True:
-        newline = data.find(b"\n", pos, end)
-        if newline < 0:
-            return out
-        out.append((pos, data[pos:newline]))
-        pos = newline + 1
-
-
-def message_bytes(raw: bytes) -> bytes:
-    start, stop = blocks.message_span(raw)
-    return raw[start:stop]
-
 
 # -- summarize_lines, checked on every call summarize makes ------------------------------
 

@@ -11,9 +11,7 @@ here too.
 from __future__ import annotations
 
 import ctypes
-import datetime
 import mmap
-import re
 import sys
 from array import array
 from collections.abc import Callable
@@ -23,17 +21,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.block_lines import (
+    FOLD,
+    U64,
+    in_fast_case,
+    message_bytes,
+    python_parse,
+    split_lines,
+)
 from umonitor.records import Kind, Origin, Record, Severity
 from umonitor.store import blocks
 from umonitor.store.logfile import (
     BootLine,
     DroppedLine,
-    LineError,
     RecordLine,
     format_boot_line,
     format_dropped_line,
     format_record_line,
-    parse_line,
 )
 
 try:
@@ -45,74 +49,16 @@ except ImportError as exc:  # CI builds the extension: a missing one is a failur
         "run `pip install -e .` with a C compiler"
     ) from exc
 
-U64 = 2**64 - 1
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
 T = "2026-11-26T13:44:35.123456Z"
 SECONDS_0001 = -62_135_596_800  # 0001-01-01T00:00:00Z
 SECONDS_9999 = 253_402_300_799  # 9999-12-31T23:59:59Z
-FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 ORIGIN_BIT = {b"app": 1, b"console": 2, b"syslog": 4}
-
-# -- the contract: which lines the fast paths take ---------------------------------------
-
-_RECORD = re.compile(
-    rb"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.\d{6}Z"
-    rb" (?:emerg|alert|crit|err|warning|notice|info|debug)"
-    rb" (?:app|console|syslog)(?:/(?:enter|exit|crash))?"
-    rb" (0|[1-9]\d*)"
-    rb" (?:-|\+(0|[1-9]\d*)\.(\d{9}))"
-    rb" ([!-~]*)"
-    rb" [^\n]*",
-    re.S,
-)
-
-
-def in_fast_case(raw: bytes) -> bool:
-    """Whether the C paths take this line (without its newline) as a record."""
-    match = _RECORD.fullmatch(raw)
-    if match is None:
-        return False
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    try:
-        datetime.date(year, month, day)
-    except ValueError:
-        return False
-    if hour > 23 or minute > 59 or second > 61:
-        return False
-    seq, whole, fraction, source = match.groups()[6:]
-    if int(seq) > U64:
-        return False
-    if whole is not None and int(whole) * 1_000_000_000 + int(fraction) > U64:
-        return False
-    if source != b"-":
-        line_text = source.partition(b":")[2].partition(b":")[0]
-        if line_text and not (line_text.isdigit() and int(line_text) <= U64):
-            return False
-    return True
-
-
-def python_parse(raw: bytes) -> BootLine | DroppedLine | RecordLine | None:
-    try:
-        return parse_line(raw.decode("utf-8", "replace"))
-    except LineError:
-        return None
-
-
-def split_lines(data: bytes, pos: int, end: int) -> list[tuple[int, bytes]]:
-    """(start, line without newline) of every complete line of data[pos:end]."""
-    out = []
-    while True:
-        newline = data.find(b"\n", pos, end)
-        if newline < 0:
-            return out
-        out.append((pos, data[pos:newline]))
-        pos = newline + 1
 
 
 def folded_message(raw: bytes) -> bytes:
-    start, stop = blocks.message_span(raw)
-    return raw[start:stop].translate(FOLD)
+    return message_bytes(raw).translate(FOLD)
 
 
 # -- strategies ----------------------------------------------------------------------------
