@@ -170,6 +170,8 @@ PyObject *summarize_lines(PyObject *module, PyObject *const *args, Py_ssize_t na
 extern const char summarize_lines_doc[];
 PyObject *scan_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 extern const char scan_lines_doc[];
+PyObject *gram_list(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char gram_list_doc[];
 void blocks_init(void);
 
 #if defined(__GNUC__)

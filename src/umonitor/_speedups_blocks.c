@@ -533,3 +533,48 @@ const char scan_lines_doc[] = PyDoc_STR(
 "taken, and with a key one whose MESSAGE escape() would not write) is kept\n"
 "with None, for the caller to parse with parse_line().\n"
 "since_ns and until_ns must fit in int64.");
+
+/* gram_list(bits) -> bytes: the set bits of a gram bitmap, ascending, as
+ * little-endian u16 (blocks.gram_list). */
+PyObject *
+gram_list(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "gram_list() takes 1 argument (%zd given)", nargs);
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (view.len != GRAM_BYTES) {
+        PyErr_Format(PyExc_ValueError, "bits must be %d bytes", GRAM_BYTES);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *bits = view.buf;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < view.len; i++) {
+        count += __builtin_popcount(bits[i]);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, count * 2);
+    if (out != NULL) {
+        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < view.len; i++) {
+            for (unsigned byte = bits[i]; byte; byte &= byte - 1) {
+                unsigned gram = (unsigned)(i * 8 + __builtin_ctz(byte));
+                *o++ = (unsigned char)(gram & 0xff);
+                *o++ = (unsigned char)(gram >> 8);
+            }
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
+const char gram_list_doc[] = PyDoc_STR(
+"gram_list(bits) -> bytes\n"
+"\n"
+"The set bits of a gram bitmap (blocks.GRAM_BYTES bytes), ascending, each as a\n"
+"little-endian u16: how the index keeps a block's grams when that is smaller.");

@@ -7,6 +7,7 @@
  *   _speedups_syslog.c   syslog_lines: plain RFC 5424 frames -> syslog.log lines
  *   _speedups_blocks.c   summarize_lines: log file lines -> block summaries
  *                        scan_lines: a block's lines -> the ones a query may want
+ *                        gram_list: a gram bitmap -> its set grams
  *
  * What they share is in _speedups_common.c (declared in _speedups.h); this
  * file is the module: its method table and its initialisation.
@@ -21,6 +22,7 @@ static PyMethodDef speedups_methods[] = {
     {"summarize_lines", (PyCFunction)(void (*)(void))summarize_lines, METH_FASTCALL,
      summarize_lines_doc},
     {"scan_lines", (PyCFunction)(void (*)(void))scan_lines, METH_FASTCALL, scan_lines_doc},
+    {"gram_list", (PyCFunction)(void (*)(void))gram_list, METH_FASTCALL, gram_list_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -828,3 +828,34 @@ def test_other_buffers() -> None:
             (0, 1_795_700_675_123_456_000)
         ]
     assert c_scan_lines(b"", 0, 0, 0, 0, 0, 0, b"") == []
+
+
+# -- gram lists: how the index keeps a block's grams ---------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.integers(0, blocks.GRAM_BITS - 1), max_size=4000), st.data())
+def test_a_gram_list_holds_what_the_bitmap_holds(grams: set[int], data: st.DataObject) -> None:
+    bits = bytearray(blocks.GRAM_BYTES)
+    for gram in grams:
+        bits[gram >> 3] |= 1 << (gram & 7)
+    listed = blocks.gram_list(bits)
+    assert listed == blocks.gram_list(bytes(bits)) and len(listed) == 2 * len(grams)
+    assert array("H", listed).tolist() == sorted(grams)  # little-endian machine
+    saved, blocks.gram_list_fast = blocks.gram_list_fast, None
+    try:
+        assert blocks.gram_list(bits) == listed  # the pure-Python reference
+    finally:
+        blocks.gram_list_fast = saved
+    wanted = data.draw(st.lists(st.integers(0, blocks.GRAM_BITS - 1), max_size=12))
+    wanted += data.draw(st.lists(st.sampled_from(sorted(grams) or [0]), max_size=6))
+    expected = blocks.has_grams(bytes(bits), wanted)
+    assert blocks.kept_holds(listed, wanted) == expected
+    assert blocks.kept_holds(bytes(bits), wanted) == expected
+
+
+def test_gram_list_refuses_a_bitmap_of_another_size() -> None:
+    from umonitor._speedups import gram_list
+
+    with pytest.raises(ValueError, match="bytes"):
+        gram_list(bytes(10))

@@ -35,8 +35,10 @@ two to each other.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
+import sys
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,6 +143,37 @@ def has_grams(bits: bytes, wanted: list[int]) -> bool:
     return all(bits[g >> 3] & (1 << (g & 7)) for g in wanted)
 
 
+def gram_list(bits: bytes | bytearray) -> bytes:
+    """The set grams of a bitmap, ascending, as little-endian u16 (C: ``gram_list``)."""
+    if gram_list_fast is not None:
+        return gram_list_fast(bits)
+    value = int.from_bytes(bits, "little")
+    out = array("H")
+    while value:
+        low = value & -value
+        out.append(low.bit_length() - 1)
+        value ^= low
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out.tobytes()
+
+
+def kept_holds(kept: bytes, wanted: list[int]) -> bool:
+    """``has_grams`` for grams as the index keeps them: a bitmap of ``GRAM_BYTES``, or
+    (when shorter) the ascending list ``gram_list`` gives."""
+    if len(kept) == GRAM_BYTES:
+        return has_grams(kept, wanted)
+    grams = array("H")
+    grams.frombytes(kept)
+    if sys.byteorder == "big":
+        grams.byteswap()
+    for gram in wanted:
+        at = bisect.bisect_left(grams, gram)
+        if at == len(grams) or grams[at] != gram:
+            return False
+    return True
+
+
 def clamp64(value: int) -> int:
     return max(I64_MIN, min(I64_MAX, value))
 
@@ -191,10 +224,12 @@ def add_line(raw: bytes, counters: array[int], bits: bytearray) -> BootLine | Dr
 
 SummarizeLines = Callable[[bytes, int, int, int, "array[int]", bytearray], int]
 ScanLines = Callable[[bytes, int, int, int, int, int, int, bytes], list[tuple[int, int | None]]]
+gram_list_fast: Callable[[bytes | bytearray], bytes] | None = None
 summarize_lines: SummarizeLines | None = None
 scan_lines_fast: ScanLines | None = None
 if not os.environ.get("UMONITOR_PURE_PYTHON"):
     try:
+        from umonitor._speedups import gram_list as _c_gram_list
         from umonitor._speedups import scan_lines as _c_scan_lines
         from umonitor._speedups import summarize_lines as _c_summarize_lines
     except ImportError:  # optional C accelerator; the functions here are the reference
@@ -202,6 +237,7 @@ if not os.environ.get("UMONITOR_PURE_PYTHON"):
     else:
         summarize_lines = _c_summarize_lines
         scan_lines_fast = _c_scan_lines
+        gram_list_fast = _c_gram_list
 
 
 @dataclass(slots=True)

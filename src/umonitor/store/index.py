@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,14 +120,11 @@ def _position(conn: sqlite3.Connection, instance_id: int, seg: Segment) -> _Posi
 
 
 def pack_grams(bits: bytes | bytearray) -> bytes:
-    """A block's gram bitmap as kept: compressed when that makes it a quarter or less
-    (a short block); a full one stays raw, read without inflating it."""
-    packed = zlib.compress(bits, 1)
-    return packed if len(packed) * 4 <= len(bits) else bytes(bits)
-
-
-def unpack_grams(kept: bytes) -> bytes:
-    return kept if len(kept) == blocks.GRAM_BYTES else zlib.decompress(kept)
+    """A block's grams as kept: the list of those set (``blocks.gram_list``) when it is
+    shorter than the bitmap, as for most blocks of ordinary logs; else the bitmap.
+    Either is tested without unpacking it (``blocks.kept_holds``)."""
+    listed = blocks.gram_list(bits)
+    return listed if len(listed) < blocks.GRAM_BYTES else bytes(bits)
 
 
 def _save_blocks(

@@ -31,7 +31,7 @@ from pathlib import Path
 from umonitor.errors import LineError
 from umonitor.records import StoredRecord
 from umonitor.store import blocks, layout
-from umonitor.store.index import catch_up, instance_names, unpack_grams
+from umonitor.store.index import catch_up, instance_names
 from umonitor.store.logfile import BootLine, RecordLine, parse_line
 from umonitor.store.segments import Segment, list_segments, open_segment, read_lines
 
@@ -261,7 +261,7 @@ class _Grams:
         if not self._wanted or not ids:
             return
         self._bits = {
-            int(block_id): unpack_grams(bytes(bits))
+            int(block_id): bytes(bits)
             for block_id, bits in self._conn.execute(
                 f"SELECT block_id, bits FROM grams WHERE block_id IN ({', '.join('?' * len(ids))})",
                 ids,
@@ -271,8 +271,10 @@ class _Grams:
     def may_hold(self, span: _Span) -> bool:
         if not self._wanted or span.irregular:
             return True
-        bits = span.grams if span.block_id is None else self._bits.get(span.block_id)
-        return bits is None or blocks.has_grams(bits, self._wanted)  # None: replaced since
+        if span.block_id is None:
+            return span.grams is None or blocks.has_grams(span.grams, self._wanted)
+        kept = self._bits.get(span.block_id)
+        return kept is None or blocks.kept_holds(kept, self._wanted)  # None: replaced since
 
 
 _Key = tuple[int, int, int]  # (time, file rank, position)
