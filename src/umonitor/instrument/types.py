@@ -57,6 +57,7 @@ _UNSIGNED_NAMES = {"size_t", "uintptr_t", "uintmax_t", "bool", "_Bool", "char16_
 _UNSIGNED_NAMES |= {f"uint{n}_t" for n in (8, 16, 32, 64)}
 _UNSIGNED_NAMES |= {f"uint_{kind}{n}_t" for kind in ("least", "fast") for n in (8, 16, 32, 64)}
 _FLOAT_NAMES = {"float", "double"}
+_KNOWN_NAMES = _SIGNED_NAMES | _UNSIGNED_NAMES
 _SIGNED_KEYWORDS = {"char", "int", "short", "long", "signed"}
 
 
@@ -88,6 +89,8 @@ def _resolve(shape: Shape, typedefs: Mapping[str, Shape]) -> Shape:
         seen.add(name)
         named = typedefs[name]
         shape = Shape(named.base, named.words, named.derived + shape.derived)
+    if shape.base is Base.TYPEDEF and shape.words[0] in _KNOWN_NAMES:  # `_Bool`, `off_t`
+        shape = Shape(Base.PRIMITIVE, shape.words, shape.derived)
     return shape
 
 
