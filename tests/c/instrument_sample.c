@@ -4,8 +4,10 @@
  *
  *   instrument_sample
  *
- * Prints what the functions return (the same before and after instrumenting),
- * then flushes the records to the collector named by UMON_CONFIG, if any.
+ * Calls each once or twice, one call per statement (so that the order of the
+ * records is fixed), and prints what they return (the same before and after
+ * instrumenting), then flushes the records to the collector named by
+ * UMON_CONFIG, if any.
  * Exit status 0, or 1 if records were not acknowledged.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -126,9 +128,11 @@ int main(void)
     printf("name_of %s\n", name_of("abc", args, mk(1), arr));
     printf("name_of %s\n", name_of(NULL, args, mk(1), arr));
     printf("sum %d\n", sum(3, 10, 20, 30));
-    printf("cleanup %d %d\n", cleanup(1), cleanup(0));
+    printf("cleanup %d\n", cleanup(1));
+    printf("cleanup %d\n", cleanup(0));
     printf("sizes %d\n", sizes());
-    printf("pick %d %d\n", pick(1)(7, 2), pick(0) == NULL);
+    printf("pick %d\n", pick(1)(7, 2));
+    printf("pick %d\n", pick(0) == NULL);
     printf("multi %lu\n", (unsigned long)multi(7, 8));
     printf("big %llu\n", big(-5, 65535, 'A', 1));
     printf("first_line %zu\n", strlen(first_line(long_text)));

@@ -189,7 +189,7 @@ def test_rewritten_sample_compiles_clean_and_behaves_the_same(
     after = subprocess.run([tmp_path / "rewritten"], capture_output=True, text=True, env=env)
     assert before.returncode == after.returncode == 0
     assert before.stdout == after.stdout
-    assert "add 5\n" in after.stdout and "cleanup -1 2\n" in after.stdout
+    assert "add 5\n" in after.stdout and "cleanup -1\ncleanup 2\n" in after.stdout
 
 
 def test_diagnostics_name_the_original_line(tmp_path: Path) -> None:
