@@ -93,8 +93,23 @@ def _parser() -> Parser:
 
 
 def parse(source: bytes) -> Unit:
-    """Every function definition of ``source`` and the typedefs declared before any."""
-    tree = _parser().parse(source)
+    """Every function definition of ``source`` and the typedefs declared before any.
+
+    A macro written before a definition's type (``LZ4LIB_API int f(void)``,
+    ``FORCE_INLINE void g(void)``), which the grammar cannot tell from the type, is
+    taken for attributes or a storage class: it is blanked out (spaces, so offsets
+    stay) in the copy that is parsed again, a macro more each round.
+    """
+    parser = _parser()
+    work = bytearray(source)
+    tree = parser.parse(bytes(work))
+    for _ in range(_MACRO_ROUNDS):
+        macros = [m for n in _definitions(tree.root_node) for m in _leading_macros(n)]
+        if not macros:
+            break
+        for m in macros:
+            work[m.start_byte : m.end_byte] = b" " * (m.end_byte - m.start_byte)
+        tree = parser.parse(bytes(work))
     typedefs: dict[str, Shape] = {}
     functions: list[Function] = []
     for node in _definitions(tree.root_node):
@@ -104,6 +119,32 @@ def parse(source: bytes) -> Unit:
         else:
             functions.append(_function(node))
     return Unit(tuple(functions), typedefs)
+
+
+_MACRO_ROUNDS = 4  # macros before one definition's type, at most
+
+
+def _leading_macros(node: Node) -> Iterator[Node]:
+    """The name before a definition's type that must be a macro: a name the grammar
+    took for the type when the type follows in an ERROR (``M int f()``), or a name
+    after ``unsigned`` or ``long`` (``M\nunsigned f()`` reads as ``unsigned M``)."""
+    if node.type != "function_definition":
+        return
+    type_node = node.child_by_field_name("type")
+    if type_node is None:
+        return
+    after = type_node.next_sibling
+    if (
+        type_node.type == "type_identifier"
+        and after is not None
+        and after.type == "ERROR"
+        and all(c.type in ("identifier", "primitive_type") for c in after.children)
+    ):
+        yield type_node
+    elif type_node.type == "sized_type_specifier":
+        named = type_node.child_by_field_name("type")
+        if named is not None and named.type == "type_identifier":
+            yield named
 
 
 def _definitions(node: Node) -> Iterator[Node]:
@@ -182,7 +223,9 @@ def _function(node: Node) -> Function:
     name = _text(name_node) if name_node is not None else "?"
     line = _line(name_node) if name_node is not None else _line(node)
     if node.has_error or name_node is None or "function" not in derived:
-        return Function(name, line, "the parser could not read it (a macro it cannot see through?)")
+        bad = _first_error(node)
+        where = f"line {_line(bad)}" if bad is not None else "it"
+        return Function(name, line, f"the parser could not read {where} (a macro?)")
     specifiers = [c for c in node.children if c.type == "storage_class_specifier"]
     words = {_text(c) for c in specifiers}
     inline = bool(words & _INLINE)
@@ -224,6 +267,17 @@ def _function(node: Node) -> Function:
         ends_in_return=bool(statements) and statements[-1].type == "return_statement",
         returns=tuple(_returns(body)),
     )
+
+
+def _first_error(node: Node) -> Node | None:
+    if node.is_error or node.is_missing:
+        return node
+    for child in node.children:
+        if child.has_error or child.is_missing:
+            found = _first_error(child)
+            if found is not None:
+                return found
+    return None
 
 
 def _nth_layer(declarator: Node, n: int) -> Node:
