@@ -7,17 +7,19 @@ UMON_ENTER and UMON_EXIT macros record) are the original's. The inserted code si
 blocks of its own, with names that begin ``umon_i_``: it declares nothing the
 function can see, and shadows nothing.
 
-  int add(int a, int b)          int add(int a, int b)
-  {                              {
-      return a + b;          ->  #line 1 "add.c"
-  }                              { char umon_i_v[2][UMON_I_VALUE]; ...; UMON_ENTER(umon_i_f, 2u); }
-                                 #line 2 "add.c"
-                                 #line 3 "add.c"
-                                 { int umon_i_r = (a + b);
-                                 #line 3 "add.c"
-                                 { ...; UMON_EXIT(umon_i_f, 1u); } return umon_i_r; }
-                                 #line 3 "add.c"
-                                 }
+  int twice(int a)         int twice(int a)
+  {                        {
+      return 2 * a;        #line 1 "t.c"
+  }                        { char umon_i_v[1][UMON_I_VALUE]; ...; UMON_ENTER(umon_i_f, 1u); }
+                           #line 2 "t.c"
+
+                           #line 3 "t.c"
+                           { int umon_i_r = (2 * a);
+                           #line 3 "t.c"
+                           { ...; UMON_EXIT(umon_i_f, 1u); } return umon_i_r; }
+                           #line 3 "t.c"
+
+                           }
 
 A ``void`` function also logs its exit before its closing brace (reached only if
 control falls off the end); so does ``main``, with the 0 it then returns.
