@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SQUARE(x) ((x) * (x))
 #define KB *(1 << 10)
@@ -108,6 +109,9 @@ static const char *first_line(const char *text)
     return text;
 }
 
+/* clock_t and div_t are typedefs of headers: the compiler picks their formats */
+static clock_t ticks(clock_t base, div_t d) { return base + d.quot; }
+
 int main(void)
 {
     char *args[] = {"x", NULL};
@@ -136,6 +140,7 @@ int main(void)
     printf("multi %lu\n", (unsigned long)multi(7, 8));
     printf("big %llu\n", big(-5, 65535, 'A', 1));
     printf("first_line %zu\n", strlen(first_line(long_text)));
+    printf("ticks %ld\n", (long)ticks(100, div(7, 2)));
     fflush(stdout);
     if (getenv("UMON_CONFIG") != NULL) {
         status = umon_flush(20000) == 0 ? 0 : 1;

@@ -97,6 +97,8 @@ def test_records_of_an_instrumented_program(tmp_path: Path, collector: Collector
         ("exit", "big", {"return": "65606"}),
         ("enter", "first_line", {"text": "a" * 64}),  # cut at UMON_I_STRING_MAX
         ("exit", "first_line", {"return": "a" * 64}),
+        ("enter", "ticks", {"base": "100", "d": ptr("d")}),  # by _Generic, in the header
+        ("exit", "ticks", {"return": "103"}),
     ]
     assert len(calls) == len(expected), calls
     for (kind, function, fields), want in zip(calls, expected, strict=True):

@@ -2,9 +2,9 @@
 rewritten programs that still compile warning-free and behave the same.
 
 The compiled checks build tests/c/instrument_sample.c (a function for each kind of
-parameter, return and control flow) as it is and as rewritten, with gcc in C11 and
-gnu99 and with clang, under -Wall -Wextra -Werror, run both without a collector, and
-compare what they print. The records themselves are checked against a real collector
+parameter, return and control flow) as it is and as rewritten, with gcc (C11, gnu99,
+C99 -pedantic) and clang, under -Wall -Wextra -Werror, run both without a collector,
+and compare what they print. The records themselves are checked against a real collector
 in tests/integration/test_instrument.py.
 """
 
@@ -154,35 +154,38 @@ def _cc(compiler: str) -> str:
     return path
 
 
-def _build(cc: str, std: str, source: Path, out: Path) -> subprocess.CompletedProcess[str]:
+def _build(
+    cc: str, std: str, source: Path, out: Path, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            cc,
-            f"-std={std}",
-            *STRICT,
-            f"-I{LIB}",
-            "-o",
-            str(out),
-            str(source),
-            str(LIB / "umonitor.c"),
-        ],
+        [cc, f"-std={std}", *STRICT, *extra, f"-I{LIB}", "-o", str(out), str(source),
+         str(LIB / "umonitor.c")],
         capture_output=True,
         text=True,
         cwd=ROOT,
-    )
+    )  # fmt: skip
 
 
-@pytest.mark.parametrize(("compiler", "std"), [("gcc", "c11"), ("gcc", "gnu99"), ("clang", "c11")])
+@pytest.mark.parametrize(
+    ("compiler", "std", "extra"),
+    [
+        ("gcc", "c11", ()),
+        ("gcc", "gnu99", ()),
+        ("gcc", "c99", ("-pedantic",)),  # the C library's own flags
+        ("clang", "c11", ()),
+        ("clang", "c99", ("-pedantic",)),
+    ],
+)
 def test_rewritten_sample_compiles_clean_and_behaves_the_same(
-    tmp_path: Path, compiler: str, std: str
+    tmp_path: Path, compiler: str, std: str, extra: tuple[str, ...]
 ) -> None:
     cc = _cc(compiler)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["instrument", str(SAMPLE), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    original = _build(cc, std, SAMPLE, tmp_path / "original")
+    original = _build(cc, std, SAMPLE, tmp_path / "original", extra)
     assert original.returncode == 0, original.stderr
-    rewritten = _build(cc, std, out / SAMPLE.name, tmp_path / "rewritten")
+    rewritten = _build(cc, std, out / SAMPLE.name, tmp_path / "rewritten", extra)
     assert rewritten.returncode == 0, rewritten.stderr
     env = {"PATH": "/usr/bin:/bin"}  # no UMON_CONFIG: the records stay in the ring
     before = subprocess.run([tmp_path / "original"], capture_output=True, text=True, env=env)
@@ -190,6 +193,7 @@ def test_rewritten_sample_compiles_clean_and_behaves_the_same(
     assert before.returncode == after.returncode == 0
     assert before.stdout == after.stdout
     assert "add 5\n" in after.stdout and "cleanup -1\ncleanup 2\n" in after.stdout
+    assert "ticks 103\n" in after.stdout
 
 
 def test_diagnostics_name_the_original_line(tmp_path: Path) -> None:

@@ -138,10 +138,15 @@ UMON_I_FN const char *umon_i_at_other(char *buf, const void *at, size_t size, in
 #define UMON_I_CLASS_(x) 0
 #endif
 
-#if (defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L) || defined(__GNUC__) || \
-    defined(__clang__)
+#if defined(__GNUC__) || defined(__clang__)
+#define UMON_I_GENERIC_ __extension__ _Generic /* no -pedantic warning before C11 */
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define UMON_I_GENERIC_ _Generic
+#endif
+
+#ifdef UMON_I_GENERIC_
 #define UMON_I_ANY(buf, x)                                                                  \
-    _Generic((x),                                                                           \
+    UMON_I_GENERIC_((x),                                                                    \
         _Bool: umon_i_at_b, char: umon_i_at_c, signed char: umon_i_at_sc,                   \
         unsigned char: umon_i_at_uc, short: umon_i_at_s, unsigned short: umon_i_at_us,      \
         int: umon_i_at_i, unsigned: umon_i_at_u, long: umon_i_at_l,                         \
