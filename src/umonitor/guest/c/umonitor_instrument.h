@@ -12,8 +12,8 @@
  * UMON_I_STRING_MAX bytes or "NULL", other pointers and the addresses of
  * structs and unions passed by value as %p. Values whose type the rewriter
  * cannot see (a typedef from another header) go through UMON_I_ANY, which picks
- * the helper from the value's type with C11 _Generic (GCC and clang also in
- * gnu99 mode).
+ * the helper from the value's type with C11 _Generic (GCC and clang also
+ * before C11, as an __extension__).
  *
  * No helper allocates memory or includes a libc header under GCC or clang (the
  * rewritten file's own feature-test macros still come first where it matters:
