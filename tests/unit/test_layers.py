@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"__init__", "records", "timeparse", "procs", "sizes", "_speedups"},
     {"protocol"},  # every wire and file format: pure, parse and write
     {"store"},  # log files, index, retention
-    {"collector", "export", "debug"},  # beside each other, none uses another
+    {"collector", "export", "debug", "instrument"},  # beside each other, none uses another
     {"assembly", "guest"},  # what runs a collector; the guest libraries and demo guests
     {"image"},  # guest boot images (Linux kernel + initramfs, Nanos disks): fleet uses them
     {"fleet"},  # QEMU, network, supervisor: `up`
