@@ -39,6 +39,7 @@ COMMANDS = {
     **dict.fromkeys(("ls", "logs"), "query"),
     **dict.fromkeys(("up", "down", "run", "ps", "stop", "restart", "rm", "net", "image"), "fleet"),
     **dict.fromkeys(("level", "ping", "cont", "debug"), "control"),
+    "trace": "trace",
 }
 
 
