@@ -42,6 +42,10 @@ PROGRAMS: dict[str, tuple[list[Path], list[str]]] = {
     ),
     "legacy_guest": ([TESTS_C / "legacy_guest.c", LIB / "umonitor_compat.c"], []),
     "control_guest": ([TESTS_C / "control_guest.c", LIB / "umonitor.c"], []),
+    "trace_guest": (
+        [TESTS_C / "trace_guest.c", LIB / "umonitor.c"],
+        ["-finstrument-functions"],
+    ),
     "demo_app": ([DEMO, LIB / "umonitor.c"], []),
 }
 
