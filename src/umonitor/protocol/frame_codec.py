@@ -148,7 +148,17 @@ class SetTrace:
 
 
 Event = (
-    Hello | Record | Dropped | Bye | Level | Trace | Ping | Pong | ErrorFrame | Ack | SetLevel
+    Hello
+    | Record
+    | Dropped
+    | Bye
+    | Level
+    | Trace
+    | Ping
+    | Pong
+    | ErrorFrame
+    | Ack
+    | SetLevel
     | SetTrace
 )
 RecordRunConsumer = Callable[[bytearray, int, int, int], int]

@@ -217,7 +217,7 @@ void umon_vlogx(int severity, int kind, const char *file, unsigned line, const c
 /*
  * umon_poll - make progress without blocking: connect or reconnect when due
  * (backoff from 100 ms doubling to 5 s), send what the socket takes, read ACK,
- * PING and SET_LEVEL frames (answered with PONG and LEVEL) (under a cooperative scheduler it yields for up to
+ * PING, SET_LEVEL and SET_TRACE frames (answered with PONG, LEVEL and TRACE) (under a cooperative scheduler it yields for up to
  * UMON_COOP_WAIT_MS, as the logging calls do). Returns 0 while a connection to the collector is
  * up, -1 otherwise (not initialized, connecting, waiting to retry, or stopped
  * because the collector does not speak this protocol version).
