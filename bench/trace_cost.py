@@ -127,7 +127,11 @@ def build(out: Path, name: str, *flags: str, umon: bool = False) -> Path:
 
 
 def best(argv: list[str], repeat: int) -> float:
-    return min(float(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+    """The fastest of ``repeat`` runs, in the program's directory (where -pg writes
+    gmon.out)."""
+    cwd = Path(argv[0]).parent
+    return min(float(subprocess.run(argv, check=True, capture_output=True, text=True,
+                                    cwd=cwd).stdout)
                for _ in range(repeat))  # fmt: skip
 
 
@@ -234,7 +238,7 @@ def main() -> None:
                     str(pg), str(args.on_calls)]  # fmt: skip
             ns = min(
                 float(subprocess.run(argv, check=True, capture_output=True, text=True,
-                                     env={**os.environ}).stdout.split()[-1])
+                                     cwd=out, env={**os.environ}).stdout.split()[-1])
                 for _ in range(args.repeat)
             )  # fmt: skip
             print(f"uftrace record (-pg), {args.on_calls} calls: {ns:.2f} ns/call")
