@@ -2,18 +2,20 @@
  * vector_tool - drive the C library's wire codec from the command line, so the
  * Python tests can check it against tests/vectors/native.json.
  *
- *   vector_tool encode-hello BOOT_HEX NAME TOKEN LIBRARY [LEVEL]
+ *   vector_tool encode-hello BOOT_HEX NAME TOKEN LIBRARY [LEVEL|none [trace]]
  *   vector_tool encode-record SEQ MONO_NS WALL_NS|none SEV KIND FILE LINE FUNC MESSAGE [KEY=VALUE...]
  *   vector_tool encode-dropped COUNT THROUGH
  *   vector_tool encode-bye
  *   vector_tool encode-level LEVEL
+ *   vector_tool encode-trace ON NRANGES
  *   vector_tool encode-ping NONCE
  *   vector_tool encode-pong NONCE
  *   vector_tool decode HEX
  *
  * encode-* print one frame (no preface) as lowercase hex. decode reads exactly
  * one frame as the guest library does and prints "ACK n", "SET_LEVEL n",
- * "PING n", "PONG n", "ERROR code reason", or "INVALID" when the guest decoder
+ * "SET_TRACE on anchor [start-end ...]" (decimal), "PING n", "PONG n",
+ * "ERROR code reason", or "INVALID" when the guest decoder
  * rejects the bytes (or they are not exactly one frame). Exit status 0, or 2
  * for a usage error.
  */
@@ -34,12 +36,13 @@ static unsigned char input[FRAME_CAP + 16];
 
 static int usage(void)
 {
-    fputs("usage: vector_tool encode-hello BOOT_HEX NAME TOKEN LIBRARY [LEVEL]\n"
+    fputs("usage: vector_tool encode-hello BOOT_HEX NAME TOKEN LIBRARY [LEVEL|none [trace]]\n"
           "       vector_tool encode-record SEQ MONO_NS WALL_NS|none SEV KIND FILE LINE FUNC "
           "MESSAGE [KEY=VALUE...]\n"
           "       vector_tool encode-dropped COUNT THROUGH\n"
           "       vector_tool encode-bye\n"
           "       vector_tool encode-level LEVEL\n"
+          "       vector_tool encode-trace ON NRANGES\n"
           "       vector_tool encode-ping NONCE\n"
           "       vector_tool encode-pong NONCE\n"
           "       vector_tool decode HEX\n",
@@ -111,14 +114,17 @@ static int encode_hello(int argc, char **argv)
 {
     unsigned char boot[16];
     unsigned long long level = 0;
+    int have_level = argc >= 7 && strcmp(argv[6], "none") != 0;
     size_t n;
 
-    if ((argc != 6 && argc != 7) || parse_hex(argv[2], boot, sizeof boot) != 16)
+    if (argc < 6 || argc > 8 || parse_hex(argv[2], boot, sizeof boot) != 16)
         return usage();
-    if (argc == 7 && (parse_u64(argv[6], &level) < 0 || level > 7))
+    if (have_level && (parse_u64(argv[6], &level) < 0 || level > 7))
+        return usage();
+    if (argc == 8 && strcmp(argv[7], "trace") != 0)
         return usage();
     n = umon_wire_hello(frame, sizeof frame, boot, argv[3], argv[4], argv[5],
-                        argc == 7 ? (int)level : -1);
+                        have_level ? (int)level : -1, argc == 8);
     if (n == 0) {
         fputs("vector_tool: HELLO values out of range\n", stderr);
         return 2;
@@ -190,6 +196,11 @@ static int encode_simple(int argc, char **argv)
         if (argc != 3 || parse_u64(argv[2], &a) < 0 || a > 7)
             return usage();
         n = umon_wire_level(frame, (unsigned)a);
+    } else if (strcmp(what, "encode-trace") == 0) {
+        if (argc != 4 || parse_u64(argv[2], &a) < 0 || a > 1 || parse_u64(argv[3], &b) < 0 ||
+            b > UMON_TRACE_RANGES)
+            return usage();
+        n = umon_wire_trace(frame, (unsigned)a, (unsigned)b);
     } else if (strcmp(what, "encode-dropped") == 0) {
         if (argc != 4 || parse_u64(argv[2], &a) < 0 || parse_u64(argv[3], &b) < 0)
             return usage();
@@ -226,6 +237,15 @@ static int decode(int argc, char **argv)
     case UMON_FRAME_SET_LEVEL:
         printf("SET_LEVEL %llu\n", f.value);
         break;
+    case UMON_FRAME_SET_TRACE: {
+        unsigned i;
+
+        printf("SET_TRACE %llu %llu", f.value, f.anchor);
+        for (i = 0; i < f.nranges; i++)
+            printf(" %llu-%llu", f.ranges[i][0], f.ranges[i][1]);
+        putchar('\n');
+        break;
+    }
     case UMON_FRAME_PING:
         printf("PING %llu\n", f.value);
         break;
@@ -250,7 +270,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "encode-record") == 0)
         return encode_record(argc, argv);
     if (strcmp(argv[1], "encode-dropped") == 0 || strcmp(argv[1], "encode-bye") == 0 ||
-        strcmp(argv[1], "encode-level") == 0 ||
+        strcmp(argv[1], "encode-level") == 0 || strcmp(argv[1], "encode-trace") == 0 ||
         strcmp(argv[1], "encode-ping") == 0 || strcmp(argv[1], "encode-pong") == 0)
         return encode_simple(argc, argv);
     if (strcmp(argv[1], "decode") == 0)

@@ -42,6 +42,10 @@ PROGRAMS: dict[str, tuple[list[Path], list[str]]] = {
     ),
     "legacy_guest": ([TESTS_C / "legacy_guest.c", LIB / "umonitor_compat.c"], []),
     "control_guest": ([TESTS_C / "control_guest.c", LIB / "umonitor.c"], []),
+    "trace_guest": (
+        [TESTS_C / "trace_guest.c", LIB / "umonitor.c"],
+        ["-finstrument-functions"],
+    ),
     "demo_app": ([DEMO, LIB / "umonitor.c"], []),
 }
 
@@ -52,9 +56,9 @@ TOOLCHAINS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
     "gcc-asan": ("gcc", SANITIZE, tuple(PROGRAMS)),
 }
 
-GUEST_SENDS = {"HELLO", "RECORD", "DROPPED", "BYE", "LEVEL", "PING", "PONG"}
-GUEST_RECEIVES = {"ACK", "SET_LEVEL", "PING", "PONG", "ERROR"}
-HOST_TYPE_BYTES = {"81", "82"}  # ACK and SET_LEVEL: fine for a guest to receive
+GUEST_SENDS = {"HELLO", "RECORD", "DROPPED", "BYE", "LEVEL", "TRACE", "PING", "PONG"}
+GUEST_RECEIVES = {"ACK", "SET_LEVEL", "SET_TRACE", "PING", "PONG", "ERROR"}
+HOST_TYPE_BYTES = {"81", "82", "83"}  # ACK, SET_LEVEL, SET_TRACE: fine for a guest to receive
 
 
 class Build:
@@ -113,8 +117,9 @@ def _valid(*types: str) -> list[Any]:
 def _encode_args(frame: dict[str, Any]) -> list[str]:
     kind = frame["type"]
     if kind == "HELLO":
-        level = [str(frame["level"])] if "level" in frame else []
-        hello = [frame["boot_id"], frame["name"], frame["token"], frame["library"], *level]
+        level = [str(frame["level"]) if "level" in frame else "none"]
+        trace = ["trace"] if frame.get("tracing") else []
+        hello = [frame["boot_id"], frame["name"], frame["token"], frame["library"], *level, *trace]
         return ["encode-hello", *hello]
     if kind == "RECORD":
         wall = "none" if frame["wall_ns"] is None else str(frame["wall_ns"])
@@ -138,6 +143,8 @@ def _encode_args(frame: dict[str, Any]) -> list[str]:
         return ["encode-bye"]
     if kind == "LEVEL":
         return ["encode-level", str(frame["level"])]
+    if kind == "TRACE":
+        return ["encode-trace", str(int(frame["on"])), str(frame["ranges"])]
     return [f"encode-{kind.lower()}", str(frame["nonce"])]
 
 
@@ -147,6 +154,9 @@ def _decoded(frame: dict[str, Any]) -> str:
         return f"ACK {frame['seq']}"
     if kind == "SET_LEVEL":
         return f"SET_LEVEL {frame['level']}"
+    if kind == "SET_TRACE":
+        ranges = "".join(f" {start}-{end}" for start, end in frame["ranges"])
+        return f"SET_TRACE {int(frame['on'])} {frame['anchor']}{ranges}"
     if kind == "ERROR":
         return f"ERROR {frame['code']} {frame['reason']}"
     return f"{kind} {frame['nonce']}"
@@ -200,7 +210,8 @@ INVALID_FOR_GUEST = (
         pytest.param("000000027f00", id="error without a code"),
         pytest.param("0000000105", id="unknown type 0x05"),
         pytest.param("0000000180", id="unknown type 0x80"),
-        pytest.param("00000009830000000000000001", id="unknown type 0x83"),
+        pytest.param("00000009830000000000000001", id="set trace body 8 bytes"),
+        pytest.param("00000009840000000000000001", id="unknown type 0x84"),
         pytest.param("00000009810000", id="truncated ack"),
         pytest.param("000000098100000000000003e8000000028204", id="two frames"),
         pytest.param("", id="no bytes"),

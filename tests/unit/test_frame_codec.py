@@ -22,7 +22,7 @@ ERROR_CODES = {
     "unexpected": fc.ErrorCode.UNEXPECTED,
     "bad version": fc.ErrorCode.BAD_VERSION,
 }
-HOST_TYPES = {"ACK", "SET_LEVEL"}
+HOST_TYPES = {"ACK", "SET_LEVEL", "SET_TRACE"}
 
 
 def expected_event(frame: dict[str, Any]) -> fc.Event:
@@ -35,6 +35,7 @@ def expected_event(frame: dict[str, Any]) -> fc.Event:
             frame["library"],
             frame["version"],
             Severity(frame["level"]) if "level" in frame else None,
+            frame.get("tracing", False),
         )
     if kind == "RECORD":
         return Record(
@@ -57,6 +58,10 @@ def expected_event(frame: dict[str, Any]) -> fc.Event:
         "PONG": lambda f: fc.Pong(f["nonce"]),
         "ACK": lambda f: fc.Ack(f["seq"]),
         "SET_LEVEL": lambda f: fc.SetLevel(Severity(f["level"])),
+        "TRACE": lambda f: fc.Trace(f["on"], f["ranges"]),
+        "SET_TRACE": lambda f: fc.SetTrace(
+            f["on"], f["anchor"], tuple((s, e) for s, e in f["ranges"])
+        ),
         "ERROR": lambda f: fc.ErrorFrame(f["code"], f["reason"]),
     }
     event: fc.Event = simple[kind](frame)
@@ -114,10 +119,33 @@ def test_guest_frames_are_refused_from_the_host() -> None:
 
 def test_hello_reserved_flags_are_ignored() -> None:
     frame = bytearray(fc.encode(fc.Hello("x", bytes(16), level=Severity.ERR)))
-    frame[6] |= 0xF0  # flags: bits 4-7 are reserved
+    frame[6] |= 0xE0  # flags: bits 5-7 are reserved (bit 4: the guest takes SET_TRACE)
     decoder = fc.FrameDecoder(fc.Peer.GUEST, expect_preface=False)
     decoder.receive_data(frame)
     assert decoder.next_events() == [fc.Hello("x", bytes(16), level=Severity.ERR)]
+
+
+def test_hello_tracing_flag() -> None:
+    hello = fc.Hello("x", bytes(16), tracing=True)
+    frame = fc.encode(hello)
+    assert frame[6] == 0x10
+    decoder = fc.FrameDecoder(fc.Peer.GUEST, expect_preface=False)
+    decoder.receive_data(frame)
+    assert decoder.next_events() == [hello]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        fc.SetTrace(True, 0, ((5, 5),)),
+        fc.SetTrace(True, 0, ((1, 2),) * 17),
+        fc.SetTrace(True, -1),
+        fc.Trace(True, 17),
+    ],
+)
+def test_trace_frames_out_of_range_are_not_encoded(event: fc.Event) -> None:
+    with pytest.raises(ValueError):
+        fc.encode(event)
 
 
 @pytest.mark.parametrize("ftype", [int(t) for t in fc.FrameType])
@@ -172,6 +200,7 @@ hellos = st.builds(
     token=st.binary(max_size=40),
     library=st.text(max_size=30),
     level=st.none() | st.sampled_from(list(Severity)),
+    tracing=st.booleans(),
 )
 guest_events = st.one_of(
     records,
@@ -179,6 +208,7 @@ guest_events = st.one_of(
     st.builds(fc.Dropped, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
     st.just(fc.Bye()),
     st.builds(fc.Level, st.sampled_from(list(Severity))),
+    st.builds(fc.Trace, st.booleans(), st.integers(0, fc.MAX_TRACE_RANGES)),
     st.builds(fc.Ping, st.integers(0, 2**64 - 1)),
     st.builds(fc.Pong, st.integers(0, 2**64 - 1)),
     st.builds(fc.ErrorFrame, st.integers(0, 65535), st.text(max_size=50)),

@@ -40,6 +40,7 @@ COMMANDS = {
     **dict.fromkeys(("up", "down", "run", "ps", "stop", "restart", "rm", "net", "image"), "fleet"),
     **dict.fromkeys(("level", "ping", "cont", "debug"), "control"),
     "instrument": "instrument",
+    "trace": "trace",
 }
 
 

@@ -96,6 +96,11 @@ class Connection(GuardedStream):
         # many LEVEL answers came, and the PINGs sent to it that wait for their PONG.
         self.level: Severity | None = None
         self.level_answers = 0
+        # Function tracing: whether the library takes SET_TRACE (HELLO's flags), and
+        # its last TRACE answer (on, ranges) with how many came.
+        self.tracing = False
+        self.trace: fc.Trace | None = None
+        self.trace_answers = 0
         self._pings: dict[int, asyncio.Future[float]] = {}
 
     # -- asyncio callbacks --------------------------------------------------------
@@ -299,6 +304,7 @@ class Connection(GuardedStream):
             except Refused as exc:
                 raise ProtocolError(str(exc), fc.ErrorCode.NOT_ALLOWED) from None
             self.level = event.level
+            self.tracing = event.tracing
             self._attach(name, event.library, event.name)
             self.collector.want_commit(self)
         elif isinstance(event, fc.Dropped):
@@ -318,6 +324,9 @@ class Connection(GuardedStream):
             self.level = event.level
             self.level_answers += 1
             self.collector.status_changed()
+        elif isinstance(event, fc.Trace):
+            self.trace = event
+            self.trace_answers += 1
         elif isinstance(event, fc.Bye):
             self.collector.want_commit(self, then_close=True)
         elif isinstance(event, fc.ErrorFrame):

@@ -3,15 +3,17 @@
 Both ``umonitor serve`` and ``umonitor up`` listen on ``DATA/run/control.sock`` (mode
 0600 in the 0700 data directory; local only). It takes one JSON object per line and
 answers one JSON object per line: ``{"ok": true, ...}`` or ``{"ok": false, "error":
-"..."}``. ``GuestControl`` answers the operations on a guest's connection, ``level``
-and ``ping``, for both; the fleet adds its own (fleet/daemon.py).
+"..."}``. ``GuestControl`` answers the operations on a guest's connection, ``level``,
+``trace`` and ``ping``, for both; the fleet adds its own (fleet/daemon.py).
 
 How a guest is controlled (docs/protocol.md §2.5): the collector writes SET_LEVEL (for
 ``level``) and then a PING on the guest's live connection, and waits at most
 ``ANSWER_SECONDS`` for the PONG. A guest handles frames in order, so a library that
 answers SET_LEVEL has sent its LEVEL before that PONG; a PONG without a LEVEL comes
-from an older library, which applies SET_LEVEL without saying so. Nothing is queued
-for a guest that is not connected: it gets one sentence saying so.
+from an older library, which applies SET_LEVEL without saying so. SET_TRACE (for
+``trace``) goes only to a library whose HELLO said it takes it (flags bit 4): an older
+one would take the unknown frame for a protocol error. Nothing is queued for a guest
+that is not connected: it gets one sentence saying so.
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def in_data_dir(root: Path) -> Callable[[str], bool]:
 class GuestControl:
     """``level`` and ``ping`` on the live connection of a named instance."""
 
-    OPS = ("level", "ping")
+    OPS = ("level", "trace", "ping")
 
     def __init__(self, collector: ControlHost, known: Callable[[str], bool]) -> None:
         self.collector = collector
@@ -192,11 +194,17 @@ class GuestControl:
             return None
         name = str(request.get("name", ""))
         level = None
+        trace = None
         if op == "level":
             try:
                 level = Severity.parse(str(request.get("level", "")))
             except ValueError as exc:
                 return _refuse(str(exc))
+        elif op == "trace":
+            try:
+                trace = _set_trace(request)
+            except ValueError as exc:
+                return _refuse(f"bad trace request: {exc}")
         conn = self.collector.live_connection(name)
         if conn is None:
             if not self.known(name):
@@ -206,6 +214,8 @@ class GuestControl:
                     f"instance {name} is not connected, so nothing was changed: a guest "
                     "starts at its own level (umon.level) each time it connects"
                 )
+            if op == "trace":
+                return _refuse(f"instance {name} is not connected, so nothing was changed")
             return _refuse(f"instance {name} is not connected")
         if not conn.controllable:
             dialect = "2018 Umonitor" if conn.dialect is Dialect.LEGACY else "plain text"
@@ -214,13 +224,22 @@ class GuestControl:
                 "channel; only guests of the native protocol (umonitor.c, umonitor.guest.client) "
                 "take a level or answer a ping"
             )
+        if trace is not None and not conn.tracing:
+            return _refuse(
+                f"instance {name}'s guest library does not take function tracing (it "
+                "predates it, or is not the C library); nothing was sent"
+            )
         was = conn.level
         answers = conn.level_answers
+        traces = conn.trace_answers
         frames: list[fc.Event] = [fc.SetLevel(level)] if level is not None else []
+        if trace is not None:
+            frames.append(trace)
         try:
             seconds = await conn.ask(frames, ANSWER_SECONDS)
         except TimeoutError:
             maybe = "; its level may have changed" if level is not None else ""
+            maybe = "; its tracing may have changed" if trace is not None else maybe
             return _refuse(f"instance {name} did not answer within {ANSWER_SECONDS:.0f} s{maybe}")
         except ConnectionError:
             return _refuse(f"instance {name} disconnected before it answered")
@@ -234,4 +253,21 @@ class GuestControl:
             reply.update(
                 level=now.label, was=was.label if was is not None else None, confirmed=confirmed
             )
+        if trace is not None:
+            if conn.trace_answers == traces or conn.trace is None:
+                return _refuse(f"instance {name} answered without saying whether it traces")
+            reply.update(on=conn.trace.on, ranges=conn.trace.ranges)
         return reply
+
+
+def _set_trace(request: dict[str, Any]) -> fc.SetTrace:
+    """The SET_TRACE frame a ``trace`` request asks for; ValueError if it is not one."""
+    on = request.get("on")
+    anchor = request.get("anchor", 0)
+    ranges = request.get("ranges", [])
+    if not isinstance(on, bool) or not isinstance(anchor, int) or not isinstance(ranges, list):
+        raise ValueError("needs on (true or false), anchor (a number), ranges (a list)")
+    pairs = tuple((int(r[0]), int(r[1])) for r in ranges)
+    event = fc.SetTrace(on, anchor, pairs)
+    fc.encode(event)  # ValueError for what the frame cannot hold
+    return event

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,11 +92,10 @@ def elf_sections(path: Path) -> dict[str, int]:
     return out
 
 
-def symbol_value(path: Path, name: str) -> int | None:
-    """The value (link-time address) of the first symbol ``name`` in the file's
-    ``.symtab``, or None: no such symbol, no symbol table, not an ELF64 file."""
+def _symbols(path: Path) -> Iterator[tuple[bytes, int, int, int]]:
+    """(name, info, value, size) of each defined symbol in the file's ``.symtab``
+    (none when the file has no symbol table or is not an ELF64 file)."""
     sections = _section_table(path)
-    wanted = name.encode("latin-1", "replace")
     for table in sections:
         if table.type != SHT_SYMTAB or not 0 <= table.link < len(sections):
             continue
@@ -107,14 +107,33 @@ def symbol_value(path: Path, name: str) -> int | None:
                 f.seek(table.offset)
                 symbols = f.read(min(table.size, MAX_SYMBOL_BYTES))
         except (OSError, ValueError):
-            return None
+            return
         for at in range(0, len(symbols) - _SYMBOL.size + 1, _SYMBOL.size):
-            st_name, _info, _other, shndx, value, _size = _SYMBOL.unpack_from(symbols, at)
-            if shndx == 0 or not names.startswith(wanted, st_name):
+            st_name, info, _other, shndx, value, size = _SYMBOL.unpack_from(symbols, at)
+            if shndx == 0 or st_name >= len(names):
                 continue
-            if names[st_name + len(wanted) : st_name + len(wanted) + 1] == b"\0":
-                return int(value)
-    return None
+            end = names.find(b"\0", st_name)
+            yield names[st_name : end if end >= 0 else len(names)], info, value, size
+
+
+def symbol_value(path: Path, name: str) -> int | None:
+    """The value (link-time address) of the first symbol ``name`` in the file's
+    ``.symtab``, or None: no such symbol, no symbol table, not an ELF64 file."""
+    wanted = name.encode("latin-1", "replace")
+    return next((value for sym, _, value, _ in _symbols(path) if sym == wanted), None)
+
+
+STT_FUNC = 2
+
+
+def function_symbols(path: Path) -> list[tuple[str, int, int]]:
+    """(name, link-time address, size) of each function with a size in ``.symtab``;
+    names as linked (C++ names mangled)."""
+    return [
+        (sym.decode("utf-8", "replace"), value, size)
+        for sym, info, value, size in _symbols(path)
+        if info & 0x0F == STT_FUNC and size > 0 and sym
+    ]
 
 
 def has_dwarf(path: Path) -> bool:

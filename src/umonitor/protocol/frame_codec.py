@@ -29,11 +29,13 @@ class FrameType(enum.IntEnum):
     DROPPED = 0x03
     BYE = 0x04
     LEVEL = 0x05
+    TRACE = 0x06
     PING = 0x10
     PONG = 0x11
     ERROR = 0x7F
     ACK = 0x81
     SET_LEVEL = 0x82
+    SET_TRACE = 0x83
 
 
 class ErrorCode(enum.IntEnum):
@@ -53,9 +55,16 @@ class Peer(enum.Enum):
 
 
 _FROM_GUEST = frozenset(
-    {FrameType.HELLO, FrameType.RECORD, FrameType.DROPPED, FrameType.BYE, FrameType.LEVEL}
+    {
+        FrameType.HELLO,
+        FrameType.RECORD,
+        FrameType.DROPPED,
+        FrameType.BYE,
+        FrameType.LEVEL,
+        FrameType.TRACE,
+    }
 )
-_FROM_HOST = frozenset({FrameType.ACK, FrameType.SET_LEVEL})
+_FROM_HOST = frozenset({FrameType.ACK, FrameType.SET_LEVEL, FrameType.SET_TRACE})
 _EITHER = frozenset({FrameType.PING, FrameType.PONG, FrameType.ERROR})
 _ALLOWED = {Peer.GUEST: _FROM_GUEST | _EITHER, Peer.HOST: _FROM_HOST | _EITHER}
 
@@ -68,6 +77,7 @@ class Hello:
     library: str = ""
     version: int = VERSION
     level: Severity | None = None  # the guest's minimum level, when it says (flags bit 3)
+    tracing: bool = False  # the guest takes SET_TRACE (flags bit 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,17 @@ class Level:
     """The guest's minimum level now in force: its answer to SET_LEVEL."""
 
     level: Severity
+
+
+MAX_TRACE_RANGES = 16  # address ranges one SET_TRACE carries, at most
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Function tracing now in force in the guest: its answer to SET_TRACE."""
+
+    on: bool
+    ranges: int  # how many address ranges limit it (0: every function)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +135,32 @@ class SetLevel:
     level: Severity
 
 
-Event = Hello | Record | Dropped | Bye | Level | Ping | Pong | ErrorFrame | Ack | SetLevel
+@dataclass(frozen=True, slots=True)
+class SetTrace:
+    """Switch function tracing on or off, for functions in ``ranges`` ([start, end)
+    link-time addresses, moved by the guest's load bias: ``anchor`` is where the
+    guest library's ``umon_logx`` was linked; 0 when the ranges are run-time
+    addresses already). No ranges: every function."""
+
+    on: bool
+    anchor: int = 0
+    ranges: tuple[tuple[int, int], ...] = ()
+
+
+Event = (
+    Hello
+    | Record
+    | Dropped
+    | Bye
+    | Level
+    | Trace
+    | Ping
+    | Pong
+    | ErrorFrame
+    | Ack
+    | SetLevel
+    | SetTrace
+)
 RecordRunConsumer = Callable[[bytearray, int, int, int], int]
 
 # Frame header:  length u32 | type u8
@@ -131,6 +177,12 @@ _DROPPED = struct.Struct(">QQ")
 #   flags: bit 3 set = bits 0-2 hold the guest's minimum level; bits 4-7 reserved
 _HELLO_HEAD = struct.Struct(">BB16s")
 _HELLO_HAS_LEVEL = 0x08
+_HELLO_TRACING = 0x10
+# SET_TRACE: on u8 | count u8 | anchor u64 | count x ( start u64 | end u64 )
+_SET_TRACE_HEAD = struct.Struct(">BBQ")
+_RANGE = struct.Struct(">QQ")
+# TRACE: on u8 | count u8
+_TRACE = struct.Struct(">BB")
 # RECORD head (36 bytes):
 #   seq u64 | mono_ns u64 | wall_ns i64 | severity u8 | kind u8 | flags u8 |
 #   nfields u8 | line u32 | file_len u16 | func_len u16
@@ -338,12 +390,35 @@ def _decode_other_untrusted(ftype: int, body: bytes) -> Event:
             raise ProtocolError(f"{name} level {body[0]} is not 0-7")
         level = _SEVERITIES[body[0]]
         return SetLevel(level) if ftype == FrameType.SET_LEVEL else Level(level)
+    if ftype == FrameType.SET_TRACE:
+        return _decode_set_trace_untrusted(body)
+    if ftype == FrameType.TRACE:
+        _need(body, _TRACE.size, "TRACE")
+        on, count = _TRACE.unpack(body)
+        if on > 1 or count > MAX_TRACE_RANGES:
+            raise ProtocolError(f"TRACE on {on} with {count} ranges is out of range")
+        return Trace(bool(on), count)
     if ftype == FrameType.ERROR:
         if len(body) < _ERROR_HEAD.size:
             raise ProtocolError("ERROR frame too short")
         (code,) = _ERROR_HEAD.unpack_from(body)
         return ErrorFrame(code, _text(body[_ERROR_HEAD.size :]))
     raise ProtocolError(f"unknown frame type 0x{ftype:02x}", ErrorCode.UNEXPECTED)
+
+
+def _decode_set_trace_untrusted(body: bytes) -> SetTrace:
+    if len(body) < _SET_TRACE_HEAD.size:
+        raise ProtocolError("SET_TRACE frame too short")
+    on, count, anchor = _SET_TRACE_HEAD.unpack_from(body)
+    if on > 1:
+        raise ProtocolError(f"SET_TRACE on is {on}, not 0 or 1")
+    if count > MAX_TRACE_RANGES:
+        raise ProtocolError(f"SET_TRACE with {count} ranges; at most {MAX_TRACE_RANGES}")
+    _need(body, _SET_TRACE_HEAD.size + count * _RANGE.size, "SET_TRACE")
+    ranges = tuple(_RANGE.iter_unpack(body[_SET_TRACE_HEAD.size :]))
+    if any(start >= end for start, end in ranges):
+        raise ProtocolError("SET_TRACE range whose start is not below its end")
+    return SetTrace(bool(on), anchor, ranges)
 
 
 def _decode_hello_untrusted(body: bytes) -> Hello:
@@ -372,7 +447,8 @@ def _decode_hello_untrusted(body: bytes) -> Hello:
     if not name:
         raise ProtocolError("HELLO with an empty instance name")
     level = _SEVERITIES[flags & 0x07] if flags & _HELLO_HAS_LEVEL else None
-    return Hello(_text(name), boot_id, token, _text(library), version, level)
+    tracing = bool(flags & _HELLO_TRACING)
+    return Hello(_text(name), boot_id, token, _text(library), version, level, tracing)
 
 
 # -- encoding -----------------------------------------------------------------------
@@ -397,6 +473,8 @@ def encode_hello(hello: Hello) -> bytes:
     token = _short(hello.token, "token")
     library = _short(hello.library.encode(), "library name")
     flags = 0 if hello.level is None else _HELLO_HAS_LEVEL | int(hello.level)
+    if hello.tracing:
+        flags |= _HELLO_TRACING
     body = b"".join(
         (
             _HELLO_HEAD.pack(hello.version, flags, hello.boot_id),
@@ -463,7 +541,25 @@ def encode(event: Event) -> bytes:
         return _frame(FrameType.SET_LEVEL, bytes((int(event.level),)))
     if isinstance(event, Level):
         return _frame(FrameType.LEVEL, bytes((int(event.level),)))
+    if isinstance(event, Trace):
+        if not 0 <= event.ranges <= MAX_TRACE_RANGES:
+            raise ValueError(f"at most {MAX_TRACE_RANGES} trace ranges")
+        return _frame(FrameType.TRACE, _TRACE.pack(event.on, event.ranges))
+    if isinstance(event, SetTrace):
+        return _frame(FrameType.SET_TRACE, _encode_set_trace(event))
     return _frame(FrameType.ERROR, _ERROR_HEAD.pack(event.code) + event.reason.encode())
+
+
+def _encode_set_trace(event: SetTrace) -> bytes:
+    if len(event.ranges) > MAX_TRACE_RANGES:
+        raise ValueError(f"at most {MAX_TRACE_RANGES} trace ranges, not {len(event.ranges)}")
+    if not 0 <= event.anchor <= _U64_MAX:
+        raise ValueError("anchor must be 0..2**64-1")
+    for start, end in event.ranges:
+        if not 0 <= start < end <= _U64_MAX:
+            raise ValueError(f"bad trace range [{start:#x}, {end:#x})")
+    head = _SET_TRACE_HEAD.pack(event.on, len(event.ranges), event.anchor)
+    return head + b"".join(_RANGE.pack(start, end) for start, end in event.ranges)
 
 
 def decode_datagram_untrusted(

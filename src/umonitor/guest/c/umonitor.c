@@ -157,6 +157,18 @@
 #define UMON_FRAME() ((uintptr_t)0)
 #endif
 #define UMON_FRAME_MAX 65536u /* bytes from one frame to the next, at most */
+
+/* Every function here is built without -finstrument-functions' hooks, which
+ * the library itself defines (function tracing, see umon_set_trace). */
+#if defined(__GNUC__) || defined(__clang__)
+#define UMON_NOTRACE __attribute__((no_instrument_function))
+#define UMON_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define UMON_COLD __attribute__((noinline, cold))
+#else
+#define UMON_NOTRACE
+#define UMON_UNLIKELY(x) (x)
+#define UMON_COLD
+#endif
 #define HEX_MAX (2u + 2u * sizeof(uintptr_t)) /* "0x" and the digits */
 #define STACK_TEXT_MAX (UMON_STACK_DEPTH * (HEX_MAX + 1u) + 1u)
 
@@ -190,13 +202,13 @@
 
 /* ---- wire codec ---------------------------------------------------------- */
 
-static void put_u16(unsigned char *p, unsigned long v)
+static UMON_NOTRACE void put_u16(unsigned char *p, unsigned long v)
 {
     p[0] = (unsigned char)(v >> 8);
     p[1] = (unsigned char)v;
 }
 
-static void put_u32(unsigned char *p, unsigned long v)
+static UMON_NOTRACE void put_u32(unsigned char *p, unsigned long v)
 {
     p[0] = (unsigned char)(v >> 24);
     p[1] = (unsigned char)(v >> 16);
@@ -204,7 +216,7 @@ static void put_u32(unsigned char *p, unsigned long v)
     p[3] = (unsigned char)v;
 }
 
-static void put_u64(unsigned char *p, unsigned long long v)
+static UMON_NOTRACE void put_u64(unsigned char *p, unsigned long long v)
 {
     int i;
     for (i = 7; i >= 0; i--) {
@@ -213,13 +225,13 @@ static void put_u64(unsigned char *p, unsigned long long v)
     }
 }
 
-static unsigned long get_u32(const unsigned char *p)
+static UMON_NOTRACE unsigned long get_u32(const unsigned char *p)
 {
     return ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16) | ((unsigned long)p[2] << 8) |
            (unsigned long)p[3];
 }
 
-static unsigned long long get_u64(const unsigned char *p)
+static UMON_NOTRACE unsigned long long get_u64(const unsigned char *p)
 {
     unsigned long long v = 0;
     int i;
@@ -228,7 +240,7 @@ static unsigned long long get_u64(const unsigned char *p)
     return v;
 }
 
-size_t umon_wire_utf8_cut(const char *s, size_t len)
+UMON_NOTRACE size_t umon_wire_utf8_cut(const char *s, size_t len)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t lead = len;
@@ -243,13 +255,14 @@ size_t umon_wire_utf8_cut(const char *s, size_t len)
     return len - (lead - 1) < need ? lead - 1 : len;
 }
 
-void umon_wire_seal(unsigned char *out, size_t size)
+UMON_NOTRACE void umon_wire_seal(unsigned char *out, size_t size)
 {
     put_u32(out, (unsigned long)(size - 4));
 }
 
-size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_id[16],
-                       const char *name, const char *token, const char *library, int level)
+UMON_NOTRACE size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_id[16],
+                       const char *name, const char *token, const char *library, int level,
+                       int tracing)
 {
     size_t n = name ? strlen(name) : 0;
     size_t t = token ? strlen(token) : 0;
@@ -261,8 +274,11 @@ size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_
         return 0;
     out[4] = UMON_FRAME_HELLO;
     *p++ = 1; /* version */
-    /* flags: bit 3 = bits 0-2 hold the level */
-    *p++ = level >= 0 && level <= 7 ? (unsigned char)(0x08 | level) : 0u;
+    /* flags: bit 3 = bits 0-2 hold the level; bit 4 = SET_TRACE understood */
+    *p = level >= 0 && level <= 7 ? (unsigned char)(0x08 | level) : 0u;
+    if (tracing)
+        *p |= UMON_WIRE_HELLO_TRACE;
+    p++;
     memcpy(p, boot_id, 16);
     p += 16;
     *p++ = (unsigned char)n;
@@ -281,7 +297,7 @@ size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_
 
 /* One field at out + pos, its value cut so that the field ends at or before limit;
  * returns the position after it, or 0 when not even the key fits. */
-static size_t put_field(unsigned char *out, size_t limit, size_t pos, const char *key,
+static UMON_NOTRACE size_t put_field(unsigned char *out, size_t limit, size_t pos, const char *key,
                         const char *value)
 {
     size_t klen, vlen, room;
@@ -303,7 +319,7 @@ static size_t put_field(unsigned char *out, size_t limit, size_t pos, const char
     return pos + 3 + klen + vlen;
 }
 
-size_t umon_wire_record_begin(unsigned char *out, size_t cap, const struct umon_wire_record *r,
+UMON_NOTRACE size_t umon_wire_record_begin(unsigned char *out, size_t cap, const struct umon_wire_record *r,
                               size_t reserve)
 {
     size_t limit = cap > reserve ? cap - reserve : 0;
@@ -348,7 +364,7 @@ size_t umon_wire_record_begin(unsigned char *out, size_t cap, const struct umon_
     return pos;
 }
 
-size_t umon_wire_record_finish(unsigned char *out, size_t cap, size_t at, const char *message,
+UMON_NOTRACE size_t umon_wire_record_finish(unsigned char *out, size_t cap, size_t at, const char *message,
                                size_t message_len)
 {
     size_t room = cap > at ? cap - at : 0;
@@ -361,7 +377,7 @@ size_t umon_wire_record_finish(unsigned char *out, size_t cap, size_t at, const 
     return at + message_len;
 }
 
-size_t umon_wire_dropped(unsigned char *out, unsigned long long count, unsigned long long through)
+UMON_NOTRACE size_t umon_wire_dropped(unsigned char *out, unsigned long long count, unsigned long long through)
 {
     out[4] = UMON_FRAME_DROPPED;
     put_u64(out + 5, count);
@@ -370,7 +386,7 @@ size_t umon_wire_dropped(unsigned char *out, unsigned long long count, unsigned 
     return 21;
 }
 
-size_t umon_wire_level(unsigned char *out, unsigned level)
+UMON_NOTRACE size_t umon_wire_level(unsigned char *out, unsigned level)
 {
     out[4] = UMON_FRAME_LEVEL;
     out[5] = (unsigned char)level;
@@ -378,14 +394,23 @@ size_t umon_wire_level(unsigned char *out, unsigned level)
     return 6;
 }
 
-size_t umon_wire_bye(unsigned char *out)
+UMON_NOTRACE size_t umon_wire_trace(unsigned char *out, unsigned on, unsigned nranges)
+{
+    out[4] = UMON_FRAME_TRACE;
+    out[5] = (unsigned char)(on != 0);
+    out[6] = (unsigned char)nranges;
+    umon_wire_seal(out, 7);
+    return 7;
+}
+
+UMON_NOTRACE size_t umon_wire_bye(unsigned char *out)
 {
     out[4] = UMON_FRAME_BYE;
     umon_wire_seal(out, 5);
     return 5;
 }
 
-size_t umon_wire_u64(unsigned char *out, unsigned type, unsigned long long value)
+UMON_NOTRACE size_t umon_wire_u64(unsigned char *out, unsigned type, unsigned long long value)
 {
     out[4] = (unsigned char)type;
     put_u64(out + 5, value);
@@ -393,7 +418,7 @@ size_t umon_wire_u64(unsigned char *out, unsigned type, unsigned long long value
     return 13;
 }
 
-size_t umon_wire_error(unsigned char *out, size_t cap, unsigned code, const char *reason)
+UMON_NOTRACE size_t umon_wire_error(unsigned char *out, size_t cap, unsigned code, const char *reason)
 {
     size_t n = reason ? strlen(reason) : 0;
 
@@ -409,7 +434,7 @@ size_t umon_wire_error(unsigned char *out, size_t cap, unsigned code, const char
     return 7 + n;
 }
 
-int umon_wire_decode_untrusted(const unsigned char *buf, size_t len, struct umon_wire_frame *out,
+UMON_NOTRACE int umon_wire_decode_untrusted(const unsigned char *buf, size_t len, struct umon_wire_frame *out,
                                size_t *used)
 {
     unsigned long length;
@@ -419,6 +444,8 @@ int umon_wire_decode_untrusted(const unsigned char *buf, size_t len, struct umon
     out->value = 0;
     out->reason = NULL;
     out->reason_len = 0;
+    out->anchor = 0;
+    out->nranges = 0;
     *used = 0;
     if (len < 4)
         return UMON_WIRE_NEED_MORE;
@@ -440,6 +467,10 @@ int umon_wire_decode_untrusted(const unsigned char *buf, size_t len, struct umon
         if (body != 1)
             return UMON_WIRE_INVALID;
         break;
+    case UMON_FRAME_SET_TRACE: /* on u8, count u8, anchor u64, count x (start, end) */
+        if (body < 10 || (body - 10) % 16 != 0 || (body - 10) / 16 > UMON_TRACE_RANGES)
+            return UMON_WIRE_INVALID;
+        break;
     case UMON_FRAME_ERROR:
         if (body < 2)
             return UMON_WIRE_INVALID;
@@ -459,6 +490,20 @@ int umon_wire_decode_untrusted(const unsigned char *buf, size_t len, struct umon
         if (buf[5] > 7)
             return UMON_WIRE_INVALID;
         out->value = buf[5];
+    } else if (out->type == UMON_FRAME_SET_TRACE) {
+        unsigned i;
+
+        if (buf[5] > 1 || buf[6] != (body - 10) / 16)
+            return UMON_WIRE_INVALID;
+        out->value = buf[5];
+        out->anchor = get_u64(buf + 7);
+        out->nranges = buf[6];
+        for (i = 0; i < out->nranges; i++) {
+            out->ranges[i][0] = get_u64(buf + 15 + 16 * i);
+            out->ranges[i][1] = get_u64(buf + 23 + 16 * i);
+            if (out->ranges[i][0] >= out->ranges[i][1])
+                return UMON_WIRE_INVALID;
+        }
     } else if (out->type != UMON_FRAME_ERROR) {
         out->value = get_u64(buf + 5);
     }
@@ -516,6 +561,7 @@ static struct {
     int pong_pending;
     unsigned long long pong_nonce;
     int level_pending; /* answer SET_LEVEL with LEVEL */
+    int trace_pending; /* answer SET_TRACE with TRACE */
 
     size_t tx_start, tx_end; /* bytes of tx_buf still to send */
     size_t rx_len;           /* bytes in rx_buf */
@@ -537,16 +583,26 @@ static unsigned char tx_buf[TX_BYTES];
 static unsigned char rx_buf[RX_BYTES];
 static unsigned char scratch[UMON_RECORD_MAX + 1]; /* + vsnprintf's terminator */
 
+/* Tracing (see umon_set_trace): the flag the hooks test, the address ranges
+ * (run-time addresses) an event's function must be in when there are any, and
+ * whether the library is at work (between LOCK and UNLOCK): a hook that fires
+ * then (instrumented code the library calls, a network stack under it, another
+ * thread) skips its event, counted as filtered, instead of re-entering. */
+static volatile int trace_on;
+static unsigned trace_nranges;
+static uintptr_t trace_ranges[UMON_TRACE_RANGES][2];
+static volatile int in_library;
+
 #ifdef UMON_THREADS
 static pthread_mutex_t umon_mutex = PTHREAD_MUTEX_INITIALIZER;
-#define LOCK() ((void)pthread_mutex_lock(&umon_mutex))
-#define UNLOCK() ((void)pthread_mutex_unlock(&umon_mutex))
+#define LOCK() ((void)pthread_mutex_lock(&umon_mutex), in_library = 1)
+#define UNLOCK() (in_library = 0, (void)pthread_mutex_unlock(&umon_mutex))
 #else
-#define LOCK() ((void)0)
-#define UNLOCK() ((void)0)
+#define LOCK() ((void)(in_library = 1))
+#define UNLOCK() ((void)(in_library = 0))
 #endif
 
-static long long clock_ns(clockid_t clock, int *ok)
+static UMON_NOTRACE long long clock_ns(clockid_t clock, int *ok)
 {
     struct timespec ts;
 
@@ -560,13 +616,13 @@ static long long clock_ns(clockid_t clock, int *ok)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static long long now_ms(void)
+static UMON_NOTRACE long long now_ms(void)
 {
     return clock_ns(CLOCK_MONOTONIC, NULL) / 1000000LL;
 }
 
 /* splitmix64: spreads weak seeds over 64 bits. */
-static unsigned long long mix64(unsigned long long x)
+static UMON_NOTRACE unsigned long long mix64(unsigned long long x)
 {
     x += 0x9E3779B97F4A7C15ULL;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -575,7 +631,7 @@ static unsigned long long mix64(unsigned long long x)
 }
 
 /* Fill buf from /dev/urandom; returns the bytes read. */
-static size_t read_urandom(unsigned char *buf, size_t len)
+static UMON_NOTRACE size_t read_urandom(unsigned char *buf, size_t len)
 {
 #ifdef UMON_HAVE_PROCESS
     size_t got = 0;
@@ -600,7 +656,7 @@ static size_t read_urandom(unsigned char *buf, size_t len)
 }
 
 /* The process id, or 0 where there is only one process. */
-static unsigned long long process_id(void)
+static UMON_NOTRACE unsigned long long process_id(void)
 {
 #ifdef UMON_HAVE_PROCESS
     return (unsigned long long)getpid();
@@ -609,7 +665,7 @@ static unsigned long long process_id(void)
 #endif
 }
 
-static void ensure_boot(void)
+static UMON_NOTRACE void ensure_boot(void)
 {
     static unsigned long long counter;
 
@@ -631,7 +687,7 @@ static void ensure_boot(void)
 
 /* ---- ring ------------------------------------------------------------------- */
 
-static void ring_read(size_t off, unsigned char *dst, size_t n)
+static UMON_NOTRACE void ring_read(size_t off, unsigned char *dst, size_t n)
 {
     size_t at = (S.ring_head + off) % UMON_RING_BYTES;
     size_t first = UMON_RING_BYTES - at < n ? UMON_RING_BYTES - at : n;
@@ -641,7 +697,7 @@ static void ring_read(size_t off, unsigned char *dst, size_t n)
         memcpy(dst + first, ring_buf, n - first);
 }
 
-static void ring_write(size_t off, const unsigned char *src, size_t n)
+static UMON_NOTRACE void ring_write(size_t off, const unsigned char *src, size_t n)
 {
     size_t at = (S.ring_head + off) % UMON_RING_BYTES;
     size_t first = UMON_RING_BYTES - at < n ? UMON_RING_BYTES - at : n;
@@ -652,7 +708,7 @@ static void ring_write(size_t off, const unsigned char *src, size_t n)
 }
 
 /* Size of the frame starting off bytes after the head. */
-static size_t ring_frame_size(size_t off)
+static UMON_NOTRACE size_t ring_frame_size(size_t off)
 {
     unsigned char head[4];
 
@@ -660,13 +716,13 @@ static size_t ring_frame_size(size_t off)
     return (size_t)get_u32(head) + 4;
 }
 
-static unsigned long long ring_first_seq(void)
+static UMON_NOTRACE unsigned long long ring_first_seq(void)
 {
     return S.next_seq - S.ring_frames;
 }
 
 /* Remove the oldest frame; was_sent tells whether it is on the wire. */
-static void ring_pop(int *was_sent)
+static UMON_NOTRACE void ring_pop(int *was_sent)
 {
     unsigned long long seq = ring_first_seq();
     size_t size = ring_frame_size(0);
@@ -681,7 +737,7 @@ static void ring_pop(int *was_sent)
     S.ring_frames--;
 }
 
-static void note_dropped(unsigned long long seq, unsigned long long count)
+static UMON_NOTRACE void note_dropped(unsigned long long seq, unsigned long long count)
 {
     S.stats.dropped += count;
     if (seq > S.dropped_through)
@@ -689,7 +745,7 @@ static void note_dropped(unsigned long long seq, unsigned long long count)
     S.dropped_pending = 1;
 }
 
-static void limbo_add(unsigned long long seq)
+static UMON_NOTRACE void limbo_add(unsigned long long seq)
 {
     if (S.limbo_runs > 0 && S.limbo[S.limbo_runs - 1].hi + 1 == seq) {
         S.limbo[S.limbo_runs - 1].hi = seq;
@@ -703,7 +759,7 @@ static void limbo_add(unsigned long long seq)
 }
 
 /* ACK(seq) settles the limbo runs it covers. */
-static void limbo_ack(unsigned long long seq)
+static UMON_NOTRACE void limbo_ack(unsigned long long seq)
 {
     unsigned done = 0;
 
@@ -724,7 +780,7 @@ static void limbo_ack(unsigned long long seq)
     }
 }
 
-static void limbo_drop_all(void)
+static UMON_NOTRACE void limbo_drop_all(void)
 {
     unsigned i;
 
@@ -733,7 +789,7 @@ static void limbo_drop_all(void)
     S.limbo_runs = 0;
 }
 
-static void ring_push(const unsigned char *frame, size_t size)
+static UMON_NOTRACE void ring_push(const unsigned char *frame, size_t size)
 {
     int was_sent;
 
@@ -752,7 +808,7 @@ static void ring_push(const unsigned char *frame, size_t size)
     S.ring_frames++;
 }
 
-static void apply_ack(unsigned long long seq)
+static UMON_NOTRACE void apply_ack(unsigned long long seq)
 {
     int was_sent;
 
@@ -770,7 +826,7 @@ static void apply_ack(unsigned long long seq)
 
 /* ---- connection ------------------------------------------------------------ */
 
-static size_t tx_room(void)
+static UMON_NOTRACE size_t tx_room(void)
 {
     if (S.tx_start > 0) {
         memmove(tx_buf, tx_buf + S.tx_start, S.tx_end - S.tx_start);
@@ -780,7 +836,7 @@ static size_t tx_room(void)
     return TX_BYTES - S.tx_end;
 }
 
-static void reset_link(void)
+static UMON_NOTRACE void reset_link(void)
 {
     S.tx_start = S.tx_end = 0;
     S.rx_len = 0;
@@ -788,10 +844,11 @@ static void reset_link(void)
     S.tx_off = 0;
     S.pong_pending = 0;
     S.level_pending = 0;
+    S.trace_pending = 0;
 }
 
 /* Close the connection; retry after the backoff unless stopped. */
-static void drop_connection(void)
+static UMON_NOTRACE void drop_connection(void)
 {
     long long now = now_ms();
 
@@ -805,7 +862,7 @@ static void drop_connection(void)
 }
 
 /* Tell the host why we hang up (best effort, never blocks), then hang up. */
-static void fail_connection(unsigned code, const char *reason)
+static UMON_NOTRACE void fail_connection(unsigned code, const char *reason)
 {
     unsigned char frame[64];
     size_t n = umon_wire_error(frame, sizeof frame, code, reason);
@@ -815,7 +872,7 @@ static void fail_connection(unsigned code, const char *reason)
     drop_connection();
 }
 
-static void on_connected(void)
+static UMON_NOTRACE void on_connected(void)
 {
     size_t n;
 
@@ -824,7 +881,7 @@ static void on_connected(void)
     reset_link();
     memcpy(tx_buf, UMON_WIRE_PREFACE, UMON_WIRE_PREFACE_LEN);
     n = umon_wire_hello(tx_buf + UMON_WIRE_PREFACE_LEN, TX_BYTES - UMON_WIRE_PREFACE_LEN, S.boot_id,
-                        S.name, S.token, UMON_LIBRARY, S.level);
+                        S.name, S.token, UMON_LIBRARY, S.level, 1);
     S.tx_end = UMON_WIRE_PREFACE_LEN + n;
     if (S.connected_before)
         S.stats.reconnects++;
@@ -832,7 +889,7 @@ static void on_connected(void)
 }
 
 /* The host answered HELLO (or never did): settle what it holds, start replay. */
-static void handshake_done(int have_ack, unsigned long long seq)
+static UMON_NOTRACE void handshake_done(int have_ack, unsigned long long seq)
 {
     if (have_ack)
         apply_ack(seq);
@@ -843,7 +900,7 @@ static void handshake_done(int have_ack, unsigned long long seq)
     S.backoff_ms = BACKOFF_MIN_MS;
 }
 
-static void start_connect(void)
+static UMON_NOTRACE void start_connect(void)
 {
     int flags;
     int one = 1;
@@ -870,7 +927,7 @@ static void start_connect(void)
     }
 }
 
-static void check_connect(void)
+static UMON_NOTRACE void check_connect(void)
 {
     struct pollfd p;
     int err = 0;
@@ -889,8 +946,25 @@ static void check_connect(void)
     }
 }
 
+/* SET_TRACE: ranges of link-time addresses move by the load bias, found from
+ * where umon_logx is now and where it was linked (the frame's anchor). Ranges
+ * are stored before the flag goes on. */
+static UMON_NOTRACE void apply_trace(const struct umon_wire_frame *f)
+{
+    uintptr_t bias = f->anchor != 0 ? (uintptr_t)&umon_logx - (uintptr_t)f->anchor : 0u;
+    unsigned i;
+
+    trace_on = 0;
+    for (i = 0; i < f->nranges; i++) {
+        trace_ranges[i][0] = (uintptr_t)f->ranges[i][0] + bias;
+        trace_ranges[i][1] = (uintptr_t)f->ranges[i][1] + bias;
+    }
+    trace_nranges = f->nranges;
+    trace_on = (int)f->value;
+}
+
 /* Handle one decoded host frame; returns -1 when the connection must go. */
-static int handle_frame(const struct umon_wire_frame *f)
+static UMON_NOTRACE int handle_frame(const struct umon_wire_frame *f)
 {
     switch (f->type) {
     case UMON_FRAME_ACK:
@@ -902,6 +976,10 @@ static int handle_frame(const struct umon_wire_frame *f)
     case UMON_FRAME_SET_LEVEL:
         S.level = (int)f->value;
         S.level_pending = 1;
+        return 0;
+    case UMON_FRAME_SET_TRACE:
+        apply_trace(f);
+        S.trace_pending = 1;
         return 0;
     case UMON_FRAME_PING:
         S.pong_pending = 1;
@@ -917,7 +995,7 @@ static int handle_frame(const struct umon_wire_frame *f)
 }
 
 /* Decode what rx holds; returns -1 when the connection must go. */
-static int process_rx(void)
+static UMON_NOTRACE int process_rx(void)
 {
     struct umon_wire_frame f;
     size_t used;
@@ -949,7 +1027,7 @@ static int process_rx(void)
 }
 
 /* Read whatever arrived; returns -1 when the connection is gone. */
-static int receive(void)
+static UMON_NOTRACE int receive(void)
 {
     for (;;) {
         ssize_t n = recv(S.fd, rx_buf + S.rx_len, RX_BYTES - S.rx_len, 0);
@@ -969,7 +1047,7 @@ static int receive(void)
 }
 
 /* Send from tx; returns -1 (connection dropped) on a send error. */
-static int send_tx(void)
+static UMON_NOTRACE int send_tx(void)
 {
     while (S.tx_start < S.tx_end) {
         ssize_t n = send(S.fd, tx_buf + S.tx_start, S.tx_end - S.tx_start, MSG_NOSIGNAL);
@@ -989,7 +1067,7 @@ static int send_tx(void)
 }
 
 /* Move frames into tx in protocol order; returns whether anything was added. */
-static int refill_tx(void)
+static UMON_NOTRACE int refill_tx(void)
 {
     size_t room = tx_room();
     int added = 0;
@@ -999,6 +1077,12 @@ static int refill_tx(void)
         S.tx_end += umon_wire_level(tx_buf + S.tx_end, (unsigned)S.level);
         S.level_pending = 0;
         room -= 6;
+        added = 1;
+    }
+    if (S.trace_pending && room >= 7) {
+        S.tx_end += umon_wire_trace(tx_buf + S.tx_end, (unsigned)trace_on, trace_nranges);
+        S.trace_pending = 0;
+        room -= 7;
         added = 1;
     }
     if (S.pong_pending && room >= 13) {
@@ -1034,7 +1118,7 @@ static int refill_tx(void)
     return added;
 }
 
-static void pump(void)
+static UMON_NOTRACE void pump(void)
 {
     for (;;) {
         if (send_tx() < 0 || S.tx_start != S.tx_end)
@@ -1044,7 +1128,7 @@ static void pump(void)
     }
 }
 
-static int poll_locked(void)
+static UMON_NOTRACE int poll_locked(void)
 {
     if (!S.configured || S.stopped || S.closing)
         return -1;
@@ -1061,13 +1145,13 @@ static int poll_locked(void)
     return S.state == HANDSHAKE || S.state == READY ? 0 : -1;
 }
 
-static int all_settled(void)
+static UMON_NOTRACE int all_settled(void)
 {
     return S.ring_frames == 0 && S.limbo_runs == 0;
 }
 
 /* Block in poll() for at most ms, waking up for socket activity. */
-static void wait_unlocked(int fd, short events, int ms)
+static UMON_NOTRACE void wait_unlocked(int fd, short events, int ms)
 {
     struct pollfd p;
 
@@ -1079,7 +1163,7 @@ static void wait_unlocked(int fd, short events, int ms)
     LOCK();
 }
 
-static int flush_locked(int timeout_ms)
+static UMON_NOTRACE int flush_locked(int timeout_ms)
 {
     long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 
@@ -1124,19 +1208,19 @@ static int flush_locked(int timeout_ms)
  * the retry time.
  */
 #ifdef UMON_COOPERATIVE
-static int coop_backlog(void)
+static UMON_NOTRACE int coop_backlog(void)
 {
     if (!S.configured || S.stopped || S.closing || S.state == IDLE)
         return 0;
     if (S.state != READY)
         return 1; /* connecting, or waiting for the ACK to HELLO */
     return S.tx_start != S.tx_end || S.tx_seq < S.next_seq || S.pong_pending ||
-           S.level_pending || S.tx_off > UMON_COOP_INFLIGHT;
+           S.level_pending || S.trace_pending || S.tx_off > UMON_COOP_INFLIGHT;
 }
 
 /* Yield until the backlog is gone or the time is up; returns the result of the
  * last poll_locked(), `polled` when none was needed. */
-static int coop_settle(int polled)
+static UMON_NOTRACE int coop_settle(int polled)
 {
     long long deadline;
 
@@ -1168,7 +1252,7 @@ static int coop_settle(int polled)
  * frame are ever read. Reads memory only: safe in a signal handler.
  */
 #ifdef UMON_WALK
-static UMON_NOINLINE unsigned walk_frames(uintptr_t fp, uintptr_t *out, unsigned max)
+static UMON_NOTRACE UMON_NOINLINE unsigned walk_frames(uintptr_t fp, uintptr_t *out, unsigned max)
 {
     unsigned n = 0;
 
@@ -1188,7 +1272,7 @@ static UMON_NOINLINE unsigned walk_frames(uintptr_t fp, uintptr_t *out, unsigned
 #endif
 
 /* "0x" and v in lower-case hex at p; returns the end. Async-signal-safe. */
-static char *put_hex(char *p, uintptr_t v)
+static UMON_NOTRACE char *put_hex(char *p, uintptr_t v)
 {
     char digits[2 * sizeof(uintptr_t)];
     unsigned n = 0;
@@ -1211,7 +1295,7 @@ static char *put_hex(char *p, uintptr_t v)
  * UMON_STACK_LEVEL and not a crash record, or no walk on this compiler).
  */
 #ifdef UMON_WALK
-static UMON_NOINLINE void stack_text(int severity, int kind, uintptr_t fp, char *out)
+static UMON_NOTRACE UMON_NOINLINE void stack_text(int severity, int kind, uintptr_t fp, char *out)
 {
     uintptr_t frames[UMON_STACK_DEPTH];
     unsigned n, i;
@@ -1229,7 +1313,7 @@ static UMON_NOINLINE void stack_text(int severity, int kind, uintptr_t fp, char 
     *p = '\0';
 }
 #else
-static void stack_text(int severity, int kind, uintptr_t fp, char *out)
+static UMON_NOTRACE void stack_text(int severity, int kind, uintptr_t fp, char *out)
 {
     (void)severity;
     (void)kind;
@@ -1240,7 +1324,7 @@ static void stack_text(int severity, int kind, uintptr_t fp, char *out)
 
 /* umon.text: where umon_logx is at run time, from which the host finds the load
  * bias of a position-independent program (its symbol's value subtracted). */
-static void text_address(char *out)
+static UMON_NOTRACE void text_address(char *out)
 {
     *put_hex(out, (uintptr_t)&umon_logx) = '\0';
 }
@@ -1275,14 +1359,14 @@ static int crash_handler_installed;
 static volatile sig_atomic_t crash_reported;
 static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
 
-static char *put_text(char *p, const char *text)
+static UMON_NOTRACE char *put_text(char *p, const char *text)
 {
     while (*text != '\0')
         *p++ = *text++;
     return p;
 }
 
-static char *put_decimal(char *p, long v)
+static UMON_NOTRACE char *put_decimal(char *p, long v)
 {
     char digits[24];
     unsigned long u = v < 0 ? 0ul - (unsigned long)v : (unsigned long)v;
@@ -1299,7 +1383,7 @@ static char *put_decimal(char *p, long v)
     return p;
 }
 
-static void on_fatal_signal(int sig, siginfo_t *info, void *context)
+static UMON_NOTRACE void on_fatal_signal(int sig, siginfo_t *info, void *context)
 {
     const ucontext_t *uc = (const ucontext_t *)context;
     uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[UMON_GREG_RIP];
@@ -1351,7 +1435,7 @@ static void on_fatal_signal(int sig, siginfo_t *info, void *context)
 
 /* Once per process: the alternate stack and the handler for each fatal signal
  * whose action is still the default (a program's own handler stays). */
-static void install_crash_handler(void)
+static UMON_NOTRACE void install_crash_handler(void)
 {
     struct sigaction sa, old;
     stack_t ss;
@@ -1375,7 +1459,7 @@ static void install_crash_handler(void)
     }
 }
 #else
-static void install_crash_handler(void)
+static UMON_NOTRACE void install_crash_handler(void)
 {
 }
 #endif
@@ -1383,7 +1467,7 @@ static void install_crash_handler(void)
 /* The umon.stack and umon.text fields after the record's own (begun at scratch,
  * `at` bytes so far), while the record has fewer than 255 fields and they fit
  * before the message's reserve; returns the new end. */
-static size_t append_stack(unsigned char *out, size_t at, const char *stack, const char *text)
+static UMON_NOTRACE size_t append_stack(unsigned char *out, size_t at, const char *stack, const char *text)
 {
     size_t limit = UMON_RECORD_MAX - MESSAGE_RESERVE, next;
     unsigned char *count = out + 5 + 27; /* the field count in the RECORD head */
@@ -1401,7 +1485,7 @@ static size_t append_stack(unsigned char *out, size_t at, const char *stack, con
 
 /* ---- public API ------------------------------------------------------------- */
 
-static int clamp_severity(int severity)
+static UMON_NOTRACE int clamp_severity(int severity)
 {
     return severity < UMON_EMERG ? UMON_EMERG : severity > UMON_DEBUG ? UMON_DEBUG : severity;
 }
@@ -1410,7 +1494,7 @@ static void log_locked(int severity, int kind, const char *file, unsigned line, 
                        const struct umon_field *fields, unsigned nfields, const char *stack,
                        const char *fmt, va_list ap) UMON_PRINTF(9, 0);
 
-static void log_locked(int severity, int kind, const char *file, unsigned line, const char *func,
+static UMON_NOTRACE void log_locked(int severity, int kind, const char *file, unsigned line, const char *func,
                        const struct umon_field *fields, unsigned nfields, const char *stack,
                        const char *fmt, va_list ap)
 {
@@ -1474,7 +1558,7 @@ static void log_with_stack(int severity, int kind, const char *file, unsigned li
                            const char *func, const struct umon_field *fields, unsigned nfields,
                            const char *stack, const char *fmt, va_list ap) UMON_PRINTF(9, 0);
 
-static void log_with_stack(int severity, int kind, const char *file, unsigned line,
+static UMON_NOTRACE void log_with_stack(int severity, int kind, const char *file, unsigned line,
                            const char *func, const struct umon_field *fields, unsigned nfields,
                            const char *stack, const char *fmt, va_list ap)
 {
@@ -1486,7 +1570,7 @@ static void log_with_stack(int severity, int kind, const char *file, unsigned li
 
 /* Each public entry walks from its own frame, while that frame is live, so that
  * the first address is the return into the function that called it. */
-void umon_vlogx(int severity, int kind, const char *file, unsigned line, const char *func,
+UMON_NOTRACE void umon_vlogx(int severity, int kind, const char *file, unsigned line, const char *func,
                 const struct umon_field *fields, unsigned nfields, const char *fmt, va_list ap)
 {
     char stack[STACK_TEXT_MAX];
@@ -1495,7 +1579,7 @@ void umon_vlogx(int severity, int kind, const char *file, unsigned line, const c
     log_with_stack(severity, kind, file, line, func, fields, nfields, stack, fmt, ap);
 }
 
-void umon_logx(int severity, int kind, const char *file, unsigned line, const char *func,
+UMON_NOTRACE void umon_logx(int severity, int kind, const char *file, unsigned line, const char *func,
                const struct umon_field *fields, unsigned nfields, const char *fmt, ...)
 {
     char stack[STACK_TEXT_MAX];
@@ -1507,7 +1591,7 @@ void umon_logx(int severity, int kind, const char *file, unsigned line, const ch
     va_end(ap);
 }
 
-void umon_log(int severity, const char *fmt, ...)
+UMON_NOTRACE void umon_log(int severity, const char *fmt, ...)
 {
     char stack[STACK_TEXT_MAX];
     va_list ap;
@@ -1518,7 +1602,100 @@ void umon_log(int severity, const char *fmt, ...)
     va_end(ap);
 }
 
-static void close_socket_locked(void)
+/* ---- function tracing --------------------------------------------------------- */
+
+/* How often a traced program's events move the connection along (every this
+ * many events, or when the ring is half full): a poll per event would cost two
+ * system calls per function call. */
+#define TRACE_POLL_EVERY 64u
+
+/* One ENTER or EXIT record: debug severity, no message, fields fn, caller and
+ * umon.text. Sent whatever the level; skipped (counted as filtered) while the
+ * library is at work or when fn is in none of the ranges. */
+static UMON_NOTRACE UMON_COLD void trace_event(unsigned kind, void *fn, void *caller)
+{
+    struct umon_wire_record r;
+    struct umon_field fields[3];
+    char fn_text[HEX_MAX + 1], caller_text[HEX_MAX + 1], text[HEX_MAX + 1];
+    uintptr_t at = (uintptr_t)fn;
+    size_t size;
+    int ok;
+
+    if (in_library) {
+        S.stats.filtered++; /* racy under UMON_THREADS: a count, not a guard */
+        return;
+    }
+    LOCK();
+    if (trace_nranges != 0) {
+        unsigned i = 0;
+
+        while (i < trace_nranges && !(at >= trace_ranges[i][0] && at < trace_ranges[i][1]))
+            i++;
+        if (i == trace_nranges) {
+            UNLOCK();
+            return;
+        }
+    }
+    *put_hex(fn_text, at) = '\0';
+    *put_hex(caller_text, (uintptr_t)caller) = '\0';
+    text_address(text);
+    fields[0].key = "fn";
+    fields[0].value = fn_text;
+    fields[1].key = "caller";
+    fields[1].value = caller_text;
+    fields[2].key = "umon.text";
+    fields[2].value = text;
+    ensure_boot();
+    memset(&r, 0, sizeof r);
+    r.seq = S.next_seq;
+    r.mono_ns = (unsigned long long)clock_ns(CLOCK_MONOTONIC, NULL);
+    r.wall_ns = clock_ns(CLOCK_REALTIME, &ok);
+    r.wall_valid = ok;
+    r.severity = UMON_DEBUG;
+    r.kind = kind;
+    r.file = r.func = "";
+    r.fields = fields;
+    r.nfields = 3;
+    size = umon_wire_record_begin(scratch, UMON_RECORD_MAX, &r, 0);
+    umon_wire_seal(scratch, size);
+    ring_push(scratch, size);
+    S.next_seq++;
+    S.stats.logged++;
+    if (S.next_seq % TRACE_POLL_EVERY == 0 || S.ring_used > UMON_RING_BYTES / 2)
+        (void)coop_settle(poll_locked());
+    UNLOCK();
+}
+
+/* The hooks -finstrument-functions calls. Off, each is one test of trace_on. */
+void __cyg_profile_func_enter(void *fn, void *caller) UMON_NOTRACE;
+void __cyg_profile_func_exit(void *fn, void *caller) UMON_NOTRACE;
+
+UMON_NOTRACE void __cyg_profile_func_enter(void *fn, void *caller)
+{
+    if (UMON_UNLIKELY(trace_on))
+        trace_event(UMON_KIND_ENTER, fn, caller);
+}
+
+UMON_NOTRACE void __cyg_profile_func_exit(void *fn, void *caller)
+{
+    if (UMON_UNLIKELY(trace_on))
+        trace_event(UMON_KIND_EXIT, fn, caller);
+}
+
+UMON_NOTRACE void umon_set_trace(int on)
+{
+    LOCK();
+    trace_nranges = 0;
+    trace_on = on != 0;
+    UNLOCK();
+}
+
+UMON_NOTRACE int umon_get_trace(void)
+{
+    return trace_on;
+}
+
+static UMON_NOTRACE void close_socket_locked(void)
 {
     if (S.fd >= 0)
         close(S.fd);
@@ -1533,7 +1710,7 @@ static void close_socket_locked(void)
  * rules; the library has its own parser because Unikraft's lwIP declares
  * inet_pton() but exports only lwip_inet_pton().
  */
-static int parse_ipv4(const char *text, unsigned char out[4])
+static UMON_NOTRACE int parse_ipv4(const char *text, unsigned char out[4])
 {
     int part;
 
@@ -1558,7 +1735,7 @@ static int parse_ipv4(const char *text, unsigned char out[4])
     return *text == '\0' ? 0 : -1;
 }
 
-int umon_init(const char *host, unsigned port, const char *name, const char *token)
+UMON_NOTRACE int umon_init(const char *host, unsigned port, const char *name, const char *token)
 {
     struct sockaddr_in addr;
     unsigned char ip[4], port_bytes[2];
@@ -1597,12 +1774,12 @@ int umon_init(const char *host, unsigned port, const char *name, const char *tok
     return 0;
 }
 
-static int lower(int c)
+static UMON_NOTRACE int lower(int c)
 {
     return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
 }
 
-static int same_word(const char *a, const char *b)
+static UMON_NOTRACE int same_word(const char *a, const char *b)
 {
     while (*a && lower((unsigned char)*a) == lower((unsigned char)*b)) {
         a++;
@@ -1612,7 +1789,7 @@ static int same_word(const char *a, const char *b)
 }
 
 /* A severity from a digit 0-7 or a name; -1 if unknown. */
-static int parse_level(const char *text)
+static UMON_NOTRACE int parse_level(const char *text)
 {
     static const struct {
         const char *name;
@@ -1637,7 +1814,7 @@ static int parse_level(const char *text)
 /* Next word of a command line into word (cap bytes); quotes group, and are
  * removed. Returns the rest of the line, NULL at the end; *cut is set when the
  * word did not fit. */
-static const char *next_word(const char *p, char *word, size_t cap, int *cut)
+static UMON_NOTRACE const char *next_word(const char *p, char *word, size_t cap, int *cut)
 {
     size_t n = 0;
     int quoted = 0;
@@ -1663,7 +1840,7 @@ static const char *next_word(const char *p, char *word, size_t cap, int *cut)
     return p;
 }
 
-static int parse_port(const char *text, unsigned *port)
+static UMON_NOTRACE int parse_port(const char *text, unsigned *port)
 {
     unsigned long v = 0;
 
@@ -1683,7 +1860,7 @@ static int parse_port(const char *text, unsigned *port)
 }
 
 /* The text after prefix when word starts with it, else NULL. */
-static const char *value_of(const char *word, const char *prefix)
+static UMON_NOTRACE const char *value_of(const char *word, const char *prefix)
 {
     while (*prefix != '\0' && *word == *prefix) {
         word++;
@@ -1693,7 +1870,7 @@ static const char *value_of(const char *word, const char *prefix)
 }
 
 /* Copy a value into dst (cap bytes); -1 if it does not fit. */
-static int copy_value(char *dst, size_t cap, const char *value)
+static UMON_NOTRACE int copy_value(char *dst, size_t cap, const char *value)
 {
     size_t n = strlen(value);
 
@@ -1705,7 +1882,7 @@ static int copy_value(char *dst, size_t cap, const char *value)
 
 /* HOST[:PORT] into host (COLLECTOR_MAX bytes) and *port; -1 if malformed or
  * too long. */
-static int split_collector(const char *value, char *host, unsigned *port)
+static UMON_NOTRACE int split_collector(const char *value, char *host, unsigned *port)
 {
     char *colon;
 
@@ -1722,7 +1899,7 @@ static int split_collector(const char *value, char *host, unsigned *port)
 }
 
 /* umon_init(), then the level if one was given (level >= 0). */
-static int init_at_level(const char *host, unsigned port, const char *name, const char *token,
+static UMON_NOTRACE int init_at_level(const char *host, unsigned port, const char *name, const char *token,
                          int level)
 {
     if (umon_init(host, port, name, token) < 0)
@@ -1732,7 +1909,7 @@ static int init_at_level(const char *host, unsigned port, const char *name, cons
     return 0;
 }
 
-int umon_init_from_string(const char *config)
+UMON_NOTRACE int umon_init_from_string(const char *config)
 {
     char word[600];
     char host[COLLECTOR_MAX] = "";
@@ -1783,7 +1960,7 @@ UK_LIBPARAM_PARAM_ALIAS(name, &param_name, charp, "instance name (default guest)
 UK_LIBPARAM_PARAM_ALIAS(token, &param_token, charp, "shared secret");
 UK_LIBPARAM_PARAM_ALIAS(level, &param_level, charp, "minimum severity sent: 0-7 or a name");
 
-static int init_from_kernel_params(void)
+static UMON_NOTRACE int init_from_kernel_params(void)
 {
     char host[COLLECTOR_MAX];
     unsigned port;
@@ -1800,7 +1977,7 @@ static int init_from_kernel_params(void)
 }
 #endif
 
-int umon_init_default(void)
+UMON_NOTRACE int umon_init_default(void)
 {
 #ifdef UMON_KERNEL_PARAMS
     if (param_collector != NULL)
@@ -1813,7 +1990,7 @@ int umon_init_default(void)
 #endif
 }
 
-int umon_poll(void)
+UMON_NOTRACE int umon_poll(void)
 {
     int r;
 
@@ -1823,7 +2000,7 @@ int umon_poll(void)
     return r;
 }
 
-int umon_flush(int timeout_ms)
+UMON_NOTRACE int umon_flush(int timeout_ms)
 {
     int r;
 
@@ -1833,7 +2010,7 @@ int umon_flush(int timeout_ms)
     return r;
 }
 
-void umon_close(void)
+UMON_NOTRACE void umon_close(void)
 {
     unsigned char bye[5];
     long long deadline;
@@ -1869,14 +2046,14 @@ void umon_close(void)
     UNLOCK();
 }
 
-void umon_set_level(int level)
+UMON_NOTRACE void umon_set_level(int level)
 {
     LOCK();
     S.level = clamp_severity(level);
     UNLOCK();
 }
 
-int umon_get_level(void)
+UMON_NOTRACE int umon_get_level(void)
 {
     int level;
 
@@ -1886,7 +2063,7 @@ int umon_get_level(void)
     return level;
 }
 
-void umon_get_stats(struct umon_stats *out)
+UMON_NOTRACE void umon_get_stats(struct umon_stats *out)
 {
     if (out == NULL)
         return;

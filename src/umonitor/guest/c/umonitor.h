@@ -117,6 +117,28 @@ struct umon_stats {
     unsigned long long reconnects; /* connections established after the first one */
 };
 
+/*
+ * Function tracing. Code built with -finstrument-functions (gcc, clang; C and
+ * C++) calls __cyg_profile_func_enter and __cyg_profile_func_exit, which this
+ * library defines, at every function's entry and return. While tracing is off
+ * (the default) each call costs one test of a flag. The host switches it on and
+ * off (SET_TRACE, `umonitor trace NAME on|off`), optionally for functions in at
+ * most UMON_TRACE_RANGES address ranges; while on, each event is a record of
+ * kind UMON_KIND_ENTER or UMON_KIND_EXIT at debug severity (sent whatever the
+ * level) with no message and the fields fn (the function's address), caller
+ * (the call site) and umon.text. Events go through the ring like any record:
+ * never blocking, dropped and counted when it is full. Every function of this
+ * library is built without the hooks (no_instrument_function), so the library
+ * may be compiled with -finstrument-functions too.
+ */
+#define UMON_TRACE_RANGES 16u
+
+/* umon_set_trace - switch tracing on (1) or off (0) for every function. */
+void umon_set_trace(int on);
+
+/* umon_get_trace - 1 while tracing is on, else 0. */
+int umon_get_trace(void);
+
 #if defined(__GNUC__) || defined(__clang__)
 #define UMON_PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
 #else
@@ -195,7 +217,7 @@ void umon_vlogx(int severity, int kind, const char *file, unsigned line, const c
 /*
  * umon_poll - make progress without blocking: connect or reconnect when due
  * (backoff from 100 ms doubling to 5 s), send what the socket takes, read ACK,
- * PING and SET_LEVEL frames (answered with PONG and LEVEL) (under a cooperative scheduler it yields for up to
+ * PING, SET_LEVEL and SET_TRACE frames (answered with PONG, LEVEL and TRACE) (under a cooperative scheduler it yields for up to
  * UMON_COOP_WAIT_MS, as the logging calls do). Returns 0 while a connection to the collector is
  * up, -1 otherwise (not initialized, connecting, waiting to retry, or stopped
  * because the collector does not speak this protocol version).
@@ -280,12 +302,16 @@ enum umon_wire_type {
     UMON_FRAME_DROPPED = 0x03,
     UMON_FRAME_BYE = 0x04,
     UMON_FRAME_LEVEL = 0x05,
+    UMON_FRAME_TRACE = 0x06,
     UMON_FRAME_PING = 0x10,
     UMON_FRAME_PONG = 0x11,
     UMON_FRAME_ERROR = 0x7F,
     UMON_FRAME_ACK = 0x81,
-    UMON_FRAME_SET_LEVEL = 0x82
+    UMON_FRAME_SET_LEVEL = 0x82,
+    UMON_FRAME_SET_TRACE = 0x83
 };
+
+#define UMON_WIRE_HELLO_TRACE 0x10u /* HELLO flags: the guest takes SET_TRACE */
 
 /* Values of one RECORD frame. Lengths are given so callers can cut strings. */
 struct umon_wire_record {
@@ -307,9 +333,13 @@ struct umon_wire_record {
 /* A decoded host -> guest frame. */
 struct umon_wire_frame {
     unsigned type;              /* enum umon_wire_type; 0 before the header arrived */
-    unsigned long long value;   /* ACK seq, PING/PONG nonce, SET_LEVEL level, ERROR code */
+    unsigned long long value;   /* ACK seq, PING/PONG nonce, SET_LEVEL level, ERROR code,
+                                   SET_TRACE on (0 or 1) */
     const unsigned char *reason; /* ERROR: reason bytes (not terminated), else NULL */
     size_t reason_len;
+    unsigned long long anchor;  /* SET_TRACE: link-time address of umon_logx, 0 = none */
+    unsigned nranges;           /* SET_TRACE: address ranges [start, end) that follow */
+    unsigned long long ranges[UMON_TRACE_RANGES][2];
 };
 
 /* Results of umon_wire_decode_untrusted(). */
@@ -319,12 +349,18 @@ struct umon_wire_frame {
 
 /* HELLO frame into out; returns its size, 0 if it does not fit in cap or a
  * string is too long (name 1-255 bytes, token and library 0-255; NULL = "").
- * level 0-7 is announced in the flags (bit 3, bits 0-2); -1 announces none. */
+ * level 0-7 is announced in the flags (bit 3, bits 0-2); -1 announces none.
+ * tracing non-zero sets flags bit 4 (UMON_WIRE_HELLO_TRACE). */
 size_t umon_wire_hello(unsigned char *out, size_t cap, const unsigned char boot_id[16],
-                       const char *name, const char *token, const char *library, int level);
+                       const char *name, const char *token, const char *library, int level,
+                       int tracing);
 
 /* LEVEL frame (6 bytes) into out, the answer to SET_LEVEL; returns its size. */
 size_t umon_wire_level(unsigned char *out, unsigned level);
+
+/* TRACE frame (7 bytes) into out, the answer to SET_TRACE: on (0 or 1) and the
+ * number of address ranges in force; returns its size. */
+size_t umon_wire_trace(unsigned char *out, unsigned on, unsigned nranges);
 
 /* RECORD frame without its message into out: head, file, function, then the
  * fields that fit while leaving `reserve` bytes of cap free (the last field's
@@ -356,8 +392,10 @@ size_t umon_wire_error(unsigned char *out, size_t cap, unsigned code, const char
 
 /*
  * Decode the frame at the start of buf (len bytes) as a guest receives it:
- * ACK, SET_LEVEL, PING, PONG and ERROR are accepted; anything else, a body of
- * the wrong size, a SET_LEVEL above 7 or a length over UMON_WIRE_MAX_FRAME is
+ * ACK, SET_LEVEL, SET_TRACE, PING, PONG and ERROR are accepted; anything else, a
+ * body of the wrong size, a SET_LEVEL above 7, a SET_TRACE with on above 1, more
+ * than UMON_TRACE_RANGES ranges or a range whose start is not below its end, or
+ * a length over UMON_WIRE_MAX_FRAME is
  * UMON_WIRE_INVALID (decided as soon as the 5-byte header is in). Returns
  * UMON_WIRE_FRAME with *used set to the frame size, or UMON_WIRE_NEED_MORE; on
  * NEED_MORE for an ERROR frame whose code has arrived, *out already holds the
