@@ -7,9 +7,10 @@ so the image carries them with their dependencies, dependencies first
 uncompressed with its PVH entry, which QEMU boots much faster under TCG (pvh.py).
 
 The initramfs is written by ``cpio.py``: ``/init`` (``guest/init/umon_init.c``,
-compiled static), ``/app`` (the user's C sources with the guest library, compiled
-static; tools.py), the modules and ``/etc/umon-modules`` naming them in load order,
-and a ``/dev/console`` node so the kernel has a console before devtmpfs is mounted.
+compiled static), ``/app`` (the user's C or C++ sources with the guest library,
+compiled static; tools.py), the modules and ``/etc/umon-modules`` naming them in load
+order, and a ``/dev/console`` node so the kernel has a console before devtmpfs is
+mounted.
 docs/image.md describes the boot sequence and the command line the guest reads.
 """
 
@@ -33,7 +34,17 @@ from umonitor.image.debian_kernel import (
 from umonitor.image.files import install, write_atomic
 from umonitor.image.kernel_modules import KernelModule, resolve_modules
 from umonitor.image.pvh import pvh_kernel
-from umonitor.image.tools import APP_CFLAGS, CC, INIT_CFLAGS, compile_c, find_tool, stripped
+from umonitor.image.tools import (
+    APP_CFLAGS,
+    CC,
+    CXX,
+    INIT_CFLAGS,
+    compile_app,
+    compile_c,
+    find_tool,
+    is_cxx,
+    stripped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,8 @@ C_LIBRARY_DIR = GUEST_DIR / "c"
 INIT_SOURCE = GUEST_DIR / "init" / "umon_init.c"
 DEMO_APP = GUEST_DIR / "demo" / "demo_app.c"
 CRASH_APP = GUEST_DIR / "demo" / "crash_app.c"
+TRACE_APP = GUEST_DIR / "demo" / "trace_app.c"
+TRACE_APP_CXX = GUEST_DIR / "demo" / "trace_app.cpp"
 
 NET_MODULES = ("virtio_pci", "virtio_net")
 MODULE_LIST = "etc/umon-modules"
@@ -67,6 +80,7 @@ def build_image(
     kernel_version: str | None = None,
     cache_dir: Path | None = None,
     pvh: bool = True,
+    cflags: Sequence[str] = (),
 ) -> Image:
     """Build OUT/vmlinuz and OUT/initrd.img running ``app_sources`` as the only program.
 
@@ -76,6 +90,11 @@ def build_image(
     (default ``$XDG_CACHE_HOME/umonitor/kernels``, i.e. ``~/.cache/umonitor/kernels``).
     With ``pvh`` (the default) OUT/vmlinux is written too, when the kernel has a
     PVH entry: QEMU boots it much faster under TCG than the compressed ``vmlinuz``.
+
+    Sources ending in .cc, .cpp or .cxx are C++ (compiled with g++, and then g++
+    links), the others C. ``cflags`` are extra compiler flags for those sources only
+    (not the guest library, not init), such as ``-finstrument-functions``; they are
+    passed when linking too.
     """
     sources = [Path(s) for s in app_sources]
     if not sources:
@@ -86,6 +105,8 @@ def build_image(
     if not INIT_SOURCE.is_file():
         raise EnvironmentProblem(f"{INIT_SOURCE} is missing; reinstall umonitor")
     cc = find_tool(CC, "gcc")
+    if any(is_cxx(s) for s in sources):
+        find_tool(CXX, "g++")
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     version = normalize_version(kernel_version) if kernel_version else default_version(cache)
     kernel_root = fetch_kernel(version, cache)
@@ -99,16 +120,19 @@ def build_image(
         init = work / "init"
         compile_c(cc, [INIT_SOURCE], init, INIT_CFLAGS, user_code=False)
         app = work / "app"
-        all_sources = [*sources, C_LIBRARY_DIR / "umonitor.c"]
+        library = [C_LIBRARY_DIR / "umonitor.c"]
         # Records name their source file (__FILE__): make that "demo_app.c" rather
         # than the absolute path of this build. Debug information keeps full paths.
-        prefix_maps = sorted({f"-fmacro-prefix-map={s.resolve().parent}/=" for s in all_sources})
-        compile_c(
-            cc,
-            all_sources,
+        prefix_maps = sorted(
+            {f"-fmacro-prefix-map={s.resolve().parent}/=" for s in [*sources, *library]}
+        )
+        compile_app(
+            sources,
+            library,
             app,
+            work,
             (*APP_CFLAGS, *prefix_maps, f"-I{C_LIBRARY_DIR}"),
-            user_code=True,
+            tuple(cflags),
         )
         members = initramfs_members(init.read_bytes(), stripped(app, work), modules)
         write_atomic(out_dir / "initrd.img", cpio.gzip_newc(members))
