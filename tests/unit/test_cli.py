@@ -188,6 +188,29 @@ def test_run_passes_symbols_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert plain.exit_code == 0 and sent[1]["instance"]["symbols"] is None  # type: ignore[index]
 
 
+def test_image_build_passes_cflags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--cflag takes a value that starts with a dash, in either spelling, repeatable."""
+    from umonitor.image import linux
+
+    calls: list[tuple[list[Path], Path, dict[str, object]]] = []
+
+    def fake_build(sources: list[Path], out: Path, **kwargs: object) -> linux.Image:
+        calls.append((sources, out, kwargs))
+        return linux.Image(out / "vmlinuz", out / "initrd.img", out / "app", "6.1.0-1-amd64", ())
+
+    monkeypatch.setattr(linux, "build_image", fake_build)
+    source = tmp_path / "app.cpp"
+    source.write_text("int main() {}\n")
+    out = tmp_path / "out"
+    args = ["image", "build", str(source), "-o", str(out)]
+    done = CliRunner().invoke(main, [*args, "--cflag", "-finstrument-functions", "--cflag=-DX=1"])
+    assert done.exit_code == 0, done.output
+    assert calls == [
+        ([source], out, {"kernel_version": None, "cflags": ("-finstrument-functions", "-DX=1")})
+    ]
+    assert done.output == f"kernel {out / 'vmlinuz'}\ninitrd {out / 'initrd.img'}\n"
+
+
 def test_every_command_is_found_where_the_group_looks_for_it() -> None:
     """``main`` imports a command's module only when it runs: the map must be whole."""
     import importlib

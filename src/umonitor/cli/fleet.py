@@ -368,11 +368,26 @@ def image() -> None:
     "-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--kernel-version", default=None, help="Debian kernel version (default: newest).")
-def image_build(sources: tuple[Path, ...], out: Path, kernel_version: str | None) -> None:
-    """Build a bootable single-application guest from C SOURCES (kernel + initramfs)."""
+@click.option(
+    "--cflag",
+    "cflags",
+    multiple=True,
+    metavar="FLAG",
+    help="Extra compiler flag for SOURCES, e.g. --cflag=-finstrument-functions (repeatable; "
+    "not for the guest library).",
+)
+def image_build(
+    sources: tuple[Path, ...], out: Path, kernel_version: str | None, cflags: tuple[str, ...]
+) -> None:
+    """Build a bootable single-application guest from C or C++ SOURCES (kernel + initramfs).
+
+    Sources ending in .cc, .cpp or .cxx are compiled with g++ (which then links),
+    the others with gcc; all are linked statically with umonitor's C guest library.
+    OUT/app is the program with its debug information, for symbolizing.
+    """
     from umonitor.image.linux import build_image
 
-    built = build_image(list(sources), out, kernel_version=kernel_version)
+    built = build_image(list(sources), out, kernel_version=kernel_version, cflags=cflags)
     click.echo(f"kernel {built.kernel}\ninitrd {built.initrd}")
     if built.pvh_kernel is not None:
         click.echo(f"vmlinux {built.pvh_kernel} (the same kernel uncompressed: boots faster)")
