@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # rsyslog(-relp), bsdutils (logger) and openssl are peers the tests talk to.
 # build-essential … zlib1g-dev build the Unikraft, Nanos and rumprun test guests (guests/).
 # gdb and binutils (addr2line) read crashed guests and symbolize them (docs/debugging.md).
-debs=(gcc libc6-dev clang make qemu-system-x86 iproute2 procps cpio rsyslog rsyslog-relp rsyslog-openssl bsdutils openssl
+# g++ (with its static libstdc++) builds C++ guest programs and the C++ tracing tests.
+debs=(gcc g++ libc6-dev clang make qemu-system-x86 iproute2 procps cpio rsyslog rsyslog-relp rsyslog-openssl bsdutils openssl
   build-essential nasm flex bison unzip patch xz-utils zlib1g-dev gdb binutils)
 missing=()
 for pkg in "${debs[@]}"; do
