@@ -13,6 +13,9 @@
  *      "--"), elsewhere UMON_CONFIG again.
  * Every other argument is the application's own; the demos print them once as
  * "app args: w1 w2", so a test can see that they reached main().
+ *
+ * The helpers are DEMO_NOTRACE: in a demo built with -finstrument-functions
+ * (trace_app.c) function tracing shows the demo's own calls, not these.
  */
 #ifndef UMON_DEMO_COMMON_H
 #define UMON_DEMO_COMMON_H
@@ -35,11 +38,18 @@
 #define DEMO_NOINLINE
 #endif
 
+/* A function the -finstrument-functions hooks are not called for. */
+#if defined(__GNUC__)
+#define DEMO_NOTRACE __attribute__((no_instrument_function))
+#else
+#define DEMO_NOTRACE
+#endif
+
 #define DEMO_SPACES " \t\n"
 #define DEMO_CONFIG_MAX 4096 /* bytes of configuration words kept, terminator included */
 
 /* The number after `key` (e.g. "umon.rate=") in config, or fallback. */
-static long config_number(const char *config, const char *key, long fallback)
+DEMO_NOTRACE static long config_number(const char *config, const char *key, long fallback)
 {
     size_t key_len = strlen(key);
     const char *p = config;
@@ -61,7 +71,7 @@ static long config_number(const char *config, const char *key, long fallback)
 }
 
 /* Whether an argument is configuration: one of its words starts with "umon.". */
-static int is_config_arg(const char *arg)
+DEMO_NOTRACE static int is_config_arg(const char *arg)
 {
     const char *p = arg;
 
@@ -80,7 +90,7 @@ static int is_config_arg(const char *arg)
  * bytes); prints the application's own arguments. An argument that does not
  * fit is left out, with a warning.
  */
-static void demo_config(const char *prog, int argc, char **argv, char *config)
+DEMO_NOTRACE static void demo_config(const char *prog, int argc, char **argv, char *config)
 {
     size_t used = 0;
     int i, printed = 0;
@@ -116,7 +126,7 @@ static void demo_config(const char *prog, int argc, char **argv, char *config)
 }
 
 /* Start the library from config, else from umon_init_default(). */
-static void demo_init(const char *prog, const char *config)
+DEMO_NOTRACE static void demo_init(const char *prog, const char *config)
 {
     if (umon_init_from_string(config) == 0 || umon_init_default() == 0)
         return;
@@ -126,7 +136,7 @@ static void demo_init(const char *prog, const char *config)
             prog, config);
 }
 
-static long long monotonic_ns(void)
+DEMO_NOTRACE static long long monotonic_ns(void)
 {
     struct timespec ts;
 
