@@ -29,7 +29,14 @@ from tests.integration.conftest import start_collector
 from umonitor.errors import UsageError
 from umonitor.image import cpio
 from umonitor.image.elf import read_modinfo_untrusted
-from umonitor.image.linux import CRASH_APP, DEMO_APP, MODULE_LIST, Image, build_image
+from umonitor.image.linux import (
+    CRASH_APP,
+    DEMO_APP,
+    MODULE_LIST,
+    TRACE_APP_CXX,
+    Image,
+    build_image,
+)
 from umonitor.image.pvh import extract_pvh_untrusted
 
 pytestmark = pytest.mark.slow
@@ -225,6 +232,36 @@ def test_the_initrd_is_reproducible(images: Images, tmp_path: Path) -> None:
     again = build_image([DEMO_APP], tmp_path / "again")
     assert again.initrd.read_bytes() == images.demo.initrd.read_bytes()
     assert again.kernel_version == images.demo.kernel_version
+
+
+def test_a_cxx_program_with_cflags_is_linked_static(images: Images, tmp_path: Path) -> None:
+    """trace_app.cpp with -finstrument-functions: g++ compiles and links it, statically,
+    and the flag reaches the program: work() calls the hook, main (no_instrument_function)
+    does not."""
+    image = build_image(
+        [TRACE_APP_CXX],
+        tmp_path / "cxx",
+        kernel_version=images.demo.kernel_version,
+        pvh=False,
+        cflags=("-finstrument-functions",),
+    )
+    app = image.app.read_bytes()
+    assert app[:4] == b"\x7fELF" and not has_interpreter(app)
+    assert not has_interpreter(initrd_files(image)["app"])
+    names = subprocess.run(["nm", "-C", str(image.app)], capture_output=True, text=True).stdout
+    assert "Counter::bump(int)" in names and "int square<int>(int)" in names
+
+    def calls_the_hook(symbol: str) -> bool:
+        out = subprocess.run(
+            ["objdump", "-d", f"--disassemble={symbol}", str(image.app)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"<{symbol}>:" in out
+        return "<__cyg_profile_func_enter>" in out
+
+    assert calls_the_hook("_Z4workv") and not calls_the_hook("main")
 
 
 def test_user_mistakes_are_usage_errors(images: Images, tmp_path: Path) -> None:
