@@ -88,10 +88,10 @@ class Fleet:
         return inst
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        """The fleet's operations; None for guest control (``level``, ``ping``), which
-        every collector answers, unless the instance's VM is stopped."""
+        """The fleet's operations; None for guest control (``level``, ``trace``,
+        ``ping``), which every collector answers, unless the instance's VM is stopped."""
         op = request.get("op")
-        if op in ("level", "ping"):
+        if op in control.GuestControl.OPS:
             held = self.supervisor.instances.get(str(request.get("name", "")))
             if held is None or not held.vm_held:
                 return None
