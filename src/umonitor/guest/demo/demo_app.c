@@ -32,7 +32,6 @@
 
 #define DEFAULT_RATE 5
 #define MAX_RATE 100000
-#define IDLE_SLICE_NS 50000000L /* umon_poll() at least every 50 ms while idle */
 
 static volatile sig_atomic_t stop_requested;
 
@@ -57,24 +56,6 @@ static void catch_stop_signals(void)
     (void)sigaction(SIGINT, &sa, NULL);
     (void)sigaction(SIGTERM, &sa, NULL);
 #endif
-}
-
-/* Sleep until the monotonic clock reads `until`, polling the library. */
-static void idle_until(long long until)
-{
-    for (;;) {
-        long long left = until - monotonic_ns();
-        struct timespec ts;
-
-        (void)umon_poll();
-        if (left <= 0 || stop_requested)
-            return;
-        if (left > IDLE_SLICE_NS)
-            left = IDLE_SLICE_NS;
-        ts.tv_sec = 0;
-        ts.tv_nsec = (long)left;
-        (void)nanosleep(&ts, NULL);
-    }
 }
 
 /* A deterministic pseudo-random number for the simulated workload. */
@@ -261,7 +242,7 @@ int main(int argc, char **argv)
     for (i = 1; !stop_requested && (count < 0 || i <= (unsigned long)count); i++) {
         steady_record(i);
         next += interval;
-        idle_until(next);
+        demo_idle_until(next, &stop_requested);
     }
 
     UMON_LOG_NOTICE("demo stopping");

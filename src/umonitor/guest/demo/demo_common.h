@@ -23,6 +23,7 @@
 #include "umonitor.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,27 @@ DEMO_NOTRACE static long long monotonic_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+#define DEMO_IDLE_SLICE_NS 50000000L /* umon_poll() at least every 50 ms while idle */
+
+/* Sleep until the monotonic clock reads `until`, polling the library; sooner once
+ * *stop is set (stop may be NULL). */
+DEMO_NOTRACE static inline void demo_idle_until(long long until, const volatile sig_atomic_t *stop)
+{
+    for (;;) {
+        long long left = until - monotonic_ns();
+        struct timespec ts;
+
+        (void)umon_poll();
+        if (left <= 0 || (stop != NULL && *stop))
+            return;
+        if (left > DEMO_IDLE_SLICE_NS)
+            left = DEMO_IDLE_SLICE_NS;
+        ts.tv_sec = 0;
+        ts.tv_nsec = (long)left;
+        (void)nanosleep(&ts, NULL);
+    }
 }
 
 #endif

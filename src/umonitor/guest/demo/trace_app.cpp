@@ -16,7 +16,6 @@
 
 #define DEFAULT_RATE 2
 #define MAX_RATE 1000
-#define IDLE_SLICE_NS 50000000L /* umon_poll() at least every 50 ms while idle */
 
 static volatile int sink;
 
@@ -50,24 +49,6 @@ DEMO_NOTRACE DEMO_NOINLINE static void tick(unsigned long i)
     UMON_LOG_INFO("tick %lu", i); /* after: work() is no tail call, its caller is tick */
 }
 
-/* Sleep until the monotonic clock reads `until`, polling the library. */
-DEMO_NOTRACE static void idle_until(long long until)
-{
-    for (;;) {
-        long long left = until - monotonic_ns();
-        struct timespec ts;
-
-        (void)umon_poll();
-        if (left <= 0)
-            return;
-        if (left > IDLE_SLICE_NS)
-            left = IDLE_SLICE_NS;
-        ts.tv_sec = 0;
-        ts.tv_nsec = static_cast<long>(left);
-        (void)nanosleep(&ts, nullptr);
-    }
-}
-
 DEMO_NOTRACE int main(int argc, char **argv)
 {
     static char config[DEMO_CONFIG_MAX];
@@ -85,7 +66,7 @@ DEMO_NOTRACE int main(int argc, char **argv)
     for (unsigned long i = 1; count < 0 || i <= static_cast<unsigned long>(count); i++) {
         tick(i);
         next += interval;
-        idle_until(next);
+        demo_idle_until(next, nullptr);
     }
     (void)umon_flush(5000);
     umon_close();
