@@ -10,6 +10,8 @@
 #   log.kernel   log.dbg     src/umonitor/guest/demo/demo_app.c
 #   crash.kernel crash.dbg   src/umonitor/guest/demo/crash_app.c
 #   spin.kernel  spin.dbg    tests/c/spin_guest.c
+#   trace.kernel trace.dbg   src/umonitor/guest/demo/trace_app.c, built with
+#                            -finstrument-functions (the application only)
 #   build.log
 #
 # Each image is Unikraft 0.17 for QEMU x86_64 (KVM platform, multiboot;
@@ -37,11 +39,15 @@ LWIP_ZIP=fork-lwip-UNIKRAFT-2_1_x-bef26c44.zip
 LWIP_ZIP_SHA256=c2b3b7685e82d3d4b5e61cf3e6ea54aa0b60c0b12139b76873a790a45e2b759b
 LWIP_ZIP_AS=UNIKRAFT-2_1_x.zip # the name lib-lwip's Makefile.uk downloads to
 
-# image name -> application source, relative to the repository
+# image name -> application source, relative to the repository [-> extra C flags
+# for the application's own sources]. Function tracing instruments the
+# application only: Unikraft's boot, scheduler and interrupt paths would call the
+# hooks before the library is set up, and from contexts it does not guard.
 GUESTS=(
     "log src/umonitor/guest/demo/demo_app.c"
     "crash src/umonitor/guest/demo/crash_app.c"
     "spin tests/c/spin_guest.c"
+    "trace src/umonitor/guest/demo/trace_app.c -finstrument-functions"
 )
 
 die() {
@@ -88,13 +94,14 @@ tar -xJf "$SOURCES/$LWIP_TAR" -C "$WORK"     # -> lwip/
 python3 "$HERE/adapt_lwip.py" "$WORK/lwip" >>"$LOG" 2>&1 || die "lib-lwip could not be adapted to core 0.17 (see $LOG)"
 
 for guest in "${GUESTS[@]}"; do
-    read -r name source <<<"$guest"
+    read -r name source cflags <<<"$guest"
     build=$WORK/build-$name
     # Variables for app/Makefile; O and C keep this image apart from the others.
     vars=(
         UK_ROOT="$WORK/unikraft"
         UK_LIBS="$WORK/lwip:$REPO/src/umonitor/guest/c"
         UMON_APP_SRC="$REPO/$source"
+        UMON_APP_CFLAGS="$cflags"
         O="$build"
         C="$build/.config"
     )
@@ -102,7 +109,7 @@ for guest in "${GUESTS[@]}"; do
     mkdir -p "$build/liblwip"
     cp "$SOURCES/$LWIP_ZIP" "$build/liblwip/$LWIP_ZIP_AS"
     {
-        echo "=== $name: $source"
+        echo "=== $name: $source $cflags"
         make -C "$HERE/app" "${vars[@]}" UK_DEFCONFIG="$HERE/app/defconfig" defconfig
         make -C "$HERE/app" "${vars[@]}" -j2
     } >>"$LOG" 2>&1

@@ -42,7 +42,7 @@ def subnet() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def unikraft() -> Path:
-    """Unikraft 0.17 guests: log.kernel, crash.kernel, spin.kernel (guests/unikraft)."""
+    """Unikraft 0.17 guests: log, crash, spin and trace .kernel/.dbg (guests/unikraft)."""
     return built("unikraft")
 
 

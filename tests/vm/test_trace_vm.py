@@ -1,4 +1,5 @@
-"""Function tracing in real QEMU guests of the fleet (TCG), a C and a C++ program.
+"""Function tracing in real QEMU guests of the fleet (TCG): a C and a C++ program in
+the Linux guest, and the C program as a Unikraft 0.17 guest.
 
 How this works: ``trace_app.c`` and ``trace_app.cpp`` (guest/demo) are built into
 images by the image builder with ``-finstrument-functions`` for the program only;
@@ -8,7 +9,10 @@ enter/exit record exists while tracing is off, switches it on with ``umonitor tr
 NAME on``, reads the symbolized tree (``--symbols`` the image's unstripped ``app``;
 for the C guest also the fleet's default, that same ``app`` beside the initrd),
 limits it to functions by name, switches it off and sees the events stop while the
-ticks go on; ``down`` leaves no TAP, bridge or QEMU process behind.
+ticks go on; ``down`` leaves no TAP, bridge or QEMU process behind. The Unikraft
+guest (guests/unikraft: ``trace.kernel``, the application alone built with the flag,
+and ``trace.dbg`` beside it, the fleet's default symbols) goes through the same
+steps under Unikraft's cooperative scheduler.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import pytest
 
 from tests.integration.conftest import wait_for
 from tests.vm.test_fleet import alive, fleet_config, links, ps, qemu_pids, records, umon
-from umonitor.debug.symbols_file import symbol_value
+from tests.vm.test_unikernels import instance
+from umonitor.debug.symbols_file import function_symbols, symbol_value
 from umonitor.image.linux import TRACE_APP, TRACE_APP_CXX, Image, build_image
 
 BOOT_TIMEOUT = 300.0
@@ -85,9 +90,9 @@ def tree(data: Path, name: str, *args: str) -> list[str]:
     return rows
 
 
-def function_at(image: Image, names: dict[int, str]) -> Callable[[dict[str, Any]], str]:
+def function_at(program: Path, names: dict[int, str]) -> Callable[[dict[str, Any]], str]:
     """An event's function by its address (``fn``), less the guest's load bias."""
-    anchor = symbol_value(image.app, "umon_logx")
+    anchor = symbol_value(program, "umon_logx")
     assert anchor is not None
 
     def name(record: dict[str, Any]) -> str:
@@ -98,12 +103,11 @@ def function_at(image: Image, names: dict[int, str]) -> Callable[[dict[str, Any]
     return name
 
 
-def addresses(image: Image, *symbols: str) -> dict[int, str]:
-    found = {}
-    for symbol in symbols:
-        value = symbol_value(image.app, symbol)
-        assert value is not None, symbol
-        found[value] = symbol
+def addresses(program: Path, *symbols: str) -> dict[int, str]:
+    """The link-time address of each function named (not of a variable of that name:
+    Unikraft's libraries have static variables called ``a``)."""
+    found = {value: name for name, value, _ in function_symbols(program) if name in symbols}
+    assert sorted(found.values()) == sorted(symbols), (found, symbols)
     return found
 
 
@@ -205,9 +209,9 @@ args = "umon.rate=4"
                  what="b's events from tc")  # fmt: skip
         wait_for(lambda: len(new_events(data, "tx", cxx_mark)) >= 3 * 4, timeout=60,
                  what="Counter::bump's events from tx")  # fmt: skip
-        c_name = function_at(c, addresses(c, "a", "b", "fact", "work"))
+        c_name = function_at(c.app, addresses(c.app, "a", "b", "fact", "work"))
         bump, square = "_ZN7Counter4bumpEi", "_Z6squareIiET_S0_"
-        cxx_name = function_at(cxx, addresses(cxx, bump, square, "_Z4workv"))
+        cxx_name = function_at(cxx.app, addresses(cxx.app, bump, square, "_Z4workv"))
         assert {c_name(r) for r in new_events(data, "tc", c_mark)} == {"b"}
         assert {cxx_name(r) for r in new_events(data, "tx", cxx_mark)} == {bump}
         last = tree(data, "tc", "--symbols", str(c.app))[-1]
@@ -237,3 +241,70 @@ args = "umon.rate=4"
     assert not any(f" {tap}:" in links() for tap in taps)
     assert {pid for pid in qemu_pids() if alive(pid)} <= before
     assert not (data / "run" / "control.sock").exists()
+
+
+def test_tracing_in_a_unikraft_guest(
+    tmp_path: Path, unikraft: Path, subnet: tuple[str, str]
+) -> None:
+    """trace_app.c as a Unikraft guest: the hooks run under the cooperative scheduler,
+    and the fleet symbolizes with the image's .dbg (its default symbols)."""
+    kernel, symbols = unikraft / "trace.kernel", unikraft / "trace.dbg"
+    bridge, _ = subnet
+    data = tmp_path / "data"
+    config = fleet_config(
+        tmp_path / "umonitor.toml", subnet,
+        instance("uk", "unikraft", kernel, memory="64M", app_args="umon.rate=4"),
+    )  # fmt: skip
+    before = qemu_pids()
+    started = umon("up", "-d", "-f", str(config), "--data", str(data))
+    assert started.returncode == 0, started.stderr + (data / "run" / "fleet.log").read_text()
+    taps = {row["tap"] for row in ps(data).values()}
+    try:
+        wait_for(lambda: connected(data) == {"uk"}, timeout=BOOT_TIMEOUT,
+                 what="the Unikraft trace guest connected")  # fmt: skip
+        wait_for(lambda: len(ticks(app_records(data, "uk"))) >= 3, timeout=60,
+                 what="ticks from uk")  # fmt: skip
+        assert events(app_records(data, "uk")) == []  # off by default
+
+        assert switch(data, "uk", "on") == "uk: tracing on\n"
+        wait_for(lambda: len(events(app_records(data, "uk"))) >= 3 * 14, timeout=60,
+                 what="3 ticks of events from uk")  # fmt: skip
+        rows = tree(data, "uk")
+        print("\nuk:\n" + "\n".join(rows[: 2 * len(C_TICK)]))
+        assert len(rows) >= 2 * len(C_TICK), rows
+        for row, pattern in zip(rows[: 2 * len(C_TICK)], C_TICK * 2, strict=True):
+            assert matches(row, pattern), (row, pattern, rows[: 2 * len(C_TICK)])
+        # The image is not relocated: an event's address is its symbol's value.
+        name = function_at(symbols, addresses(symbols, "a", "b", "fact", "work"))
+        assert {name(r) for r in events(app_records(data, "uk"))} == {"a", "b", "fact", "work"}
+        assert (
+            tree(data, "uk")[: len(C_TICK)]
+            == tree(data, "uk", "--symbols", str(symbols))[: len(C_TICK)]
+        )
+
+        out = switch(data, "uk", "on", "-f", "fact")
+        assert out == "uk: tracing on for 1 address range\n", out
+        mark = after_settling(data, "uk")
+        wait_for(lambda: len(new_events(data, "uk", mark)) >= 3 * 6, timeout=60,
+                 what="fact's events from uk")  # fmt: skip
+        assert {name(r) for r in new_events(data, "uk", mark)} == {"fact"}
+        # fact's caller is named (work), its own calls nest: fact(3) → fact(2) → fact(1).
+        last = tree(data, "uk")[-3:]
+        assert last == ["work → fact", "  fact", "    fact"], last
+        print(f"uk after -f fact: {last}")
+
+        assert switch(data, "uk", "off") == "uk: tracing off\n"
+        time.sleep(2.0)  # what was recorded before the switch is stored
+        count = len(events(app_records(data, "uk")))
+        tick_count = len(ticks(app_records(data, "uk")))
+        time.sleep(4.0)
+        rows = app_records(data, "uk")
+        assert len(events(rows)) == count
+        assert len(ticks(rows)) >= tick_count + 8  # 4 ticks/s
+        assert ps(data)["uk"]["state"] == "running"
+    finally:
+        down = umon("down", "--data", str(data))
+        assert down.returncode == 0, down.stderr
+    assert bridge not in links()
+    assert not any(f" {tap}:" in links() for tap in taps)
+    assert {pid for pid in qemu_pids() if alive(pid)} <= before
