@@ -9,6 +9,9 @@
  *   run    call work() once: work -> a -> b, b; work -> fact(3) -> fact(2) ->
  *          fact(1); wait up to 10 s for the host's acknowledgement; prints
  *          "ran N", N the records the calls logged (0 while tracing is off)
+ *   burst N  call work() N times without waiting for anything; prints
+ *          "burst L D", L the records logged, D the library's dropped count
+ *          after them
  *   trace  prints "trace N", umon_get_trace()
  *   quit   umon_close(), then exit 0
  * Only work and what it calls are traced: main and the helpers that read stdin
@@ -107,6 +110,15 @@ NOTRACE int main(int argc, char **argv)
             umon_get_stats(&after);
             printf("%s %llu\n", umon_flush(FLUSH_MS) == 0 ? "ran" : "unacked",
                    after.logged - before.logged);
+        } else if (strncmp(line, "burst ", 6) == 0) {
+            struct umon_stats before, after;
+            long i, n = strtol(line + 6, &end, 10);
+
+            umon_get_stats(&before);
+            for (i = 0; i < n; i++)
+                work();
+            umon_get_stats(&after);
+            printf("burst %llu %llu\n", after.logged - before.logged, after.dropped);
         } else if (strcmp(line, "trace") == 0) {
             printf("trace %d\n", umon_get_trace());
         } else if (strcmp(line, "quit") == 0) {

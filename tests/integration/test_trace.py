@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -153,6 +154,35 @@ def test_function_filter_sends_only_those_functions(collector: Collector, c_gues
     assert out == "tc: tracing on for 2 address ranges\n"
     assert c_guest.say("run") == "ran 10"
     switch(collector, "tc", "off")
+
+
+def test_records_dropped_while_the_host_stalls_are_marked_in_the_tree(
+    collector: Collector, c_guest: Guest
+) -> None:
+    """A guest that never blocks drops events while the collector cannot take them;
+    the tree says where, rather than showing calls that seem to have no exit."""
+    switch(collector, "tc", "on")
+    collector.proc.send_signal(signal.SIGSTOP)
+    try:
+        # 20,000 x 14 events, about 30 MB: more than the ring and both socket buffers.
+        reply = c_guest.say("burst 20000").split()
+    finally:
+        collector.proc.send_signal(signal.SIGCONT)
+    assert reply[:2] == ["burst", "280000"], reply
+    dropped = int(reply[2])
+    assert dropped > 0, reply
+    assert c_guest.say("run") == "ran 14"  # everything the guest kept is acknowledged
+    switch(collector, "tc", "off")
+    out = ok(collector.cli("trace", "tc", "-n", "400000", "--symbols", str(c_guest.program)))
+    marks = [int(m) for m in re.findall(r"… (\d+) records? dropped here", out)]
+    assert marks, out[-2000:]
+    stored = len(trace_kinds(collector, "tc"))
+    # What the guest logged = what was stored + what the marks say was lost (the
+    # library may count a record dropped that the host had already taken).
+    assert stored + sum(marks) == 280000 + 14, (stored, marks)
+    # The library counts every record it evicted (the run's 14 events evict 14 more
+    # from the full ring), including any the host had already taken.
+    assert 0 < sum(marks) <= dropped + 14, (marks, dropped)
 
 
 def test_cxx_names_are_demangled(collector: Collector, cxx_guest: Guest) -> None:

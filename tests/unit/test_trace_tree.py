@@ -133,6 +133,42 @@ def test_json_keeps_every_call() -> None:
     assert a["caller_function"] == "@0x1020"
 
 
+def test_gaps_are_the_missing_sequence_numbers_per_boot() -> None:
+    seen = [("b1", 1), ("b1", 2), ("b1", 5), ("b2", 7), ("b1", 6), ("b1", 9), ("b2", 8)]
+    assert tt.gaps(seen) == {"b1": [(3, 2), (7, 2)]}
+    assert tt.gaps([("b1", 3), ("b1", 3), ("b1", 4)]) == {}  # a replayed record
+
+
+def test_dropped_records_are_marked_where_they_were_lost() -> None:
+    # a → b, then records 4-6 lost (b's exit among them), then a returns.
+    steps = [(">", 0x20, 0), (">", 0x30, 5), ("<", 0x30, 9)]
+    seen = events("b1", *steps)
+    late = [
+        tt.TraceEvent("b1", 7, True, 20, 0x30, 0x1030),
+        tt.TraceEvent("b1", 8, False, 30, 0x20, 0),
+    ]
+    (boot,) = tt.build(seen + late, {"b1": [(4, 3)]})
+    assert [(c.dropped, name(c.fn)) for c in boot.calls[0].children] == [
+        (0, "b"),
+        (3, "0x0"),
+        (0, "b"),
+    ]
+    lines = tt.render(boot, name, caller)
+    assert lines[2].split()[:5] == ["!", "…", "3", "records", "dropped"]
+    # Not merged with the b calls around it, and kept in JSON.
+    assert lines[1].split()[2:] == ["b"] and "×" not in lines[3]
+    children = tt.to_json(boot, name, caller)["calls"][0]["children"]
+    assert children[1] == {"dropped": 3}
+    assert tt.addresses(boot) == ({0x20, 0x30}, {0x1020, 0x1030})
+
+
+def test_gaps_outside_the_events_are_not_shown() -> None:
+    seen = [tt.TraceEvent("b1", seq, seq == 5, seq, 0x20, 0x1020) for seq in (5, 6)]
+    (boot,) = tt.build(seen, {"b1": [(2, 2), (9, 4)]})
+    assert [c.dropped for c in boot.calls] == [0]
+    assert len(tt.render(boot, name, caller)) == 1
+
+
 def record(kind: Kind, fields: tuple[tuple[str, str], ...]) -> Record:
     return Record(7, Severity.DEBUG, "", kind, 123, None, fields=fields)
 

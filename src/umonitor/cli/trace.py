@@ -101,6 +101,7 @@ def _show(
     from umonitor.debug import trace_tree
     from umonitor.debug.record_stack import RecordStacks
     from umonitor.debug.trace_functions import FunctionNames
+    from umonitor.records import Origin
     from umonitor.store import index, index_query
     from umonitor.timeparse import parse_time
 
@@ -119,8 +120,11 @@ def _show(
     if not events:
         click.echo(f"{name}: no function trace recorded (see 'umonitor trace {name} on')", err=True)
         return
+    # The guest numbers every record it sends from its own library (app origin),
+    # events included: a skip in those numbers is records it dropped.
+    sent = [(row.boot, row.stored.record.seq) for row in rows if row.stored.origin is Origin.APP]
     program = symbols or RecordStacks(root).symbols(name)
-    for boot in trace_tree.build(events):
+    for boot in trace_tree.build(events, trace_tree.gaps(sent)):
         names = FunctionNames(program, boot.text)
         names.look_up(*trace_tree.addresses(boot))
         if output == "json":

@@ -15,6 +15,10 @@ unmatched events, shown as such rather than guessed at:
   enter was dropped). With no call open, everything seen so far ran inside it, and
   becomes its children; otherwise it is a leaf under the open call.
 
+Where the guest dropped records between two events (its sequence numbers skip:
+``gaps``), the tree says so at that place: "… N records dropped here", so that a
+call that looks short or a caller that looks wrong can be read for what it is.
+
 Durations are differences of the guest's monotonic clock (``mono_ns``), so they hold
 across wall-clock steps but only within one boot. Records from several boots (a
 restart, a reconnect under another boot id) may interleave in time: each boot has
@@ -25,8 +29,9 @@ its own tree. Everything here is pure; names come from a function given to
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from umonitor.records import Kind, Record
@@ -81,13 +86,15 @@ def event_untrusted(record: Record, boot: str) -> TraceEvent | None:
 @dataclass(slots=True)
 class Call:
     """One call of a function: entered and returned at guest monotonic times, either
-    unknown (None) when its event was not seen."""
+    unknown (None) when its event was not seen. A call with ``dropped`` > 0 is no
+    call but the place where that many of the guest's records were lost."""
 
     fn: int
     caller: int
     enter_ns: int | None
     exit_ns: int | None
     children: list[Call] = field(default_factory=list)
+    dropped: int = 0
 
     @property
     def duration_ns(self) -> int | None:
@@ -106,22 +113,55 @@ class BootTrace:
     events: int
 
 
-def build(events: Iterable[TraceEvent]) -> list[BootTrace]:
-    """One tree per boot, boots in the order their first event appears."""
+Gaps = Mapping[str, Sequence[tuple[int, int]]]
+"""Per boot, (first missing seq, how many) for each run of records the guest dropped."""
+
+
+def gaps(seqs: Iterable[tuple[str, int]]) -> dict[str, list[tuple[int, int]]]:
+    """The runs of sequence numbers missing between the lowest and highest seen, per
+    boot, from every (boot, seq) of a guest's records (of any kind: the guest numbers
+    records and events alike)."""
+    by_boot: dict[str, set[int]] = {}
+    for boot, seq in seqs:
+        by_boot.setdefault(boot, set()).add(seq)
+    found: dict[str, list[tuple[int, int]]] = {}
+    for boot, seen in by_boot.items():
+        ordered = sorted(seen)
+        runs = [(a + 1, b - a - 1) for a, b in pairwise(ordered) if b - a > 1]
+        if runs:
+            found[boot] = runs
+    return found
+
+
+def build(events: Iterable[TraceEvent], missing: Gaps | None = None) -> list[BootTrace]:
+    """One tree per boot, boots in the order their first event appears; ``missing``
+    (see ``gaps``) marks where records were dropped between two events."""
     by_boot: dict[str, list[TraceEvent]] = {}
     for event in events:
         by_boot.setdefault(event.boot, []).append(event)
-    return [_build_boot(boot, sorted(evs, key=lambda e: e.seq)) for boot, evs in by_boot.items()]
+    missing = missing or {}
+    return [
+        _build_boot(boot, sorted(evs, key=lambda e: e.seq), missing.get(boot, ()))
+        for boot, evs in by_boot.items()
+    ]
 
 
-def _build_boot(boot: str, events: Sequence[TraceEvent]) -> BootTrace:
+def _build_boot(
+    boot: str, events: Sequence[TraceEvent], missing: Sequence[tuple[int, int]]
+) -> BootTrace:
     roots: list[Call] = []
     stack: list[Call] = []
     text = None
+    # Only gaps between two events: before the first or after the last, nothing
+    # traced was necessarily lost.
+    first = events[0].seq if events else 0
+    pending = sorted(gap for gap in missing if gap[0] > first)
     for event in events:
         if event.text is not None:
             text = event.text
         siblings = stack[-1].children if stack else roots
+        while pending and pending[0][0] < event.seq:
+            siblings.append(Call(0, 0, None, None, dropped=pending.pop(0)[1]))
         if event.enter:
             call = Call(event.fn, event.caller, event.mono_ns, None)
             siblings.append(call)
@@ -154,9 +194,14 @@ NO_ENTER = "(entered before tracing began, or its enter was dropped)"
 _WIDTH = 10  # characters of the duration column
 
 
+DROPPED = "… {} record{} dropped here (calls around them may be incomplete)"
+
+
 def _same_leaf(a: Call, b: Call) -> bool:
     return (
-        a.fn == b.fn
+        not a.dropped
+        and not b.dropped
+        and a.fn == b.fn
         and not a.children
         and not b.children
         and a.duration_ns is not None
@@ -177,6 +222,11 @@ def render(
         i = 0
         while i < len(calls):
             call = calls[i]
+            if call.dropped:
+                note = DROPPED.format(call.dropped, "" if call.dropped == 1 else "s")
+                lines.append(f"{'!':>{_WIDTH}}  {'  ' * depth}{note}")
+                i += 1
+                continue
             j = i + 1
             while j < len(calls) and _same_leaf(call, calls[j]):
                 j += 1
@@ -207,6 +257,8 @@ def to_json(
     the event was not seen)."""
 
     def call_json(call: Call) -> dict[str, Any]:
+        if call.dropped:
+            return {"dropped": call.dropped}
         return {
             "function": name(call.fn),
             "fn": f"{call.fn:#x}",
@@ -232,6 +284,8 @@ def addresses(trace: BootTrace) -> tuple[set[int], set[int]]:
     todo = list(trace.calls)
     while todo:
         call = todo.pop()
+        if call.dropped:
+            continue
         fns.add(call.fn)
         if call.caller:
             callers.add(call.caller)
