@@ -36,6 +36,22 @@ def test_user_flags_reach_the_users_sources_only(tmp_path: Path) -> None:
         tools.compile_app([lib], [], out, tmp_path, ["-O2"], ["-DUSER_FLAG"])
 
 
+def test_link_flags_come_after_the_objects(tmp_path: Path) -> None:
+    """A static link resolves a library's symbols only for objects before it: -lm as
+    a user flag (before the objects) leaves cos undefined, as a link flag it links."""
+    app = write(
+        tmp_path / "app.c",
+        "#include <math.h>\n#include <stdlib.h>\n"
+        "int main(int argc, char **argv) {\n"
+        "    (void)argv; return cos((double)argc - 1.0) == 1.0 ? 0 : 1;\n}\n",
+    )
+    out = tmp_path / "app"
+    with pytest.raises(UsageError, match="cos"):
+        tools.compile_app([app], [], out, tmp_path, ["-static", "-O0"], ["-lm"])
+    tools.compile_app([app], [], out, tmp_path, ["-static", "-O0"], [], ["-lm"])
+    assert subprocess.run([str(out)], check=False).returncode == 0
+
+
 def test_a_compile_error_is_one_usage_error_naming_the_file(tmp_path: Path) -> None:
     broken = write(tmp_path / "broken.cpp", "int main() { return undefined_name; }\n")
     with pytest.raises(

@@ -376,8 +376,19 @@ def image() -> None:
     help="Extra compiler flag for SOURCES, e.g. --cflag=-finstrument-functions (repeatable; "
     "not for the guest library).",
 )
+@click.option(
+    "--ldflag",
+    "ldflags",
+    multiple=True,
+    metavar="FLAG",
+    help="Extra link flag, after the objects: libraries such as --ldflag=-lm (repeatable).",
+)
 def image_build(
-    sources: tuple[Path, ...], out: Path, kernel_version: str | None, cflags: tuple[str, ...]
+    sources: tuple[Path, ...],
+    out: Path,
+    kernel_version: str | None,
+    cflags: tuple[str, ...],
+    ldflags: tuple[str, ...],
 ) -> None:
     """Build a bootable single-application guest from C or C++ SOURCES (kernel + initramfs).
 
@@ -387,7 +398,9 @@ def image_build(
     """
     from umonitor.image.linux import build_image
 
-    built = build_image(list(sources), out, kernel_version=kernel_version, cflags=cflags)
+    built = build_image(
+        list(sources), out, kernel_version=kernel_version, cflags=cflags, ldflags=ldflags
+    )
     click.echo(f"kernel {built.kernel}\ninitrd {built.initrd}")
     if built.pvh_kernel is not None:
         click.echo(f"vmlinux {built.pvh_kernel} (the same kernel uncompressed: boots faster)")

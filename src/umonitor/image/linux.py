@@ -81,6 +81,7 @@ def build_image(
     cache_dir: Path | None = None,
     pvh: bool = True,
     cflags: Sequence[str] = (),
+    ldflags: Sequence[str] = (),
 ) -> Image:
     """Build OUT/vmlinuz and OUT/initrd.img running ``app_sources`` as the only program.
 
@@ -94,7 +95,8 @@ def build_image(
     Sources ending in .cc, .cpp or .cxx are C++ (compiled with g++, and then g++
     links), the others C. ``cflags`` are extra compiler flags for those sources only
     (not the guest library, not init), such as ``-finstrument-functions``; they are
-    passed when linking too.
+    passed when linking too. ``ldflags`` go on the link line after the objects:
+    libraries such as ``-lm``.
     """
     sources = [Path(s) for s in app_sources]
     if not sources:
@@ -133,6 +135,7 @@ def build_image(
             work,
             (*APP_CFLAGS, *prefix_maps, f"-I{C_LIBRARY_DIR}"),
             tuple(cflags),
+            tuple(ldflags),
         )
         members = initramfs_members(init.read_bytes(), stripped(app, work), modules)
         write_atomic(out_dir / "initrd.img", cpio.gzip_newc(members))

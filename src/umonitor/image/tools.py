@@ -56,13 +56,16 @@ def compile_app(
     work: Path,
     flags: Sequence[str],
     user_flags: Sequence[str] = (),
+    link_flags: Sequence[str] = (),
 ) -> None:
     """Compile the application and link it statically into ``output``.
 
     Each of ``sources`` (the user's) is compiled with ``flags`` then ``user_flags``,
     C with gcc and C++ with g++; each of ``library`` (C, ours) with ``flags`` only.
     The objects go to ``work``; they are linked with ``flags`` and ``user_flags``, by
-    g++ when any source is C++ (it brings the C++ runtime), else by gcc. A compile or
+    g++ when any source is C++ (it brings the C++ runtime), else by gcc, with
+    ``link_flags`` after the objects (libraries: ``-lm``; in a static link a
+    library resolves only what the objects before it need). A compile or
     link failure is a UsageError; a missing g++ or static C++ library, an
     EnvironmentProblem naming the Debian package.
     """
@@ -81,7 +84,7 @@ def compile_app(
         argv = [compiler, *flags, *extra, "-c", "-o", str(obj), str(source)]
         _run_compiler(argv, "compiling", [source], user_code=True)
         objects.append(obj)
-    argv = [gxx, *flags, *user_flags, "-o", str(output), *map(str, objects)]
+    argv = [gxx, *flags, *user_flags, "-o", str(output), *map(str, objects), *link_flags]
     _run_compiler(argv, "linking", [*sources, *library], user_code=True)
 
 
