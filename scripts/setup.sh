@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # build-essential … zlib1g-dev build the Unikraft, Nanos and rumprun test guests (guests/).
 # gdb and binutils (addr2line) read crashed guests and symbolize them (docs/debugging.md).
 # g++ (with its static libstdc++) builds C++ guest programs and the C++ tracing tests.
+# chromium and chromium-driver: the dashboard's tests drive the page in a real browser.
 debs=(gcc g++ libc6-dev clang make qemu-system-x86 iproute2 procps cpio rsyslog rsyslog-relp rsyslog-openssl bsdutils openssl
-  build-essential nasm flex bison unzip patch xz-utils zlib1g-dev gdb binutils)
+  build-essential nasm flex bison unzip patch xz-utils zlib1g-dev gdb binutils chromium chromium-driver)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
