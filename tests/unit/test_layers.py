@@ -21,9 +21,10 @@ LAYERS: list[set[str]] = [
     {"protocol"},  # every wire and file format: pure, parse and write
     {"store"},  # log files, index, retention
     {"collector", "export", "debug", "instrument"},  # beside each other, none uses another
-    {"assembly", "guest"},  # what runs a collector; the guest libraries and demo guests
+    {"assembly", "guest", "overview"},  # what runs a collector; guest libraries; what ls reads
     {"image"},  # guest boot images (Linux kernel + initramfs, Nanos disks): fleet uses them
     {"fleet"},  # QEMU, network, supervisor: `up`
+    {"web"},  # the dashboard: the same library calls as the CLI, over HTTP
     {"cli"},
     {"__main__"},
 ]

@@ -41,6 +41,7 @@ COMMANDS = {
     **dict.fromkeys(("level", "ping", "cont", "debug"), "control"),
     "instrument": "instrument",
     "trace": "trace",
+    "web": "web",
 }
 
 

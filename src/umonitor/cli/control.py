@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from umonitor.errors import EnvironmentProblem, UsageError
-from umonitor.records import Severity
 
 if TYPE_CHECKING:
     pass
@@ -112,11 +111,9 @@ def level_command(name: str, level_name: str, data: Path | None) -> None:
     connected is left alone and starts at its own level (umon.level) when it
     connects. Guests of the 2018 format and plain text have no control channel.
     """
-    try:
-        severity = Severity.parse(level_name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    reply = _control_request(data, {"op": "level", "name": name, "level": severity.label})
+    from umonitor.collector.control import set_level
+
+    reply = set_level(data_dir(data), name, level_name)
     was = f" (was {reply['was']})" if reply.get("was") else ""
     said = "" if reply.get("confirmed") else "; its library does not confirm levels (older)"
     click.echo(f"{name}: level {reply['level']}{was}{said}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -11,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from umonitor import overview
 from umonitor.debug.record_stack import RecordStacks
 from umonitor.errors import UsageError
-from umonitor.records import SEVERITY_NAMES, Severity
-from umonitor.store import index, index_query, layout
+from umonitor.records import Severity
+from umonitor.store import index, index_query
 from umonitor.store.logfile import escape
 from umonitor.timeparse import format_age, format_time, parse_time
 
@@ -25,51 +25,9 @@ from umonitor.cli.app import data_dir, data_option, main
 from umonitor.cli.render import emit, format_bytes, print_table
 
 
-def _collector_status(root: Path) -> dict[str, Any] | None:
-    for _ in range(3):  # on a full disk it is rewritten in place: a read may see a mix
-        try:
-            status = json.loads((root / layout.STATUS).read_text())
-            os.kill(int(status["pid"]), 0)
-        except ValueError:
-            time.sleep(0.05)
-            continue
-        except (OSError, KeyError, TypeError):
-            return None
-        return status if isinstance(status, dict) else None
-    return None
-
-
 def open_index(root: Path) -> Any:
-    if not (root / layout.INSTANCES).is_dir():
-        raise UsageError(f"no umonitor data in {root}; start 'umonitor serve' or pass --data DIR")
-    try:
-        return index.connect(root)
-    except UsageError as exc:  # a full disk, say: show what the index has
-        conn = index.connect_as_it_is(root)
-        click.echo(f"umonitor: {exc}; the index may not be up to date", err=True)
-        return conn
-
-
-def _store_state(root: Path, status: dict[str, Any]) -> dict[str, Any]:
-    """The store's state from the running collector, else the counters on disk."""
-    store = status.get("store")
-    if isinstance(store, dict):
-        return store
-    from dataclasses import asdict
-
-    from umonitor.store.retention import DiskUsage, Limits
-
-    usage = DiskUsage(root, Limits())
-    return {
-        "state": "ok",
-        "losses": {n: asdict(v) for n, v in usage.losses.items() if v.any()},
-    }
-
-
-def _losses_and_refused(store: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    losses = store.get("losses")
-    refused = store.get("refused")
-    return losses if isinstance(losses, dict) else {}, refused if isinstance(refused, str) else None
+    """The index of ``root`` (overview.py), a stale one said on stderr."""
+    return overview.open_index(root, lambda text: click.echo(f"umonitor: {text}", err=True))
 
 
 @main.command("ls")
@@ -85,57 +43,19 @@ def ls_command(output: str, data: Path | None) -> None:
     """
     root = data_dir(data)
     conn = open_index(root)
-    status = _collector_status(root) or {}
-    connected: dict[str, list[str]] = status.get("connected", {})
-    levels: dict[str, str] = status.get("levels", {})  # what each connected guest said
-    instances = index_query.instances(conn, root)
-    behind = sum(i.behind for i in instances)
-    if behind:
+    seen = overview.read_overview(conn, root)
+    instances, exporters, guard = seen.instances, seen.exporters, seen.guard
+    connected, levels, losses, refused = seen.connected, seen.levels, seen.losses, seen.refused
+    store, disk_full, throttled = seen.store, seen.disk_full, seen.throttled
+    if seen.behind:
         click.echo(
-            f"umonitor: {format_bytes(behind)} of log not indexed yet; "
+            f"umonitor: {format_bytes(seen.behind)} of log not indexed yet; "
             "counts are as far as the index goes",
             err=True,
         )
-    from umonitor.export.status import read_statuses
-
-    exporters = read_statuses(root)
-    store = _store_state(root, status)
-    losses, refused = _losses_and_refused(store)
-    disk_full = store.get("state") == "disk"
-    throttled: dict[str, int] = status.get("throttled", {})
-    guard = {
-        k: v
-        for k, v in (
-            ("refused", status.get("refused", 0)),
-            ("protocol_errors", status.get("protocol_errors", 0)),
-            *status.get("limits", {}).items(),
-        )
-        if v
-    }  # refused guests, broken protocols, limits hit (admission.py, GuestLimits): what happened
     if output == "json":
         for inst in instances:
-            peers = connected.get(inst.name, [])
-            lost = losses.get(inst.name, {})
-            row = {
-                "name": inst.name,
-                "connected": bool(peers),
-                "level": levels.get(inst.name) if peers else None,
-                "address": peers[0] if peers else inst.peer,
-                "library": inst.library,
-                "first_seen": format_time(inst.first_ns) if inst.first_ns else None,
-                "last_seen": format_time(inst.last_ns) if inst.last_ns else None,
-                "records": sum(inst.counts),
-                "counts": dict(zip(SEVERITY_NAMES, inst.counts, strict=True)),
-                "dropped": inst.dropped,
-                "boots": inst.boots,
-                "store": "disk" if disk_full else "refused" if inst.name == refused else "ok",
-                "deleted_files": int(lost.get("deleted_files", 0)),
-                "deleted_bytes": int(lost.get("deleted_bytes", 0)),
-                "deleted_records": int(lost.get("deleted_records", 0)),
-                "refused_records": int(lost.get("refused", 0)),
-                "throttled": int(throttled.get(inst.name, 0)),
-            }
-            click.echo(json.dumps(row))
+            click.echo(json.dumps(seen.row(inst)))
         for status in exporters:
             click.echo(json.dumps(status))
         if guard:

@@ -165,6 +165,19 @@ def request(
     return reply
 
 
+def set_level(root: Path, name: str, level: str) -> Reply:
+    """Ask the collector on ``root`` to set connected guest ``name``'s minimum level
+    (``umonitor level``, and the dashboard's); the guest's answer: ``level`` it has,
+    ``was``, ``confirmed``. UsageError for a level that is none, no collector, or its
+    refusal in one sentence."""
+    try:
+        severity = Severity.parse(level)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    message = {"op": "level", "name": name, "level": severity.label}
+    return request(root, message, timeout=ANSWER_SECONDS + 5)
+
+
 def _refuse(error: str) -> Reply:
     return {"ok": False, "error": error}
 
