@@ -1,5 +1,6 @@
-"""An instance's crash and start-failure reports (fleet/crash_report.py writes them),
-listed and read for the dashboard.
+"""An instance's crash and start-failure reports (fleet/crash_report.py writes them
+through ``Store.write_report`` into the instance's ``crashes/`` directory), listed and
+read for the dashboard.
 
 Only files named as ``write_report`` names them are considered, found by listing the
 instance's directory: a name asked for over HTTP is looked up in that list, never
@@ -15,6 +16,7 @@ from typing import Any
 
 from umonitor.store import layout
 
+REPORTS = "crashes"  # the directory of an instance's reports (store/writer.py)
 REPORT_NAME = re.compile(r"(crash|start-failure)-[0-9TZ.]{1,40}\.json")
 MAX_REPORT = 8 << 20  # bytes of a report read at most
 MAX_LISTED = 200  # reports listed (the newest)
@@ -33,6 +35,10 @@ def report_names(root: Path, name: str) -> list[str]:
     return sorted(found, key=_stamp, reverse=True)
 
 
+def _reports(root: Path, name: str) -> Path:
+    return layout.instance_dir(root, name) / REPORTS
+
+
 def _stamp(file: str) -> str:
     return file.split("-", 2)[-1] if file.startswith("start-failure") else file.split("-", 1)[1]
 
@@ -43,7 +49,7 @@ def read_report(root: Path, name: str, file: str) -> dict[str, Any] | None:
     if file not in report_names(root, name):
         return None
     try:
-        with open(layout.instance_dir(root, name) / file, "rb") as src:
+        with open(_reports(root, name) / file, "rb") as src:
             raw = src.read(MAX_REPORT + 1)
         report = json.loads(raw) if len(raw) <= MAX_REPORT else None
     except (OSError, ValueError):
