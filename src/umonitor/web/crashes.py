@@ -25,11 +25,7 @@ MAX_LISTED = 200  # reports listed (the newest)
 def report_names(root: Path, name: str) -> list[str]:
     """The instance's report files, newest first (by the time in their names)."""
     try:
-        found = [
-            p.name
-            for p in layout.instance_dir(root, name).iterdir()
-            if REPORT_NAME.fullmatch(p.name)
-        ]
+        found = [p.name for p in _reports(root, name).iterdir() if REPORT_NAME.fullmatch(p.name)]
     except OSError:
         return []
     return sorted(found, key=_stamp, reverse=True)

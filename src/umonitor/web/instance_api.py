@@ -46,7 +46,8 @@ async def records(request: web.Request) -> web.StreamResponse:
     """Newest first, ``limit`` at a time; ``before_ns`` pages back.
 
     A page never ends inside a run of records with the same time: those would be
-    cut in two by the next page's ``before_ns``, so the run is left for that page.
+    cut in two by the next page's ``before_ns``, so the run is left for that page,
+    or, when the run alone is longer than ``limit``, the page is that whole run.
     """
     reader = request.app[READER]
     name = _name(request)
@@ -66,8 +67,17 @@ async def records(request: web.Request) -> web.StreamResponse:
     page = rows[1:] if more else rows
     if more:
         cut = rows[0].stored.time_ns
-        whole = [r for r in page if r.stored.time_ns != cut]
-        page = whole or page
+        page = [r for r in page if r.stored.time_ns != cut]
+        if not page:  # one run longer than the page: all of it (up to LIMIT_MAX)
+            run = dataclasses.replace(query, since_ns=cut, until_ns=cut)
+            older = dataclasses.replace(query, until_ns=cut - 1)
+
+            def whole_run(conn: sqlite3.Connection) -> tuple[list[Row], bool]:
+                return select(conn, root, run, last=LIMIT_MAX), bool(
+                    select(conn, root, older, last=1)
+                )
+
+            page, more = await reader.run(whole_run)
     return reply({"records": [record_json(r) for r in reversed(page)], "more": more})
 
 
