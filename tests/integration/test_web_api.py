@@ -309,6 +309,29 @@ def test_tail_filters_by_origin(live: Live) -> None:
         app.close()
 
 
+def test_a_flood_is_cut_to_the_budget_and_counted(live: Live) -> None:
+    """More than a browser's share at once: every record is sent or counted skipped."""
+    sent = 3000
+    stream = live.web.events("/api/tail?q=flood3&last=0")
+    try:
+        with Client("127.0.0.1", live.collector.port, "flood", capacity=1 << 24) as client:
+            for i in range(sent):
+                client.log(Severity.INFO, f"flood3 {i}")
+            assert client.flush(30)
+        shown = skipped = 0
+        while shown + skipped < sent:
+            event, data = stream.next()
+            if event == "record":
+                shown += 1
+            else:
+                assert event == "skipped", event
+                skipped += data["count"]
+    finally:
+        stream.close()
+    assert shown + skipped == sent
+    assert skipped > 0 and shown >= 200  # at least one second's share got through
+
+
 def test_tail_starts_with_the_last_records(live: Live) -> None:
     stream = live.web.events("/api/tail?instance=beta&last=3&q=n%3D")
     try:

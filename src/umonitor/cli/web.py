@@ -38,6 +38,9 @@ def web_command(listen: str, token_file: Path | None, data: Path | None) -> None
     access.check_exposure(host, token)
 
     def announce(line: str) -> None:
-        click.echo(line)
+        try:
+            click.echo(line)  # flushed: a parent process reads it at once
+        except OSError:
+            pass  # nobody reads stdout (a parent that closed it): serve all the same
 
     server.run(data_dir(data), host, port, token, announce)

@@ -87,6 +87,33 @@ def _exporter(status: dict[str, object]) -> dict[str, object]:
     }
 
 
+class RateMeter:
+    """Records/s per instance from the counts seen at successive looks."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_ns = int(window_s * 1e9)
+        self._seen: dict[str, collections.deque[tuple[int, int]]] = {}
+
+    def add(self, name: str, now_ns: int, records: int) -> float:
+        """The rate of ``name`` given its count now: the growth since the last count
+        at or before the window's start (or the oldest one kept, at first)."""
+        seen = self._seen.setdefault(name, collections.deque())
+        if seen and (now_ns < seen[-1][0] or records < seen[-1][1]):
+            seen.clear()  # the clock went back, or retention took records: start over
+        seen.append((now_ns, records))
+        while len(seen) > 2 and now_ns - seen[1][0] >= self.window_ns:
+            seen.popleft()  # keep one count at or before the window's start
+        then, before = seen[0]
+        if now_ns <= then:
+            return 0.0
+        return round((records - before) / ((now_ns - then) / 1e9), 2)
+
+    def keep(self, names: set[str]) -> None:
+        """Forget instances that are gone."""
+        for gone in set(self._seen) - names:
+            del self._seen[gone]
+
+
 class FleetView:
     """The shared, at most once-a-second fleet object."""
 
@@ -95,7 +122,7 @@ class FleetView:
         self._lock = asyncio.Lock()
         self._built: dict[str, Any] | None = None
         self._built_at = -REFRESH_S
-        self._history: dict[str, collections.deque[tuple[int, int]]] = {}
+        self._rates = RateMeter()
 
     async def get(self) -> dict[str, Any]:
         """The fleet object, rebuilt when the last one is a second old."""
@@ -135,15 +162,14 @@ class FleetView:
                     "level": (ps.get("level") if ps else None) or (row["level"] if row else None),
                     "counts": counts,
                     "records": records,
-                    "rate": self._rate(name, now, records),
+                    "rate": self._rates.add(name, now, records),
                     "dropped": row["dropped"] if row else 0,
                     "crashes": len(report_names(root, name)),
                     "last_seen": row["last_seen"] if row else None,
                     "fleet": ps is not None,
                 }
             )
-        for gone in set(self._history) - set(rows) - set(by_fleet):
-            del self._history[gone]
+        self._rates.keep(set(rows) | set(by_fleet))
         return {
             "updated_ns": now,
             "fleet": fleet is not None,
@@ -152,19 +178,6 @@ class FleetView:
             "exporters": [_exporter(s) for s in seen.exporters],
             "behind_bytes": seen.behind,
         }
-
-    def _rate(self, name: str, now: int, records: int) -> float:
-        """Records/s over the last ``RATE_WINDOW_S``, from the counts seen since."""
-        history = self._history.setdefault(name, collections.deque())
-        history.append((now, records))
-        window = int(RATE_WINDOW_S * 1e9)
-        while len(history) > 2 and now - history[1][0] >= window:
-            history.popleft()  # keep one count at or before the window's start
-        then, before = history[0]
-        if now <= then or records < before:
-            return 0.0  # the first look, or counts that went down (retention)
-        return round((records - before) / ((now - then) / 1e9), 2)
-
 
 FLEET_VIEW = web.AppKey("fleet_view", FleetView)
 

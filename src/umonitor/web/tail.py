@@ -63,9 +63,9 @@ class Budget:
 class Gate:
     """Between the poller and the writer of one browser: what passes, what is skipped."""
 
-    def __init__(self, rate: float = RATE, size: int = QUEUE) -> None:
+    def __init__(self, rate: float = RATE, size: int = QUEUE, now: float | None = None) -> None:
         self.queue: asyncio.Queue[Row] = asyncio.Queue(size)
-        self.budget = Budget(rate, time.monotonic())
+        self.budget = Budget(rate, time.monotonic() if now is None else now)
         self.skipped = 0
 
     def offer(self, rows: list[Row], now: float) -> None:
