@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -38,9 +39,9 @@ def web_command(listen: str, token_file: Path | None, data: Path | None) -> None
     access.check_exposure(host, token)
 
     def announce(line: str) -> None:
-        try:
-            click.echo(line)  # flushed: a parent process reads it at once
-        except OSError:
-            pass  # nobody reads stdout (a parent that closed it): serve all the same
+        # Flushed: a parent process reads it at once. One that closed our stdout
+        # reads nothing, and is served all the same.
+        with contextlib.suppress(OSError):
+            click.echo(line)
 
     server.run(data_dir(data), host, port, token, announce)

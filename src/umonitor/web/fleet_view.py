@@ -179,6 +179,7 @@ class FleetView:
             "behind_bytes": seen.behind,
         }
 
+
 FLEET_VIEW = web.AppKey("fleet_view", FleetView)
 
 
