@@ -9,7 +9,9 @@ plain HTTP with urllib and http.client.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import ipaddress
 import json
 import os
 import select
@@ -37,10 +39,20 @@ from tests.integration.conftest import (
     umonitor,
     wait_for,
 )
-from umonitor.guest.client import Client
+from umonitor.assembly import Assembly, Listeners, open_control
+from umonitor.collector import server
+from umonitor.collector.base import Endpoint
+from umonitor.collector.control import stop_control
+from umonitor.fleet.config import FleetConfig, InstanceConfig, NetworkConfig
+from umonitor.fleet.daemon import Fleet
+from umonitor.fleet.instance import Instance
+from umonitor.fleet.leases import Leases, leases_path
+from umonitor.fleet.net import NetConfig
+from umonitor.fleet.supervisor import Supervisor
+from umonitor.guest.client import AsyncClient, Client
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import layout
-from umonitor.store.writer import Store
+from umonitor.store.writer import FsyncPolicy, Store
 from umonitor.timeparse import format_time
 
 SECURITY = {"Content-Security-Policy": "default-src 'self'", "X-Content-Type-Options": "nosniff"}
@@ -670,3 +682,69 @@ def test_sigterm_ends_open_streams_and_exits_cleanly(empty_data: Path) -> None:
         stream.close()
         fleet.close()
     assert web.stderr == ""
+
+
+# -- a fleet (its pieces real, its instances registered but not booted) -------------
+
+
+def test_the_fleet_through_its_control_socket(tmp_path: Path) -> None:
+    """With a fleet, /api/fleet merges ``ps`` into ``ls``, and stop goes to the fleet."""
+    root = layout.prepare_data_dir(tmp_path / "data")
+
+    async def main() -> None:
+        store = Store(root, FsyncPolicy.BATCH)
+        collector = server.Collector(store)
+        collector.status_path = root / layout.STATUS
+        port = (await collector.listen_tcp(Endpoint("127.0.0.1", 0))).port
+        netcfg = NetConfig()
+        supervisor = Supervisor(root, store, port, lambda: None)
+        for name in ("fl-1", "fl-2"):
+            address = ipaddress.IPv4Interface(f"10.77.0.{2 + len(supervisor.instances)}/24")
+            cfg = InstanceConfig(name, tmp_path / "no-kernel")
+            run_dir = root / "run" / name
+            run_dir.mkdir(parents=True)  # as a launch makes it
+            supervisor.add(Instance(cfg, address, netcfg.host_address, None, run_dir))
+        config = FleetConfig(tmp_path / "umonitor.toml", NetworkConfig(), port, ())
+        leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
+        fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, asyncio.Event())
+        control = await open_control(Assembly(root, collector, Listeners([]), part=fleet))
+        client = AsyncClient("127.0.0.1", port, "fl-1")
+        await client.start()
+        web = await asyncio.to_thread(start_web, root)
+        try:
+            client.log(Severity.WARNING, "hello from fl-1")
+            assert await client.flush(10)
+
+            async def fl_1() -> dict[str, Any]:
+                while True:
+                    got = await asyncio.to_thread(web.get, "/api/fleet")
+                    rows = {i["name"]: i for i in got["instances"]}
+                    if rows.get("fl-1", {}).get("records") == 1 and rows["fl-1"]["connected"]:
+                        assert got["fleet"] is True and set(rows) == {"fl-1", "fl-2"}
+                        return rows
+                    await asyncio.sleep(0.1)
+
+            rows = await asyncio.wait_for(fl_1(), 30)
+            assert rows["fl-1"]["state"] == "stopped" and rows["fl-1"]["fleet"] is True
+            assert rows["fl-1"]["address"] == "10.77.0.2" and rows["fl-2"]["address"] == "10.77.0.3"
+            assert rows["fl-1"]["counts"]["warning"] == 1 and rows["fl-1"]["restarts"] == 0
+            assert rows["fl-2"]["records"] == 0 and rows["fl-2"]["connected"] is False
+            level = await asyncio.to_thread(web.post, "/api/instances/fl-1/level", {"level": "err"})
+            assert level.status == 200 and level.json()["level"] == "err", level.body
+            assert client.session.level == Severity.ERR
+            stop = await asyncio.to_thread(web.post, "/api/instances/fl-2/stop")
+            assert stop.status == 200 and stop.json() == {}
+            assert supervisor.instances["fl-2"].wanted is False
+            unknown = await asyncio.to_thread(web.post, "/api/instances/fl-9/stop")
+            assert unknown.status == 404 and "fl-9" in unknown.json()["error"]
+            bare = await asyncio.to_thread(
+                web.request, "/api/instances/fl-2/restart", method="POST"
+            )
+            assert bare.status == 403
+        finally:
+            assert await asyncio.to_thread(web.stop) == 0
+            await client.close()
+            stop_control(root, control)
+            await collector.shutdown()
+
+    asyncio.run(main())
