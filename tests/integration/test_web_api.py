@@ -572,6 +572,25 @@ def test_bad_names_are_404(written: Web, path: str) -> None:
     assert all(answer.headers[k] == v for k, v in SECURITY.items())
 
 
+def test_without_a_token_only_loopback_names_are_answered(written: Web) -> None:
+    """A page whose name was re-pointed to 127.0.0.1 (DNS rebinding) reads nothing."""
+
+    def status(host: str) -> int:
+        conn = http.client.HTTPConnection(written.host, written.port, timeout=60)
+        try:
+            conn.request("GET", "/api/fleet", headers={"Host": host})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    for host in (f"127.0.0.1:{written.port}", f"localhost:{written.port}", "[::1]", "127.0.0.1"):
+        assert status(host) == 200, host
+    for host in ("evil.example", f"evil.example:{written.port}", "10.0.0.1", "[::]"):
+        assert status(host) == 403, host
+
+
 def test_every_answer_carries_the_security_headers(written: Web) -> None:
     answers = [
         written.request("/api/fleet"),

@@ -10,6 +10,7 @@ from umonitor.errors import UsageError
 from umonitor.web.access import (
     check_exposure,
     cookie_value,
+    host_of,
     is_loopback,
     load_token,
     parse_listen,
@@ -89,3 +90,19 @@ def test_the_cookie_holds_no_token() -> None:
     value = cookie_value("s3cret")
     assert "s3cret" not in value and len(value) == 64
     assert value == cookie_value("s3cret") != cookie_value("s3cret2")
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        ("127.0.0.1:8321", "127.0.0.1"),
+        ("localhost", "localhost"),
+        ("[::1]:8321", "::1"),
+        ("[::1]", "::1"),
+        ("evil.example:80", "evil.example"),
+        ("::1", "::1"),
+        ("", ""),
+    ],
+)
+def test_the_host_of_a_host_header(header: str, host: str) -> None:
+    assert host_of(header) == host

@@ -8,7 +8,9 @@ holding a value derived from the token (so the token itself is not stored by the
 browser). Every comparison is ``hmac.compare_digest``. Requests that change
 something are POSTs that must carry ``X-Umonitor: 1``: a page of another site cannot
 send that header without a CORS preflight, which this server never answers, so the
-cookie alone cannot be used against it.
+cookie alone cannot be used against it. Without a token, a request must name a
+loopback host in its ``Host`` header: a page whose own name an attacker re-points to
+127.0.0.1 (DNS rebinding) would otherwise be able to read the API as same-origin.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from umonitor.errors import UsageError
+from umonitor.web.answers import fail
 
 DEFAULT_LISTEN = "127.0.0.1:8321"
 TOKEN_ENV = "UMONITOR_WEB_TOKEN"
@@ -84,6 +87,13 @@ def check_exposure(host: str, token: str | None) -> None:
         )
 
 
+def host_of(header: str) -> str:
+    """The host of a ``Host`` header (``[::1]:8321`` -> ``::1``)."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 def cookie_value(token: str) -> str:
     """What the cookie holds: derived from the token, never the token itself."""
     return hmac.new(token.encode(), b"umonitor web cookie", hashlib.sha256).hexdigest()
@@ -117,6 +127,12 @@ def make_access(token: str | None) -> Middleware:
 
     @web.middleware
     async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is None and not is_loopback(host_of(request.host)):
+            raise fail(
+                403,
+                "without a token the dashboard answers only to a loopback name "
+                "(127.0.0.1, [::1], localhost) in the address",
+            )
         if token is not None and not presented(request, token):
             offered = request.query.get("token")
             if request.path == "/" and offered is not None and _same(offered, token):
@@ -127,9 +143,9 @@ def make_access(token: str | None) -> Middleware:
                 return response
             if request.path == "/" and request.method == "GET":
                 return web.Response(status=401, text=TOKEN_PAGE, content_type="text/html")
-            raise web.HTTPUnauthorized(reason="the dashboard's token is missing or wrong")
+            raise fail(401, "the dashboard's token is missing or wrong")
         if request.method not in ("GET", "HEAD") and request.headers.get(CHANGE_HEADER) != "1":
-            raise web.HTTPForbidden(reason=f"a change needs the header '{CHANGE_HEADER}: 1'")
+            raise fail(403, f"a change needs the header '{CHANGE_HEADER}: 1'")
         return await handler(request)
 
     return access
