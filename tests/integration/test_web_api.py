@@ -688,6 +688,23 @@ def test_a_public_address_with_a_token_from_the_environment(empty_data: Path) ->
         assert web.stop() == 0
 
 
+def test_event_streams_are_bounded(empty_data: Path) -> None:
+    from umonitor.web.events import MAX_STREAMS
+
+    web = start_web(empty_data)
+    streams = [web.events("/api/fleet/events") for _ in range(MAX_STREAMS)]
+    try:
+        assert all(s.next()[0] == "fleet" for s in streams)
+        for path in ("/api/fleet/events", "/api/tail"):
+            refused = web.request(path)
+            assert refused.status == 503 and "streams are open already" in refused.json()["error"]
+        assert web.request("/api/fleet").status == 200  # the rest still answers
+    finally:
+        for s in streams:
+            s.close()
+        assert web.stop() == 0
+
+
 def test_sigterm_ends_open_streams_and_exits_cleanly(empty_data: Path) -> None:
     web = start_web(empty_data)
     stream = web.events("/api/tail?last=0")

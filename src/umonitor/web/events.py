@@ -40,12 +40,16 @@ class EventStream:
         self._counted = False
 
     async def __aenter__(self) -> EventStream:
+        """Take a place among the open streams (503 when none is left)."""
         if self._open[0] >= MAX_STREAMS:
             raise fail(503, f"{MAX_STREAMS} live streams are open already; close a page")
         self._open[0] += 1
         self._counted = True
-        await self.response.prepare(self.request)
         return self
+
+    async def start(self) -> None:
+        """Send the headers: from here on, errors can only end the stream."""
+        await self.response.prepare(self.request)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._counted:

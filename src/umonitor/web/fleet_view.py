@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from umonitor.records import SEVERITY_NAMES
 from umonitor.web.crashes import report_names
 from umonitor.web.events import HEARTBEAT_S, EventStream
 from umonitor.web.reading import Reader
+
+log = logging.getLogger(__name__)
 
 REFRESH_S = 1.0  # the object is built at most this often
 RATE_WINDOW_S = 10.0  # records/s over this many seconds
@@ -194,6 +197,7 @@ async def fleet_events(request: web.Request) -> web.StreamResponse:
     at most), and a comment line when nothing was sent for ``HEARTBEAT_S``."""
     view = request.app[FLEET_VIEW]
     async with EventStream(request) as stream:
+        await stream.start()
         last: dict[str, Any] | None = None
         quiet_since = time.monotonic()
         try:
@@ -210,6 +214,8 @@ async def fleet_events(request: web.Request) -> web.StreamResponse:
                     break
         except ConnectionError:
             pass  # the browser went away
+        except Exception:  # the headers are sent: end the stream, say why in the log
+            log.exception("the fleet's event stream failed")
     return stream.response
 
 

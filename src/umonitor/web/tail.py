@@ -105,8 +105,9 @@ async def tail(request: web.Request) -> web.StreamResponse:
         rows, follower = index_query.select_then_follow(conn, root, query, last=last)
         return list(rows), follower
 
-    first, follower = await reader.run(start)
     async with EventStream(request) as stream:
+        first, follower = await reader.run(start)
+        await stream.start()
         gate = Gate()
         poller = asyncio.create_task(_poll(follower, gate))
         try:
@@ -130,6 +131,8 @@ async def tail(request: web.Request) -> web.StreamResponse:
                 quiet_since = time.monotonic()
         except ConnectionError:
             pass  # the browser went away
+        except Exception:  # the headers are sent: end the stream, say why in the log
+            log.exception("the live tail failed")
         finally:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
