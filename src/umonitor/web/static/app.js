@@ -95,7 +95,11 @@
 
   // The message cell: the message, then its fields, muted.
   function messageCell(record) {
-    const cell = el("td", { class: "msg" }, record.message === undefined ? "" : record.message);
+    const cell = el(
+      "td",
+      { class: "msg" },
+      el("span", { class: "message" }, record.message === undefined ? "" : record.message),
+    );
     const pairs = fieldPairs(record.fields);
     if (pairs.length) {
       cell.append(" ", el("span", { class: "fields" }, pairs.map(([k, v]) => `${k}=${v}`).join(" ")));
@@ -126,12 +130,24 @@
     }
   }
 
-  async function api(path, options) {
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // A request that fails before any answer (the server restarting, the browser
+  // dropping connections when the host's addresses change) is tried again a few
+  // times when repeating it is harmless: reads, and setting a level.
+  async function api(path, options, repeatable) {
+    const reads = repeatable || !options || !options.method || options.method === "GET";
     let response;
-    try {
-      response = await fetch(path, { credentials: "same-origin", ...options });
-    } catch (exc) {
-      throw new ApiError("the dashboard's server cannot be reached", 0);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        response = await fetch(path, { credentials: "same-origin", ...options });
+        break;
+      } catch (exc) {
+        if (!reads || attempt >= 3) {
+          throw new ApiError("the dashboard's server cannot be reached", 0);
+        }
+        await sleep(250 * (attempt + 1));
+      }
     }
     let body = null;
     try {
@@ -148,12 +164,13 @@
     return body;
   }
 
-  function post(path, payload) {
-    return api(path, {
+  function post(path, payload, repeatable) {
+    const options = {
       method: "POST",
       headers: { "Content-Type": "application/json", "X-Umonitor": "1" },
       body: JSON.stringify(payload || {}),
-    });
+    };
+    return api(path, options, repeatable);
   }
 
   function instanceApi(name, rest) {
@@ -276,7 +293,8 @@
     const when = typeof data.updated_ns === "number" ? new Date(data.updated_ns / 1e6) : new Date();
     $("fleet-updated").textContent =
       `Updated ${when.toISOString().slice(11, 19)} UTC · ` +
-      (data.fleet ? "a fleet runs (umonitor up)" : "no fleet runs: guests that connect on their own");
+      (data.fleet ? "a fleet runs (umonitor up)" : "no fleet runs: guests that connect on their own") +
+      (data.behind_bytes > 0 ? ` · the counts do not cover the last ${bytes(data.behind_bytes)} of log yet` : "");
     const body = $("fleet-rows");
     const rows = new Map();
     for (const row of body.querySelectorAll("tr[data-instance]")) rows.set(row.dataset.instance, row);
@@ -296,7 +314,8 @@
         row,
         "state",
         String(inst.state || ""),
-        inst.connected ? "the guest is connected" : "the guest is not connected",
+        (inst.connected ? "the guest is connected" : "the guest is not connected") +
+          (inst.last_seen ? `; last record ${fullTime(inst.last_seen)} UTC` : ""),
       );
       state.className = `state state-${String(inst.state || "").replace(/[^a-z-]/g, "")}`;
       setCell(row, "address", inst.address ? String(inst.address) : "–");
@@ -352,11 +371,12 @@
         el(
           "tr",
           { data: { exporter: x.name } },
-          el("th", { scope: "row" }, x.name),
-          el("td", { data: { col: "state" } }, x.state || "–"),
-          el("td", { class: "num" }, number(x.backlog)),
+          el("th", { scope: "row", title: x.target || undefined }, x.name),
+          el("td", { data: { col: "state" }, title: x.error || undefined }, x.state || "–"),
+          el("td", { class: "num" }, typeof x.backlog === "number" ? bytes(x.backlog) : "–"),
           el("td", { class: "num" }, number(x.sent)),
           el("td", { class: "num" }, number(x.dropped)),
+          el("td", { class: "error" }, x.error || ""),
         ),
       );
     }
@@ -642,10 +662,11 @@
     const summary = $("inst-summary");
     const i = instanceByName(inst.name);
     clear(summary);
-    const fleetRuns = Boolean(fleet.data && fleet.data.fleet);
+    // Stop and restart are the fleet's: only for an instance it runs.
+    const runs = !fleet.data || (i ? i.fleet !== false : Boolean(fleet.data.fleet));
     for (const id of ["action-stop", "action-restart"]) {
-      $(id).disabled = fleet.data !== null && !fleetRuns;
-      $(id).title = fleetRuns || fleet.data === null ? "" : "no fleet runs (umonitor up): nothing to stop or restart";
+      $(id).disabled = !runs;
+      $(id).title = runs ? "" : "the fleet (umonitor up) does not run this instance";
     }
     if (!i) {
       summary.append(el("span", { class: "muted" }, fleet.data ? "not in the fleet's list" : "…"));
@@ -660,6 +681,7 @@
     part("level", i.level ? String(i.level) : "–", "level");
     part("records", number(i.records), "records");
     part("crashes", number(i.crashes), "crashes");
+    if (i.last_seen) part("last record", fullTime(i.last_seen), "last-seen");
     const last = lastExitText(i.last_exit);
     if (last) part("last exit", last, "last-exit");
     if (inst.crashes !== null && typeof i.crashes === "number" && i.crashes !== inst.crashes) {
@@ -795,6 +817,7 @@
         { type: "button", class: "crash-open", data: { file: c.file }, "aria-controls": "crash-detail" },
         el("span", { class: "time" }, fullTime(c.time)),
         " ",
+        c.kind === "start-failure" ? "failed to start: " : "",
         c.reason || c.file,
       );
       button.addEventListener("click", () => openCrash(c.file, button));
@@ -875,7 +898,9 @@
     }
     if (name !== inst.name) return;
     const lines = Array.isArray(answer.lines) ? answer.lines : [];
-    box.textContent = lines.map((l) => `${clockTime(l)}  ${l.message === undefined ? "" : l.message}`).join("\n");
+    box.textContent = lines
+      .map((l) => `${clockTime(l)}  ${l.message === undefined ? "" : l.message}`)
+      .join("\n");
     box.dataset.state = "done";
     box.dataset.count = String(lines.length);
     box.scrollTop = box.scrollHeight;
@@ -914,12 +939,18 @@
     out.textContent = `asking ${name} for ${level}…`;
     delete out.dataset.ok;
     delete out.dataset.level;
+    delete out.dataset.confirmed;
     try {
-      const answer = await post(instanceApi(name, "level"), { level });
-      const acknowledged = answer && answer.level ? String(answer.level) : level;
-      out.textContent = `${name} acknowledged level ${acknowledged}`;
+      const answer = (await post(instanceApi(name, "level"), { level }, true)) || {};
+      const now = answer.level ? String(answer.level) : level;
+      const was = answer.was ? ` (was ${answer.was})` : "";
+      out.textContent =
+        answer.confirmed === false
+          ? `${name}: level ${now} sent${was}; its library does not confirm levels`
+          : `${name} acknowledged level ${now}${was}`;
       out.dataset.ok = "true";
-      out.dataset.level = acknowledged;
+      out.dataset.level = now;
+      out.dataset.confirmed = String(answer.confirmed !== false);
     } catch (exc) {
       out.textContent = exc.message;
       out.dataset.ok = "false";
@@ -1006,6 +1037,24 @@
       }, 200);
     });
     window.addEventListener("hashchange", route);
+    // A page left for another keeps its connections while the browser caches it
+    // (back/forward); a browser opens only six to one server, so the streams end
+    // with the page and start again if it is shown again.
+    window.addEventListener("pagehide", () => {
+      clearTimeout(fleet.retry);
+      if (fleet.source) fleet.source.close();
+      fleet.source = null;
+      if (tail.active) {
+        clearTimeout(tail.retry);
+        if (tail.source) tail.source.close();
+        tail.source = null;
+      }
+    });
+    window.addEventListener("pageshow", (event) => {
+      if (!event.persisted) return;
+      startFleetStream();
+      if (tail.active) tailConnect();
+    });
   }
 
   wire();

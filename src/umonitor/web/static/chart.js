@@ -1,9 +1,10 @@
 // Records per second by severity, as stacked bars on a canvas.
 //
 // draw(canvas, rate) takes what /api/instances/NAME/rate answers:
-// {start_ns, step_s, series: {severity: [count per second, ...]}} and draws one bar
-// per step, the worst severity at the bottom. What was drawn is left on the canvas
-// as data-points (steps), data-total (the sum of every series) and data-peak.
+// {start_ns, step_s, series: {severity: [records in each step, ...]}} and draws one
+// bar per step, its height the step's records per second (count / step_s), the
+// worst severity at the bottom. What was drawn is left on the canvas as
+// data-points (steps), data-total (records counted) and data-peak (records/s).
 "use strict";
 
 (function () {
@@ -37,7 +38,8 @@
   }
 
   function formatRate(value) {
-    return value >= 10 || Number.isInteger(value) ? String(Math.round(value)) : value.toFixed(1);
+    if (value >= 10 || Number.isInteger(value)) return String(Math.round(value));
+    return String(Number(value.toPrecision(2)));
   }
 
   function draw(canvas, rate) {
@@ -48,14 +50,14 @@
     for (const sev of SEVERITIES) {
       if (Array.isArray(series[sev])) points = Math.max(points, series[sev].length);
     }
+    const perSecond = (sev, i) => (Number((series[sev] || [])[i]) || 0) / step;
     const stacked = new Array(points).fill(0);
     let total = 0;
     for (const sev of SEVERITIES) {
       const values = series[sev] || [];
       for (let i = 0; i < values.length; i++) {
-        const v = Number(values[i]) || 0;
-        stacked[i] += v;
-        total += v;
+        stacked[i] += perSecond(sev, i);
+        total += Number(values[i]) || 0;
       }
     }
     const peak = stacked.reduce((a, b) => Math.max(a, b), 0);
@@ -98,7 +100,7 @@
       for (let i = 0; i < points; i++) {
         let base = 0;
         for (const sev of SEVERITIES) {
-          const v = Number((series[sev] || [])[i]) || 0;
+          const v = perSecond(sev, i);
           if (v <= 0) continue;
           const y0 = top + height - (base / yMax) * height;
           const y1 = top + height - ((base + v) / yMax) * height;
