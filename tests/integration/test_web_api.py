@@ -301,6 +301,24 @@ def test_tail_follows_new_records_through_its_filters(live: Live) -> None:
     assert kept["time"] == format_time(kept["time_ns"]) and kept["seq"] >= 1
 
 
+def test_tail_merges_the_instances_chosen(live: Live) -> None:
+    stream = live.web.events("/api/tail?instance=alpha&instance=beta&q=needle4&last=0")
+    try:
+        with Client("127.0.0.1", live.collector.port, "beta") as beta:
+            beta.log(Severity.INFO, "needle4 beta")
+            assert beta.flush(10)
+        with Client("127.0.0.1", live.collector.port, "alpha") as alpha:
+            alpha.log(Severity.INFO, "needle4 alpha")
+            assert alpha.flush(10)
+        got = stream.records_until("needle4 alpha")
+    finally:
+        stream.close()
+    assert [(r["instance"], r["message"]) for r in got] == [
+        ("beta", "needle4 beta"),
+        ("alpha", "needle4 alpha"),
+    ]
+
+
 def test_tail_filters_by_origin(live: Live) -> None:
     syslog = live.web.events("/api/tail?origin=syslog&q=needle2&last=0")
     app = live.web.events("/api/tail?origin=app&q=needle2&last=0")
