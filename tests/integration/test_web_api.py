@@ -615,8 +615,11 @@ def test_every_answer_carries_the_security_headers(written: Web) -> None:
         written.request("/api/instances/written/records"),
         written.request("/api/instances/written/level", method="POST"),  # 403
         written.request("/api/fleet?x=" + "a" * 5000),  # 414
+        written.post("/api/instances/written/level", {"level": "x" * 5000}),  # 413
+        written.post("/api/instances/written/level", [1]),  # 400: not an object
+        written.request("/api/instances/written/level"),  # 405: GET
     ]
-    assert [a.status for a in answers] == [200, 200, 403, 414]
+    assert [a.status for a in answers] == [200, 200, 403, 414, 413, 400, 405]
     for answer in answers:
         assert all(answer.headers[k] == v for k, v in SECURITY.items()), answer.headers
         assert answer.headers["Content-Type"].startswith("application/json")

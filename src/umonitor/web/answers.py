@@ -45,30 +45,19 @@ def reply(value: Any, status: int = 200) -> web.Response:
     return web.Response(text=dumps(value), status=status, content_type="application/json")
 
 
-def fail(status: int, sentence: str) -> web.HTTPException:
-    """The error for ``status`` whose body is ``{"error": sentence}`` (raise it)."""
-    cls = web.HTTPException
-    for candidate in _ERRORS:
-        if candidate.status_code == status:
-            cls = candidate
-            break
-    error = cls(text=dumps({"error": sentence}), content_type="application/json")
-    return error
+class ApiError(Exception):
+    """An answer other than success: its status and one sentence (``answers`` writes
+    it as ``{"error": sentence}``)."""
+
+    def __init__(self, status: int, sentence: str) -> None:
+        super().__init__(sentence)
+        self.status = status
+        self.sentence = sentence
 
 
-_ERRORS: tuple[type[web.HTTPException], ...] = (
-    web.HTTPBadRequest,
-    web.HTTPUnauthorized,
-    web.HTTPForbidden,
-    web.HTTPNotFound,
-    web.HTTPMethodNotAllowed,
-    web.HTTPConflict,
-    web.HTTPRequestURITooLong,
-    web.HTTPRequestEntityTooLarge,
-    web.HTTPInternalServerError,
-    web.HTTPServiceUnavailable,
-    web.HTTPGatewayTimeout,
-)
+def fail(status: int, sentence: str) -> ApiError:
+    """The error to raise for ``status`` with ``sentence``."""
+    return ApiError(status, sentence)
 
 
 def _sentence(exc: web.HTTPException) -> str:
@@ -87,15 +76,12 @@ async def answers(request: web.Request, handler: Handler) -> web.StreamResponse:
         if len(request.query_string) > MAX_QUERY:
             raise fail(414, f"the query string is longer than {MAX_QUERY} bytes")
         return await handler(request)
+    except ApiError as exc:
+        return reply({"error": exc.sentence}, exc.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             return web.Response(status=exc.status, headers=exc.headers)  # e.g. a redirect
-        text = exc.text if exc.content_type == "application/json" else None
-        response = web.Response(
-            status=exc.status,
-            text=text or dumps({"error": _sentence(exc)}),
-            content_type="application/json",
-        )
+        response = reply({"error": _sentence(exc)}, exc.status)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
