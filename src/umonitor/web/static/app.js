@@ -481,7 +481,8 @@
     updateTailCount();
     const params = tailQuery();
     params.set("last", String(TAIL_LAST));
-    const source = new EventSource(`/api/tail?${params}`);
+    const url = `/api/tail?${params}`;
+    const source = new EventSource(url);
     tail.source = source;
     setTailStatus("connecting", "connecting…");
     source.addEventListener("open", () => setTailStatus("following", "following new records"));
@@ -507,14 +508,43 @@
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED) {
         setTailStatus("down", "disconnected; trying again in 3 s");
-        api("/api/fleet").catch(() => {}); // a 401 says so in the banner
-        tail.retry = setTimeout(() => {
-          if (tail.active && tail.source === source) tailConnect();
-        }, 3000);
+        streamRefusal(url).then((sentence) => {
+          if (tail.source !== source) return;
+          if (sentence) {
+            setTailStatus("refused", sentence); // the filters must change first
+            return;
+          }
+          tail.retry = setTimeout(() => {
+            if (tail.active && tail.source === source) tailConnect();
+          }, 3000);
+        });
       } else {
         setTailStatus("connecting", "reconnecting…");
       }
     });
+  }
+
+  // Why the server refused a stream, when it says so for good (a 4xx other than
+  // 401, which the banner explains); null when trying again may help.
+  async function streamRefusal(url) {
+    const control = new AbortController();
+    try {
+      const response = await fetch(url, { credentials: "same-origin", signal: control.signal });
+      if (response.ok) return null;
+      if (response.status === 401) needToken();
+      let body = null;
+      try {
+        body = await response.json();
+      } catch (exc) {
+        body = null;
+      }
+      const permanent = response.status >= 400 && response.status < 500 && response.status !== 401;
+      return permanent && body && typeof body.error === "string" ? body.error : null;
+    } catch (exc) {
+      return null;
+    } finally {
+      control.abort();
+    }
   }
 
   function recordKey(r) {
