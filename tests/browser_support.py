@@ -7,11 +7,14 @@ offline. ``umonitor web`` runs as a subprocess on a free loopback port.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -107,6 +110,87 @@ def page_errors(driver: WebDriver) -> list[str]:
         for entry in driver.get_log("browser")  # type: ignore[no-untyped-call]
         if entry["level"] == "SEVERE" and entry.get("source") != "network"
     ]
+
+
+def save_screenshot(driver: WebDriver, path: Path) -> int:
+    """Save the viewport as an 8-bit palette PNG at ``path``; returns its size in bytes.
+
+    Chromium's PNG is true colour, about twice as large for a page of text: the page's
+    255 most used colours are kept as they are and every other one (antialiased
+    edges, mostly) becomes the nearest of those.
+    """
+    width, height, rows = _rgb_rows(driver.get_screenshot_as_png())
+    counts: collections.Counter[bytes] = collections.Counter()
+    for row in rows:
+        counts.update(row[i : i + 3] for i in range(0, len(row), 3))
+    palette = [colour for colour, _ in counts.most_common(255)]
+    index = {colour: n for n, colour in enumerate(palette)}
+    for colour in counts:
+        if colour not in index:
+            index[colour] = min(
+                range(len(palette)),
+                key=lambda n: sum((a - b) ** 2 for a, b in zip(palette[n], colour, strict=True)),
+            )
+    pixels = b"".join(
+        b"\0" + bytes(index[row[i : i + 3]] for i in range(0, len(row), 3)) for row in rows
+    )
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
+        + chunk(b"PLTE", b"".join(palette))
+        + chunk(b"IDAT", zlib.compress(pixels, 9))
+        + chunk(b"IEND", b"")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return len(png)
+
+
+def _rgb_rows(png: bytes) -> tuple[int, int, list[bytes]]:
+    """The rows of an 8-bit RGB or RGBA PNG (as Chromium writes them), as RGB bytes."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, data, header = 8, b"", b""
+    while pos < len(png):
+        (size,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, body = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + size]
+        pos += 12 + size
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            data += body
+    width, height, depth, colour_type = struct.unpack(">IIBB", header[:10])
+    assert depth == 8 and colour_type in (2, 6), (depth, colour_type)
+    bpp = 3 if colour_type == 2 else 4
+    raw = zlib.decompress(data)
+    stride = width * bpp
+    prev = bytearray(stride)
+    rows = []
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - bpp] if i >= bpp else 0
+            up, corner = prev[i], (prev[i - bpp] if i >= bpp else 0)
+            if kind == 1:
+                line[i] = (line[i] + left) & 255
+            elif kind == 2:
+                line[i] = (line[i] + up) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif kind == 4:
+                guess = left + up - corner
+                near = min((abs(guess - left), 0, left), (abs(guess - up), 1, up),
+                           (abs(guess - corner), 2, corner))[2]  # fmt: skip
+                line[i] = (line[i] + near) & 255
+        prev = line
+        rows.append(bytes(line) if bpp == 3 else bytes(b for j, b in enumerate(line) if j % 4 != 3))
+    return width, height, rows
 
 
 class Web:

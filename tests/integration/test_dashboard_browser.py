@@ -293,6 +293,12 @@ def test_live_tail_follows_filters_and_pauses(dash: Dashboard) -> None:
     messages = [r["message"] for r in tail_rows(d)]
     assert messages.index("probe held one") < messages.index("probe held two")
 
+    # A stream the server refuses says why, and is not asked for again and again.
+    dash.open("#/tail?instance=no-such-guest")
+    status = d.find_element(By.ID, "tail-status")
+    wait_until(d, lambda d: status.get_attribute("data-state") == "refused", "the refusal")
+    assert "no-such-guest" in status.text
+
 
 # How many of the canvas' pixels are in one of the chart's severity colours.
 COLOURED_PIXELS = """
