@@ -4,6 +4,12 @@
 loop calls ``start`` and later ``Running.close``. Either way the server only reads
 the data directory and asks over the control socket, as the CLI does (docs/web.md),
 so it can stop or fail without touching the collector.
+
+A fleet (below this package in the layers) starts it as a helper process instead:
+``python -m umonitor web --listen HOST:PORT --data DATA [--token-file FILE]``, a
+token given inline in ``UMONITOR_WEB_TOKEN``; the first line on its stdout is
+``web: URL`` once it listens, a mistake is one sentence on stderr and exit 2, and
+SIGTERM stops it (exit 0).
 """
 
 from __future__ import annotations
