@@ -704,6 +704,8 @@
     }
     const part = (label, value, key) =>
       summary.append(el("span", { class: "fact", data: { key } }, el("span", { class: "muted" }, label + " "), value));
+    const select = $("level-select");
+    if (!select.value && i.level && SEVERITIES.includes(i.level)) select.value = i.level;
     part("state", String(i.state || "–"), "state");
     part("address", i.address ? String(i.address) : "–", "address");
     part("uptime", duration(i.uptime_s), "uptime");
@@ -928,9 +930,9 @@
     }
     if (name !== inst.name) return;
     const lines = Array.isArray(answer.lines) ? answer.lines : [];
-    box.textContent = lines
-      .map((l) => `${clockTime(l)}  ${l.message === undefined ? "" : l.message}`)
-      .join("\n");
+    box.textContent = lines.length
+      ? lines.map((l) => `${clockTime(l)}  ${l.message === undefined ? "" : l.message}`).join("\n")
+      : "No console lines.";
     box.dataset.state = "done";
     box.dataset.count = String(lines.length);
     box.scrollTop = box.scrollHeight;
