@@ -148,6 +148,9 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         leaver = python_guest(collector.port, "demo-2", 16)  # two of each severity
         out, err = leaver.communicate(timeout=60)
         assert leaver.returncode == 0, out + err
+        bulk = python_guest(collector.port, "bulk", 250)  # more than a page of records
+        out, err = bulk.communicate(timeout=60)
+        assert bulk.returncode == 0, out + err
         syslog(syslog_port, "syslog before the page loads")
         wait_for(lambda: len(collector.records("demo-1")) == 9, what="demo-1's first records")
         wait_for(lambda: len(collector.records(HOST)) == 1, what="the first syslog record")
@@ -385,3 +388,20 @@ def test_level_change_is_acknowledged_by_the_guest(dash: Dashboard) -> None:
     wait_until(d, lambda d: result.get_attribute("data-ok"), "the refusal")
     assert result.get_attribute("data-ok") == "false"
     assert "not connected" in result.text
+
+
+def test_older_records_come_on_demand(dash: Dashboard) -> None:
+    d = dash.driver
+    dash.open("#/instance/bulk")
+    status = d.find_element(By.ID, "rec-status")
+    wait_until(d, lambda d: status.get_attribute("data-state") == "done", "the first page")
+    assert status.get_attribute("data-count") == "200"
+    older = d.find_element(By.ID, "rec-older")
+    assert older.is_displayed()
+    first = [r.text for r in css(d, "#rec-rows tr")]
+    assert "n=250" in first[0] and "n=51" in first[-1]
+    older.click()
+    wait_until(d, lambda d: status.get_attribute("data-count") == "250", "the older ones")
+    rows = [r.text for r in css(d, "#rec-rows tr")]
+    assert rows[:200] == first and "n=1 " in rows[-1] + " "
+    assert not older.is_displayed()
