@@ -670,6 +670,7 @@
     $("inst-name").textContent = name;
     document.title = `${name} · umonitor`;
     if (!same) {
+      clear($("inst-summary"));
       for (const id of ["level-result", "action-result", "rec-status"]) {
         $(id).textContent = "";
         delete $(id).dataset.ok;
@@ -687,35 +688,62 @@
     loadConsole();
   }
 
+  const SUMMARY = [
+    ["state", "state"],
+    ["address", "address"],
+    ["uptime", "uptime"],
+    ["restarts", "restarts"],
+    ["level", "level"],
+    ["records", "records"],
+    ["crashes", "crashes"],
+    ["last-seen", "last record"],
+    ["last-exit", "last exit"],
+  ];
+
+  // The facts line under the instance's name, updated in place (it changes every
+  // second while the fleet is live).
   function renderInstanceSummary() {
     if (!inst.name) return;
     const summary = $("inst-summary");
     const i = instanceByName(inst.name);
-    clear(summary);
     // Stop and restart are the fleet's: only for an instance it runs.
-    const runs = !fleet.data || (i ? i.fleet !== false : Boolean(fleet.data.fleet));
+    const runs = Boolean(fleet.data) && (i ? i.fleet !== false : Boolean(fleet.data.fleet));
     for (const id of ["action-stop", "action-restart"]) {
       $(id).disabled = !runs;
-      $(id).title = runs ? "" : "the fleet (umonitor up) does not run this instance";
+      $(id).title = runs || !fleet.data ? "" : "the fleet (umonitor up) does not run this instance";
     }
     if (!i) {
+      clear(summary);
       summary.append(el("span", { class: "muted" }, fleet.data ? "not in the fleet's list" : "…"));
       return;
     }
-    const part = (label, value, key) =>
-      summary.append(el("span", { class: "fact", data: { key } }, el("span", { class: "muted" }, label + " "), value));
+    if (!summary.querySelector("[data-key]")) {
+      clear(summary);
+      for (const [key, label] of SUMMARY) {
+        summary.append(
+          el("span", { class: "fact", data: { key } }, el("span", { class: "muted" }, label + " "), el("span", { class: "value" })),
+        );
+      }
+    }
+    const values = {
+      state: String(i.state || "–"),
+      address: i.address ? String(i.address) : "–",
+      uptime: duration(i.uptime_s),
+      restarts: number(i.restarts),
+      level: i.level ? String(i.level) : "–",
+      records: number(i.records),
+      crashes: number(i.crashes),
+      "last-seen": i.last_seen ? fullTime(i.last_seen) : "",
+      "last-exit": lastExitText(i.last_exit),
+    };
+    for (const [key] of SUMMARY) {
+      const fact = summary.querySelector(`[data-key="${key}"]`);
+      const value = fact.querySelector(".value");
+      if (value.textContent !== values[key]) value.textContent = values[key];
+      fact.hidden = values[key] === "";
+    }
     const select = $("level-select");
     if (!select.value && i.level && SEVERITIES.includes(i.level)) select.value = i.level;
-    part("state", String(i.state || "–"), "state");
-    part("address", i.address ? String(i.address) : "–", "address");
-    part("uptime", duration(i.uptime_s), "uptime");
-    part("restarts", number(i.restarts), "restarts");
-    part("level", i.level ? String(i.level) : "–", "level");
-    part("records", number(i.records), "records");
-    part("crashes", number(i.crashes), "crashes");
-    if (i.last_seen) part("last record", fullTime(i.last_seen), "last-seen");
-    const last = lastExitText(i.last_exit);
-    if (last) part("last exit", last, "last-exit");
     if (inst.crashes !== null && typeof i.crashes === "number" && i.crashes !== inst.crashes) {
       loadCrashes();
     }
