@@ -99,6 +99,15 @@ def css(driver: WebDriver, selector: str) -> list[WebElement]:
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def text_of(driver: WebDriver, selector: str) -> str:
+    """The text of the first element ``selector`` finds ("" if none), read in one step:
+    the page may replace an element between finding it and reading it."""
+    text = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", selector
+    )
+    return str(text)
+
+
 def page_errors(driver: WebDriver) -> list[str]:
     """The page's own errors in the console: scripts that threw, CSP refusals.
 

@@ -23,7 +23,16 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from tests.browser_support import Web, css, load, make_driver, page_errors, start_web, wait_until
+from tests.browser_support import (
+    Web,
+    css,
+    load,
+    make_driver,
+    page_errors,
+    start_web,
+    text_of,
+    wait_until,
+)
 from tests.integration.conftest import (
     Collector,
     free_port,
@@ -376,8 +385,12 @@ def test_level_change_is_acknowledged_by_the_guest(dash: Dashboard) -> None:
     assert result.text == "demo-1 acknowledged level err (was debug)"
     assert result.get_attribute("data-confirmed") == "true"
     assert dash.guest.client.session.level == Severity.ERR
-    wait_until(d, lambda d: d.find_element(By.CSS_SELECTOR, '#inst-summary [data-key="level"]')
-               .text.endswith("err"), "the new level in the summary")  # fmt: skip
+    level_shown = '#inst-summary [data-key="level"]'
+    wait_until(d, lambda d: text_of(d, level_shown) == "level err", "the level in the summary")
+    # No fleet runs these guests: nothing to stop or restart.
+    stop, restart = d.find_element(By.ID, "action-stop"), d.find_element(By.ID, "action-restart")
+    assert not stop.is_enabled() and not restart.is_enabled()
+    assert "does not run this instance" in (stop.get_attribute("title") or "")
 
     # A guest that left cannot take a level: the server's sentence is shown.
     dash.open("#/instance/demo-2")

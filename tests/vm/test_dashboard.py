@@ -27,6 +27,7 @@ from tests.browser_support import (
     page_errors,
     save_screenshot,
     start_web,
+    text_of,
     wait_until,
 )
 from tests.integration.conftest import wait_for
@@ -161,6 +162,20 @@ def test_dashboard_on_a_fleet(
         assert result.get_attribute("data-ok") == "true", result.text
         assert result.get_attribute("data-level") == "warning"
         wait_for(lambda: ps(data)["demo"]["level"] == "warning", what="ps to show the level")
+
+        # Stop, then restart, from the page: the fleet does it and the page follows.
+        summary_state = '#inst-summary [data-key="state"]'
+        outcome = d.find_element(By.ID, "action-result")
+        d.find_element(By.ID, "action-stop").click()
+        wait_until(d, lambda d: outcome.get_attribute("data-ok"), "the stop's answer", timeout=120)
+        assert outcome.get_attribute("data-ok") == "true", outcome.text
+        assert ps(data)["demo"]["state"] == "stopped"
+        wait_until(d, lambda d: text_of(d, summary_state).endswith("stopped"), "stopped")
+        d.find_element(By.ID, "action-restart").click()
+        wait_until(d, lambda d: outcome.text == "demo restarted", "the restart", timeout=120)
+        assert outcome.get_attribute("data-ok") == "true"
+        wait_until(d, lambda d: text_of(d, summary_state).endswith("running"), "running again",
+                   timeout=300)  # fmt: skip
         assert not page_errors(d)
     finally:
         if driver is not None:
