@@ -418,3 +418,28 @@ def test_older_records_come_on_demand(dash: Dashboard) -> None:
     rows = [r.text for r in css(d, "#rec-rows tr")]
     assert rows[:200] == first and "n=1 " in rows[-1] + " "
     assert not older.is_displayed()
+
+
+def test_a_token_is_asked_for_once_then_kept_in_a_cookie(dash: Dashboard, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-dashboard-token\n")
+    web = start_web(dash.collector.data, "--token-file", str(token_file))
+    d = make_driver()
+    try:
+        d.get(web.url)
+        body = d.find_element(By.TAG_NAME, "body").text
+        assert "token" in body and css(d, "#fleet-rows") == []  # not the dashboard
+        d.get(web.url + "?token=wrong")
+        assert css(d, "#fleet-rows") == []
+        d.get(web.url + "?token=s3cret-dashboard-token")
+        wait_until(d, lambda d: css(d, '#fleet-rows tr[data-instance="demo-1"]'), "the fleet")
+        assert d.current_url == web.url  # redirected: the token is not left in the address
+        cookie = d.get_cookie("umon_token")
+        assert cookie is not None and cookie["httpOnly"] is True
+        assert "s3cret" not in str(cookie["value"])
+        load(d, web.url + "#/tail?instance=demo-1")  # the live tail's stream has it too
+        wait_until(d, lambda d: text_of(d, "#tail-status") == "following new records", "a tail")
+        assert not page_errors(d)
+    finally:
+        d.quit()
+        web.stop()
