@@ -124,22 +124,31 @@ def page_errors(driver: WebDriver) -> list[str]:
 def save_screenshot(driver: WebDriver, path: Path) -> int:
     """Save the viewport as an 8-bit palette PNG at ``path``; returns its size in bytes.
 
-    Chromium's PNG is true colour, about twice as large for a page of text: the page's
-    255 most used colours are kept as they are and every other one (antialiased
-    edges, mostly) becomes the nearest of those.
+    Chromium's PNG is true colour, about twice as large for a page of text. The
+    palette takes the page's colours most used first, leaving out those close to one
+    already taken (shades of an antialiased edge) until every distinct colour has a
+    place, so that a small dot of its own colour keeps it; the rest fills with the
+    colours left out. Every other colour becomes the nearest in the palette.
     """
     width, height, rows = _rgb_rows(driver.get_screenshot_as_png())
     counts: collections.Counter[bytes] = collections.Counter()
     for row in rows:
         counts.update(row[i : i + 3] for i in range(0, len(row), 3))
-    palette = [colour for colour, _ in counts.most_common(255)]
+
+    def distance(a: bytes, b: bytes) -> int:
+        return sum((x - y) ** 2 for x, y in zip(a, b, strict=True))
+
+    by_use = [colour for colour, _ in counts.most_common()]
+    palette: list[bytes] = []
+    for colour in by_use:
+        if len(palette) < 255 and all(distance(colour, p) > 3 * 24**2 for p in palette):
+            palette.append(colour)
+    taken = set(palette)
+    palette += [colour for colour in by_use if colour not in taken][: 255 - len(palette)]
     index = {colour: n for n, colour in enumerate(palette)}
     for colour in counts:
         if colour not in index:
-            index[colour] = min(
-                range(len(palette)),
-                key=lambda n: sum((a - b) ** 2 for a, b in zip(palette[n], colour, strict=True)),
-            )
+            index[colour] = min(range(len(palette)), key=lambda n: distance(palette[n], colour))
     pixels = b"".join(
         b"\0" + bytes(index[row[i : i + 3]] for i in range(0, len(row), 3)) for row in rows
     )
