@@ -189,7 +189,8 @@ def test_run_passes_symbols_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_image_build_passes_cflags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--cflag takes a value that starts with a dash, in either spelling, repeatable."""
+    """--cflag and --ldflag take a value that starts with a dash, in either spelling,
+    repeatable."""
     from umonitor.image import linux
 
     calls: list[tuple[list[Path], Path, dict[str, object]]] = []
@@ -203,10 +204,12 @@ def test_image_build_passes_cflags(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     source.write_text("int main() {}\n")
     out = tmp_path / "out"
     args = ["image", "build", str(source), "-o", str(out)]
-    done = CliRunner().invoke(main, [*args, "--cflag", "-finstrument-functions", "--cflag=-DX=1"])
+    flags = ["--cflag", "-finstrument-functions", "--cflag=-DX=1", "--ldflag", "-lm"]
+    done = CliRunner().invoke(main, [*args, *flags, "--ldflag=-lrt"])
     assert done.exit_code == 0, done.output
+    cflags = ("-finstrument-functions", "-DX=1")
     assert calls == [
-        ([source], out, {"kernel_version": None, "cflags": ("-finstrument-functions", "-DX=1")})
+        ([source], out, {"kernel_version": None, "cflags": cflags, "ldflags": ("-lm", "-lrt")})
     ]
     assert done.output == f"kernel {out / 'vmlinuz'}\ninitrd {out / 'initrd.img'}\n"
 
