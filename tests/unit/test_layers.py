@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"assembly", "guest"},  # what runs a collector; the guest libraries and demo guests
     {"image"},  # guest boot images (Linux kernel + initramfs, Nanos disks): fleet uses them
     {"fleet"},  # QEMU, network, supervisor: `up`
+    {"web"},  # the dashboard and /metrics: reads what the CLI reads, asks what it asks
     {"cli"},
     {"__main__"},
 ]

@@ -1,0 +1,1 @@
+"""The web dashboard and /metrics (docs/web.md, docs/metrics.md)."""
