@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,7 +29,7 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.integration.test_syslog_ingest import HOST, logger
-from umonitor.assembly import Assembly, Listeners, open_control
+from umonitor.assembly import Assembly, Listeners, Part, open_control
 from umonitor.collector.admission import FleetAdmission
 from umonitor.collector.base import Endpoint
 from umonitor.collector.control import stop_control
@@ -36,6 +37,7 @@ from umonitor.collector.server import Collector
 from umonitor.fleet.leases import Leases
 from umonitor.protocol import frame_codec as fc
 from umonitor.records import SEVERITY_NAMES, Record, Severity
+from umonitor.store import layout
 from umonitor.store.writer import FsyncPolicy, Store
 from umonitor.web.metrics import exposition
 
@@ -138,7 +140,7 @@ def test_two_thousand_guest_names_stay_bounded(tmp_path: Path) -> None:
 TOKEN = "5f0e3c1a9b7d2e4f6a8c0b1d3e5f7a9c"
 
 
-def fleet_collector(tmp_path: Path) -> Iterator[tuple[Path, int, str]]:
+def fleet_collector(tmp_path: Path, part: Part | None = None) -> Iterator[tuple[Path, int, str]]:
     """A collector with the fleet's closed admission and the control socket, in a thread."""
     data = tmp_path / "data"
     data.mkdir(parents=True)
@@ -146,7 +148,7 @@ def fleet_collector(tmp_path: Path) -> Iterator[tuple[Path, int, str]]:
     web = str(leases.lease("web"))
     admission = FleetAdmission(leases.owner, {"web": TOKEN}.get)
     collector = Collector(Store(data, FsyncPolicy.BATCH), admission=admission)
-    app = Assembly(data, collector, Listeners([]), indexer=False)
+    app = Assembly(data, collector, Listeners([]), indexer=False, part=part)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stop = asyncio.Event()
@@ -201,3 +203,34 @@ def test_refused_guests_are_counted(tmp_path: Path) -> None:
                                 ("severity", "notice")})] == 1  # fmt: skip
         assert not any(dict(labels).get("instance") == "intruder" for _, labels in found)
         assert found["umonitor_ack_latency_seconds_count", frozenset()] == 1
+
+
+class Fleet:
+    """A part that answers ``ps`` as a fleet of one instance does (no QEMU here)."""
+
+    async def start(self) -> None: ...
+
+    def knows(self, name: str) -> bool:
+        return name == "web"
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        if request.get("op") != "ps":
+            return None
+        row = {"name": "web", "state": "restarting", "restarts": 3, "last_exit": None}
+        return {"ok": True, "instances": [row], "kvm_unusable": None}
+
+    async def stop(self) -> None: ...
+
+
+def test_fleet_instances_state_restarts_and_crash_reports(tmp_path: Path) -> None:
+    for data, _port, _web in fleet_collector(tmp_path, Fleet()):
+        crashes = layout.instance_dir(data, "web") / "crashes"
+        crashes.mkdir(parents=True)
+        for stamp in ("20261203T100000Z", "20261203T110000Z"):
+            (crashes / f"crash-{stamp}.json").write_text("{}")
+        (crashes / "start-failure-20261203T120000Z.json").write_text("{}")  # not a crash
+        found = scrape(data)
+        web = frozenset({("instance", "web")})
+        assert found["umonitor_instance_state", web | {("state", "restarting")}] == 1
+        assert found["umonitor_instance_restarts_total", web] == 3
+        assert found["umonitor_instance_crashes_total", web] == 2
