@@ -34,6 +34,24 @@ if os.environ.get("UMONITOR_PURE_PYTHON"):
     format_records = syslog_lines = None
 
 
+def _takes_tally() -> bool:
+    """Whether the built accelerator counts into a tally; one built before it did
+    would refuse the argument on every run, so then the pure path is taken."""
+    if format_records is None or syslog_lines is None:
+        return False
+    tally = array("q", bytes(64))
+    try:
+        format_records(bytearray(), 0, 0, 0, 0, 0, tally)
+        syslog_lines(bytearray(), 0, 0, 0, b"h", 0, 0, tally)
+    except TypeError:
+        return False
+    return True
+
+
+if not _takes_tally():
+    format_records = syslog_lines = None
+
+
 def queue_record_run(
     log: InstanceLog,
     boot: str,
