@@ -212,7 +212,7 @@ def main() -> None:
         indexed = 0
         while time.perf_counter() - index_start < 600:
             try:
-                indexed = db.execute("SELECT count(*) FROM records").fetchone()[0]
+                indexed = db.execute("SELECT coalesce(sum(records), 0) FROM blocks").fetchone()[0]
             except sqlite3.Error:
                 indexed = 0
             if indexed >= total:

@@ -75,6 +75,10 @@ int read_high(PyObject *high, uint64_t *mark, int *above_all);
 int read_span(PyObject *const *args, Py_ssize_t *pos, Py_ssize_t *end);
 int check_span(Py_ssize_t pos, Py_ssize_t end, Py_ssize_t len, const char *what);
 
+/* Adds the eight per-severity `counts` into `tally`, an array('q') of 8 items
+ * (nothing for NULL or None). -1 with an exception set when it is not one. */
+int add_tally(PyObject *tally, const long long counts[8]);
+
 /* "YYYY-MM-DDTHH:MM:SS" as seconds since the epoch; -1 when not a real time
  * (see _speedups_common.c). */
 int prefix_seconds(const unsigned char *p, long long *out);

@@ -3,10 +3,25 @@ from array import array
 from _typeshed import ReadableBuffer
 
 def format_records(
-    buf: bytearray, pos: int, end: int, max_body: int, high: int, now_ns: int, /
+    buf: bytearray,
+    pos: int,
+    end: int,
+    max_body: int,
+    high: int,
+    now_ns: int,
+    tally: array[int] | None = None,
+    /,
 ) -> tuple[int, str, int, int]: ...
 def syslog_lines(
-    buf: ReadableBuffer, pos: int, end: int, max_frame: int, host: bytes, seq: int, now_ns: int, /
+    buf: ReadableBuffer,
+    pos: int,
+    end: int,
+    max_frame: int,
+    host: bytes,
+    seq: int,
+    now_ns: int,
+    tally: array[int] | None = None,
+    /,
 ) -> tuple[int, str, int, int]: ...
 def summarize_lines(
     data: ReadableBuffer,

@@ -241,6 +241,36 @@ int check_span(Py_ssize_t pos, Py_ssize_t end, Py_ssize_t len, const char *what)
     return 0;
 }
 
+int
+add_tally(PyObject *obj, const long long counts[8])
+{
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyErr_SetString(PyExc_ValueError, "tally must be a writable array('q') of 8 items");
+        }
+        return -1;
+    }
+    const char *f = view.format ? view.format : "B";
+    if (*f == '@' || *f == '=') {
+        f++;
+    }
+    if (view.len != 64 || view.itemsize != 8 || (strcmp(f, "q") != 0 && strcmp(f, "l") != 0)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "tally must be a writable array('q') of 8 items");
+        return -1;
+    }
+    long long *into = (long long *)view.buf;
+    for (int i = 0; i < 8; i++) {
+        into[i] += counts[i];
+    }
+    PyBuffer_Release(&view);
+    return 0;
+}
+
 /* 1970-01-01 as a proleptic Gregorian ordinal (0001-01-01 is 1). */
 #define EPOCH_ORDINAL 719163LL
 

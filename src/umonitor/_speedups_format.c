@@ -1,7 +1,7 @@
 /*
  * umonitor._speedups.format_records: the collector's ingest fast path.
  *
- * format_records(buf, pos, end, max_body, high, now_ns)
+ * format_records(buf, pos, end, max_body, high, now_ns[, tally])
  *     -> (new_pos, text, new_high, written)
  *
  * Reads consecutive complete RECORD frames (docs/protocol.md §2.2) from
@@ -9,7 +9,9 @@
  * umonitor/store/logfile.py would produce for origin "app", byte for byte.
  * Records whose seq is <= the running high mark are consumed but not written
  * (replay dedup); every written record raises the high mark to its seq.
- * written counts the lines in text (what retention counts per file).
+ * written counts the lines in text (what retention counts per file); tally,
+ * an array('q') of 8 items, gets the written lines added per severity (what
+ * the collector reports, umonitor/store/tally.py).
  *
  * Only the common case is handled here. Before the first frame that is
  * incomplete, malformed, not a RECORD, or needs any escaping or quoting rule
@@ -62,9 +64,9 @@ PyObject *
 format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 6) {
+    if (nargs != 6 && nargs != 7) {
         PyErr_Format(PyExc_TypeError,
-                     "format_records() takes 6 arguments (%zd given)", nargs);
+                     "format_records() takes 6 or 7 arguments (%zd given)", nargs);
         return NULL;
     }
     Py_ssize_t pos, end;
@@ -102,6 +104,7 @@ format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t at = pos;
     Py_ssize_t lines = 0;
     int written = 0;
+    long long tally[8] = {0};
     unsigned char quote[256];
 
     if (end - pos >= FRAME_HEADER) {
@@ -293,8 +296,12 @@ format_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         high = seq;
         at = stop - base;
         lines++;
+        tally[severity]++;
     }
 
+    if (add_tally(nargs == 7 ? args[6] : NULL, tally) < 0) {
+        goto done;
+    }
     {
         PyObject *text = PyUnicode_New((Py_ssize_t)out.len, 127);
         if (text == NULL) {
@@ -318,11 +325,12 @@ done:
 }
 
 const char format_records_doc[] = PyDoc_STR(
-"format_records(buf, pos, end, max_body, high, now_ns)\n"
+"format_records(buf, pos, end, max_body, high, now_ns[, tally])\n"
 "    -> (new_pos, text, new_high, written)\n"
 "\n"
 "Format the run of complete, common-case RECORD frames at buf[pos:end] as log\n"
 "lines (origin \"app\"), exactly as LineFormatter.line() would. Records with\n"
 "seq <= the running high mark are consumed but not written. Stops before the\n"
 "first frame it does not handle; new_pos is that frame's offset. text holds the\n"
-"written lines joined by newlines, without a trailing one; written counts them.");
+"written lines joined by newlines, without a trailing one; written counts them.\n"
+"tally, an array('q') of 8 items, gets them added per severity.");

@@ -1,5 +1,5 @@
 /*
- * syslog_lines(buf, pos, end, max_frame, host, seq, now_ns)
+ * syslog_lines(buf, pos, end, max_frame, host, seq, now_ns[, tally])
  *     -> (new_pos, text, seq, count)
  *
  * The syslog intake's fast path: consecutive complete RFC 6587 frames of a
@@ -127,11 +127,11 @@ put_field(char *o, const char *key, size_t key_len, span value)
     return put_bytes(o, value.p, value.n);
 }
 
-/* Formats one frame's line at out's end; 0 on success, 1 if the frame is not
- * plain (nothing written), -1 on MemoryError. */
+/* Formats one frame's line at out's end and sets *severity_out; 0 on success,
+ * 1 if the frame is not plain (nothing written), -1 on MemoryError. */
 static int
 syslog_line(outbuf *out, const unsigned char *frame, size_t n, span host, uint64_t seq,
-            long long now_second, uint32_t now_rest, int now_ok)
+            long long now_second, uint32_t now_rest, int now_ok, unsigned *severity_out)
 {
     /* parse_syslog_untrusted strips CR, LF and NUL from both ends first. */
     while (n && (frame[0] == '\r' || frame[0] == '\n' || frame[0] == 0)) {
@@ -160,6 +160,7 @@ syslog_line(outbuf *out, const unsigned char *frame, size_t n, span host, uint64
     at += 2;
     unsigned facility = pri >> 3 > 23 ? 23 : pri >> 3;
     unsigned severity = pri & 7;
+    *severity_out = severity;
     span stamp, hostname, app, procid, msgid;
     if (next_token(frame, &at, n, &stamp) < 0 || next_token(frame, &at, n, &hostname) < 0 ||
         next_token(frame, &at, n, &app) < 0 || next_token(frame, &at, n, &procid) < 0) {
@@ -259,8 +260,9 @@ PyObject *
 syslog_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "syslog_lines() takes 7 arguments (%zd given)", nargs);
+    if (nargs != 7 && nargs != 8) {
+        PyErr_Format(PyExc_TypeError, "syslog_lines() takes 7 or 8 arguments (%zd given)",
+                     nargs);
         return NULL;
     }
     Py_ssize_t pos, end;
@@ -300,6 +302,7 @@ syslog_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *base = (const unsigned char *)view.buf;
     Py_ssize_t at = pos;
     Py_ssize_t count = 0;
+    long long tally[8] = {0};
     /* A usable host is plain and not the NILVALUE; seq must have room to grow. */
     int usable = plain_token(host.p, host.n) && !(host.n == 1 && host.p[0] == '-') &&
                  !seq_above_all && seq < UINT64_MAX - (uint64_t)(end - pos) && max_frame > 0;
@@ -351,7 +354,9 @@ syslog_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         else {
             break;
         }
-        int rc = syslog_line(&out, frame, frame_len, host, seq + 1, now_second, now_rest, now_ok);
+        unsigned severity = 0;
+        int rc = syslog_line(&out, frame, frame_len, host, seq + 1, now_second, now_rest, now_ok,
+                             &severity);
         if (rc < 0) {
             goto done;
         }
@@ -360,7 +365,11 @@ syslog_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         seq++;
         count++;
+        tally[severity]++;
         at = next;
+    }
+    if (add_tally(nargs == 8 ? args[7] : NULL, tally) < 0) {
+        goto done;
     }
     {
         PyObject *text = PyUnicode_New((Py_ssize_t)out.len, 127);
@@ -385,7 +394,7 @@ done:
 }
 
 const char syslog_lines_doc[] = PyDoc_STR(
-"syslog_lines(buf, pos, end, max_frame, host, seq, now_ns)\n"
+"syslog_lines(buf, pos, end, max_frame, host, seq, now_ns[, tally])\n"
 "    -> (new_pos, text, seq, count)\n"
 "\n"
 "Store lines for the run of complete frames at buf[pos:end] (pos at a frame\n"
@@ -396,4 +405,5 @@ const char syslog_lines_doc[] = PyDoc_STR(
 "of 0x21..0x7E without '\"', '=' or '\\\\', STRUCTURED-DATA '-', and a message\n"
 "(after an optional BOM) of printable ASCII without a backslash. Records are\n"
 "numbered from seq + 1; time is the message's, else now_ns. Stops before the\n"
-"first other frame; text holds the lines joined by newlines, no trailing one.");
+"first other frame; text holds the lines joined by newlines, no trailing one;\n"
+"tally, an array('q') of 8 items, gets them added per severity.");

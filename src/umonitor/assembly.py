@@ -13,9 +13,9 @@ Start, in this order:
 3. the collector's listeners: native TCP (and UDP on the same addresses), then syslog
    UDP, TCP, RELP and TLS; one that cannot open ends everything started so far, with
    its one sentence (collector/base.py ``listen_error``);
-4. the control socket (``level`` and ``ping`` for every guest, the part's operations
-   such as ``ps`` or ``down``); without a part, a control socket that cannot open is
-   said once and the collector collects on;
+4. the control socket (``level`` and ``ping`` for every guest, ``metrics`` for the
+   collector's counters, the part's operations such as ``ps`` or ``down``); without a
+   part, a control socket that cannot open is said once and the collector collects on;
 5. dials to guests that listen, the status file;
 6. the helper processes that follow the store: the indexer, the exporter runner;
 7. the part (a fleet: its instances are started here, once the collector listens);
@@ -52,6 +52,7 @@ from umonitor.collector.control import (
     serve_control,
     stop_control,
 )
+from umonitor.collector.counters import metrics_answer
 from umonitor.collector.server import Collector
 from umonitor.collector.syslog_listeners import listen_syslog
 from umonitor.errors import EnvironmentProblem
@@ -165,6 +166,8 @@ async def open_control(app: Assembly) -> asyncio.AbstractServer | None:
     )
 
     async def handle(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("op") == "metrics":  # the collector's counters (docs/metrics.md)
+            return {"ok": True, "fleet": part is not None, **metrics_answer(app.collector)}
         answer = await part.handle(request) if part is not None else None
         if answer is None:
             answer = await guests.handle(request)

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"assembly", "guest", "overview"},  # what runs a collector; guest libraries; what ls reads
     {"image"},  # guest boot images (Linux kernel + initramfs, Nanos disks): fleet uses them
     {"fleet"},  # QEMU, network, supervisor: `up`
-    {"web"},  # the dashboard: the same library calls as the CLI, over HTTP
+    {"web"},  # the dashboard and /metrics: the same library calls as the CLI, over HTTP
     {"cli"},
     {"__main__"},
 ]

@@ -13,6 +13,7 @@ import itertools
 import mmap
 import struct
 import sys
+from array import array
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from umonitor.protocol import frame_codec as fc
-from umonitor.records import Kind, Origin, Record, Severity
+from umonitor.records import SEVERITY_NAMES, Kind, Origin, Record, Severity
 from umonitor.store.logfile import LineFormatter
 
 try:
@@ -133,17 +134,23 @@ class Collector:
 
     def consume(self, buf: bytearray, pos: int, end: int, max_body: int) -> int:
         high = self.high
-        stop, text, new_high, count = format_records(buf, pos, end, max_body, high, self.now_ns)
+        tally = array("q", bytes(64))
+        args = (buf, pos, end, max_body, high, self.now_ns, tally)
+        stop, text, new_high, count = format_records(*args)
         assert type(stop) is int and type(text) is str and type(count) is int
         assert pos <= stop <= end
         assert text.isascii() and not text.endswith("\n")
+        by_severity = [0] * 8
         if text:
             written = text.split("\n")
             assert len(written) == count  # count: the lines written, replays not
+            for line in written:  # the tally counts what was written, per severity
+                by_severity[SEVERITY_NAMES.index(line.split(" ")[1])] += 1
             self.lines.extend(written)
             assert new_high > high
         else:
             assert count == 0 and new_high is high
+        assert tally.tolist() == by_severity
         self.high = new_high
         self.fast += len(frame_ends(bytes(buf), pos, stop))
         return stop

@@ -16,6 +16,7 @@ messages must not be glued together while sniffing waits for more bytes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -24,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from umonitor.collector.base import Acknowledger, GuestLimits
+from umonitor.collector.latency import LatencyHistogram
 from umonitor.collector.stream import GuardedStream, GuardHost
 from umonitor.errors import ProtocolError, Refused
 from umonitor.protocol import frame_codec as fc
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUIET_SECONDS = 0.1
+# Reads whose records wait for an ACK, kept for the ACK latency (one entry per read);
+# past this many the newer reads are not timed (a guest never acknowledged).
+TIMED_READS = 4096
 
 
 def keep_while_paused(transport: asyncio.BaseTransport, seconds: float) -> None:
@@ -61,6 +66,7 @@ class ConnectionHost(GuardHost, Protocol):
     max_frame: int
     guest_limits: GuestLimits
     protocol_errors: int
+    ack_latency: LatencyHistogram
 
     def admit(self, requested: str, peer_host: str, token: bytes | None) -> str: ...
 
@@ -102,6 +108,8 @@ class Connection(GuardedStream):
         self.trace: fc.Trace | None = None
         self.trace_answers = 0
         self._pings: dict[int, asyncio.Future[float]] = {}
+        # (high after a read, when it arrived) for reads not yet acknowledged.
+        self._arrivals: collections.deque[tuple[int, float]] = collections.deque()
 
     # -- asyncio callbacks --------------------------------------------------------
 
@@ -146,6 +154,8 @@ class Connection(GuardedStream):
             return
         self.note_partial(before, len(data), now)
         if self.instance is not None and self.high > high:
+            if self._native is not None and len(self._arrivals) < TIMED_READS:
+                self._arrivals.append((self.high, now))
             self.throttle(self.collector.charge(self.instance.name, self.high - high))
 
     def eof_received(self) -> bool | None:
@@ -348,6 +358,12 @@ class Connection(GuardedStream):
         if self._native is not None and self.instance is not None and mark > self._acked:
             self._acked = mark
             self._send(fc.encode(fc.Ack(mark)))
+            arrivals = self._arrivals
+            if arrivals:
+                now = time.monotonic()
+                observe = self.collector.ack_latency.observe
+                while arrivals and arrivals[0][0] <= mark:
+                    observe(now - arrivals.popleft()[1])
 
     @property
     def controllable(self) -> bool:

@@ -4,7 +4,8 @@ Both ``umonitor serve`` and ``umonitor up`` listen on ``DATA/run/control.sock`` 
 0600 in the 0700 data directory; local only). It takes one JSON object per line and
 answers one JSON object per line: ``{"ok": true, ...}`` or ``{"ok": false, "error":
 "..."}``. ``GuestControl`` answers the operations on a guest's connection, ``level``,
-``trace`` and ``ping``, for both; the fleet adds its own (fleet/daemon.py).
+``trace`` and ``ping``, for both; ``metrics`` answers the collector's counters
+(collector/counters.py, docs/metrics.md); the fleet adds its own (fleet/daemon.py).
 
 How a guest is controlled (docs/protocol.md §2.5): the collector writes SET_LEVEL (for
 ``level``) and then a PING on the guest's live connection, and waits at most

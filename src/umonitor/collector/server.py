@@ -25,6 +25,7 @@ from umonitor.collector.base import (
 from umonitor.collector.connection import Connection
 from umonitor.collector.disk_pause import DiskPause
 from umonitor.collector.flow import ReadGate
+from umonitor.collector.latency import LatencyHistogram
 from umonitor.collector.rate import RateBuckets
 from umonitor.collector.stream import GuardedStream
 from umonitor.collector.sync_rounds import Batch, SyncRounds
@@ -111,7 +112,10 @@ class Collector:
     dials: list[Dial] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
     syslog: list[SyslogIntake] = field(default_factory=list)
-    shed_datagrams: int = 0
+    shed_datagrams: int = 0  # dropped while the disk refused writes
+    rate_dropped_datagrams: int = 0  # dropped over their instance's rate
+    ack_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    started_ns: int = field(default_factory=time.time_ns)
     _store_version: int = 0
     _security: SideLog | None = None  # refusals, written off the loop
     _rounds: SyncRounds | None = None  # --fsync always: ACKs after the disk worker's fsync
@@ -211,6 +215,7 @@ class Collector:
         back, so over its rate, or while the disk refuses with much queued, it is
         dropped (and counted)."""
         if self.charge(instance, 1) > 0:
+            self.rate_dropped_datagrams += 1
             return False
         store = self.store
         if store.failure is not None and store.unwritten_bytes + store.queued_bytes > DISK_BACKLOG:

@@ -17,7 +17,8 @@ quota (store/retention.py) then decide what rotated files go.
 Where the parts live: one log file's queue, write and rotation in store/instance_log.py;
 what it learns on opening (after a clean stop or a crash) in store/recovery.py; its
 ``state.json`` in store/log_state.py; the runs the C accelerator formats straight from
-a receive buffer (native records, plain syslog) in store/fast_runs.py.
+a receive buffer (native records, plain syslog) in store/fast_runs.py; what it took,
+counted for the collector's metrics, in store/tally.py.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from umonitor.store.log_state import StateFile, state_path
 from umonitor.store.logfile import DroppedLine, LineFormatter, format_dropped_line
 from umonitor.store.names import is_instance_name
 from umonitor.store.retention import DiskUsage, Limits
+from umonitor.store.tally import Tally
 from umonitor.store.worker import DiskWorker
 
 
@@ -74,6 +76,7 @@ class Store:
         self._last_sync = time.monotonic()
         self.worker = DiskWorker()
         self._formatter = LineFormatter()
+        self.tally = Tally()  # records taken and guest drops, since this store opened
         # Text queued since the last commit (what bounds a burst's memory).
         self.queued_bytes = 0
         # Why the last commit could not write everything (None: all written).
@@ -132,6 +135,7 @@ class Store:
             log.switch_to(boot)
         append = log.pending.append
         line = self._formatter.line
+        tally = self.tally.of(log.name, origin)
         size = count = 0
         for record in records:
             if record.seq <= high:
@@ -142,6 +146,7 @@ class Store:
             size += len(text)
             append(text)
             count += 1
+            tally[record.severity] += 1
         log.queued(count)
         self.queued_bytes += size
         log.high[boot] = high
@@ -155,7 +160,8 @@ class Store:
 
         Returns where the run stopped; see ``FrameDecoder.take_record_run``.
         """
-        stop, size = fast_runs.queue_record_run(log, boot, buf, pos, end, max_body)
+        tally = self.tally.of(log.name, Origin.APP)
+        stop, size = fast_runs.queue_record_run(log, boot, buf, pos, end, max_body, tally)
         if size:
             self.queued_bytes += size
             self._dirty.add(log)
@@ -176,14 +182,20 @@ class Store:
         The syslog intake's fast path (``_speedups.syslog_lines``); records are
         numbered from ``seq + 1``. Returns (where the run stopped, the last seq).
         """
-        stop, seq, size = fast_runs.queue_syslog_run(log, boot, buf, end, max_frame, host, seq)
+        tally = self.tally.of(log.name, Origin.SYSLOG)
+        stop, seq, size = fast_runs.queue_syslog_run(
+            log, boot, buf, end, max_frame, host, seq, tally
+        )
         if size:
             self.queued_bytes += size
             self._dirty.add(log)
         return stop, seq
 
     def add_dropped(self, log: InstanceLog, boot: str, count: int, through_seq: int) -> int:
+        """Note that ``boot`` lost ``count`` records so far (a DROPPED frame's running
+        count), through ``through_seq``; returns the highest seq held once committed."""
         if count > log.dropped.get(boot, 0) or through_seq > log.high.get(boot, 0):
+            self.tally.guest_dropped(log.name, count - log.dropped.get(boot, 0))
             log.dropped[boot] = max(count, log.dropped.get(boot, 0))
             log.high[boot] = max(through_seq, log.high.get(boot, 0))
             log.pending.append(
