@@ -17,13 +17,14 @@ Start, in this order:
    collector's counters, the part's operations such as ``ps`` or ``down``); without a
    part, a control socket that cannot open is said once and the collector collects on;
 5. dials to guests that listen, the status file;
-6. the helper processes that follow the store: the indexer, the exporter runner;
+6. the helper processes that follow the store: the indexer, the exporter runner, and
+   the dashboard (``umonitor web``) when one is configured;
 7. the part (a fleet: its instances are started here, once the collector listens);
 8. the once-a-second ticker; ``ready`` with the addresses listened on.
 
 Run until SIGTERM or SIGINT, or until the part sets ``stopping`` (``umonitor down``).
 
-Stop, in this order: the control socket, the part (a fleet stops its instances), the
+Stop, in this order: the dashboard, the control socket, the part (a fleet stops its instances), the
 ticker, the collector (stores and acknowledges what arrived, says goodbye), then the
 exporters and the indexer together (the indexer catches up once more; the loop waits
 for them without blocking).
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import signal
 import ssl
@@ -61,6 +63,7 @@ from umonitor.export.runner import prepare_exports
 from umonitor.store import layout
 
 SYSLOG_KINDS = ("udp", "tcp", "relp", "tls")
+WEB_TOKEN_ENV = "UMONITOR_WEB_TOKEN"  # how ``umonitor web`` takes a token it is given
 # What only a fleet's control socket answers (fleet/daemon.py).
 FLEET_OPS = frozenset({"ps", "stop", "restart", "rm", "run", "down", "cont", "debug"})
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -92,6 +95,15 @@ class Listeners:
     tls: ssl.SSLContext | None = None  # for the tls syslog listeners
 
 
+@dataclass(frozen=True, slots=True)
+class WebSpec:
+    """The dashboard (``umonitor web``, docs/web.md) as a helper process: where it
+    listens, and its token (given to it in its environment, never in argv)."""
+
+    listen: str
+    token: str | None = None
+
+
 @dataclass
 class Assembly:
     root: Path
@@ -101,6 +113,7 @@ class Assembly:
     dials: list[Dial] = field(default_factory=list)
     indexer: bool = True
     part: Part | None = None
+    web: WebSpec | None = None
     ready: Callable[[list[str]], None] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -115,6 +128,7 @@ async def run(app: Assembly) -> None:
     control: asyncio.AbstractServer | None = None
     indexer: subprocess.Popen[bytes] | None = None
     exporters: subprocess.Popen[bytes] | None = None
+    web: subprocess.Popen[bytes] | None = None
     started = False
     try:
         # Log files a crash left ahead of their state are read now, in a thread, not
@@ -129,12 +143,13 @@ async def run(app: Assembly) -> None:
         if app.indexer:
             indexer = start_helper("umonitor.store.indexer", app.root)
         exporters = start_exporters(app.root, app.exports)
+        web = start_web(app.root, app.web)
         if app.part is not None:
             await app.part.start()
         started = True
     finally:
         if not started:  # a listener, the control socket or the part failed: undo
-            await _stop(app, control, None, indexer, exporters)
+            await _stop(app, control, None, indexer, exporters, web)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stopping.set)
@@ -144,7 +159,7 @@ async def run(app: Assembly) -> None:
     try:
         await app.stopping.wait()
     finally:
-        await _stop(app, control, ticker, indexer, exporters)
+        await _stop(app, control, ticker, indexer, exporters, web)
 
 
 async def _listen(collector: Collector, listeners: Listeners) -> None:
@@ -196,7 +211,9 @@ async def _stop(
     ticker: asyncio.Task[None] | None,
     indexer: subprocess.Popen[bytes] | None,
     exporters: subprocess.Popen[bytes] | None,
+    web: subprocess.Popen[bytes] | None,
 ) -> None:
+    await stop_helper(web, grace=5.0)  # its streams end; it reads, never writes
     if control is not None:
         stop_control(app.root, control)
     try:
@@ -220,6 +237,19 @@ def start_exporters(data: Path, exports: list[ExportSpec]) -> subprocess.Popen[b
     return start_helper(
         "umonitor.export.runner", data, *(e.name for e in exports), stdin=spec_lines(exports)
     )
+
+
+def start_web(data: Path, web: WebSpec | None) -> subprocess.Popen[bytes] | None:
+    """``umonitor web`` for the data directory, if configured. Its stdout (``web:
+    URL`` once it listens) and stderr (one sentence if it cannot) are this process's."""
+    if web is None:
+        return None
+    env = dict(os.environ)
+    env.pop(WEB_TOKEN_ENV, None)
+    if web.token is not None:
+        env[WEB_TOKEN_ENV] = web.token
+    argv = [sys.executable, "-m", "umonitor", "web", "--listen", web.listen, "--data", str(data)]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
 
 
 def start_helper(

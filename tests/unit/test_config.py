@@ -157,6 +157,41 @@ name = "b"
     assert "umonitor.toml:9: each [[export]] needs url" in message
 
 
+INSTANCE = '[[instance]]\nname = "web"\nkernel = "img/vmlinuz"\n'
+
+
+def test_web_table(tree: Path) -> None:
+    assert load_config(write(tree, INSTANCE)).web is None
+    web = load_config(write(tree, INSTANCE + "[web]\n")).web
+    assert web is not None and (web.listen, web.token) == ("127.0.0.1:8321", None)
+    (tree / "web.token").write_text("s3cret token\nignored\n")
+    text = INSTANCE + '[web]\nlisten = "0.0.0.0:9000"\ntoken_file = "web.token"\n'
+    web = load_config(write(tree, text)).web
+    assert web is not None and (web.listen, web.token) == ("0.0.0.0:9000", "s3cret token")
+    web = load_config(write(tree, INSTANCE + '[web]\nlisten = "[::]:9000"\ntoken = "t"\n')).web
+    assert web is not None and web.token == "t"
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "sentence"),
+    [
+        ('listen = "0.0.0.0:9000"', 5, "the dashboard on 0.0.0.0 (not loopback) needs token_file"),
+        ('listen = "web.example:9000"', 5, "(not loopback) needs token_file or token"),
+        ('listen = "127.0.0.1:x"', 5, "the port must be a number"),
+        ("listen = 8321", 5, 'listen is "HOST:PORT"'),
+        ('token_file = "missing.token"', 5, "cannot read the token file"),
+        ('token = ""', 5, "the token must be 1 to 4096 characters"),
+        ('token = "a"\ntoken_file = "b"', 5, "give token or token_file, not both"),
+        ("port = 1", 5, "unknown key 'port' in [web]"),
+    ],
+)
+def test_web_table_errors_have_lines(tree: Path, table: str, line: int, sentence: str) -> None:
+    with pytest.raises(UsageError) as info:
+        load_config(write(tree, INSTANCE + "[web]\n" + table + "\n"))
+    assert f"umonitor.toml:{line}: " in str(info.value)
+    assert sentence in str(info.value)
+
+
 def test_collector_limits(tree: Path) -> None:
     text = """[collector]
 max_connections = 4096

@@ -1,7 +1,8 @@
 """The dashboard on a real fleet: QEMU guests on a bridge, seen in headless Chromium.
 
 The Linux demo guest and the guest that crashes on purpose run under ``up -d`` with
-the default accelerator; ``umonitor web`` serves the fleet's data directory. In the
+the default accelerator, with a ``[web]`` table: ``up`` serves the dashboard itself
+(and ``down`` stops it). In the
 browser: both instances on the fleet page, a syslog record sent through the fleet
 appearing in the live tail and filtered there, the crash guest's report with its
 backtrace, and a level change the demo guest acknowledges. The fleet and live tail
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -20,17 +22,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from tests.browser_support import (
-    Web,
     css,
     load,
     make_driver,
     page_errors,
     save_screenshot,
-    start_web,
     text_of,
     wait_until,
 )
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import free_port, wait_for
 from tests.vm.test_fleet import alive, fleet_config, links, ps, qemu_pids, records
 from tests.vm.test_unikernels import CRASHING, down, instance, up
 from umonitor.image.linux import Image
@@ -75,37 +75,47 @@ def fleet_row(d: WebDriver, name: str, col: str) -> str:
     return cells[0].text if cells else ""
 
 
+def serving(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 def test_dashboard_on_a_fleet(
     tmp_path: Path, images: dict[str, Image], subnet: tuple[str, str]
 ) -> None:
     demo, crash = images["demo"], images["crash"]
     bridge, address = subnet
     data = tmp_path / "data"
+    web_port = free_port()
+    url = f"http://127.0.0.1:{web_port}/"
     config = fleet_config(
         tmp_path / "umonitor.toml",
         subnet,
         instance("demo", "linux", demo.pvh_kernel or demo.kernel, initrd=str(demo.initrd),
                  args="umon.rate=2")
         + instance("crashy", "linux", crash.pvh_kernel or crash.kernel, initrd=str(crash.initrd),
-                   args="umon.count=5 umon.rate=5", **CRASHING),
+                   args="umon.count=5 umon.rate=5", **CRASHING)
+        + f'\n[web]\nlisten = "127.0.0.1:{web_port}"\n',
     )  # fmt: skip
     syslog_port = int(config.read_text().split("[syslog]\nport = ")[1].split()[0])
     host_address = address.split("/")[0]
     before = qemu_pids()
     up(config, data)
     taps = {row["tap"] for row in ps(data).values()}
-    web: Web | None = None
     driver: WebDriver | None = None
     try:
         wait_for(lambda: len(records(data, "demo", "app")) >= 5, timeout=300,
                  what="the demo guest's records")  # fmt: skip
         wait_for(lambda: ps(data)["crashy"]["restarts"] >= 1, timeout=300, what="a restart")
-        web = start_web(data)
+        wait_for(lambda: serving(url), timeout=60, what="up's dashboard")
         driver = make_driver()
         d = driver
 
         # The fleet page: both guests, the crash guest's restarts and crash.
-        load(d, web.url + "#/")
+        load(d, url + "#/")
         wait_until(d, lambda d: fleet_row(d, "demo", "state") == "running", "demo running")
         wait_until(d, lambda d: int(fleet_row(d, "crashy", "crashes") or 0) >= 1,
                    "crashy's crash")  # fmt: skip
@@ -120,7 +130,7 @@ def test_dashboard_on_a_fleet(
 
         # The live tail: the demo's records stream in; one sent through the fleet's
         # syslog listener now appears.
-        load(d, web.url + "#/tail")
+        load(d, url + "#/tail")
         wait_until(d, following, "the live tail")
         wait_until(d, lambda d: len(tail_messages(d)) >= 5, "records in the tail")
         syslog(host_address, syslog_port, "dashboard probe through the fleet")
@@ -140,7 +150,7 @@ def test_dashboard_on_a_fleet(
         }
 
         # The crash guest's report, with the backtrace the C library's line gave.
-        load(d, web.url + "#/instance/crashy")
+        load(d, url + "#/instance/crashy")
         opener = wait_until(d, lambda d: css(d, "#crash-list button[data-file]"), "a crash report")
         opener[-1].click()  # the oldest: the first crash
         wait_until(d, lambda d: d.find_element(By.ID, "crash-detail").is_displayed(), "the report")
@@ -151,7 +161,7 @@ def test_dashboard_on_a_fleet(
         assert "segmentation fault" in d.find_element(By.ID, "crash-fault").text
 
         # The demo guest's level: asked from the page, acknowledged by the guest.
-        load(d, web.url + "#/instance/demo")
+        load(d, url + "#/instance/demo")
         wait_until(d, lambda d: d.find_element(By.ID, "inst-name").text == "demo", "demo's page")
         chart = d.find_element(By.ID, "rate-chart")
         wait_until(d, lambda d: float(chart.get_attribute("data-total") or 0) > 0, "its chart")
@@ -180,9 +190,8 @@ def test_dashboard_on_a_fleet(
     finally:
         if driver is not None:
             driver.quit()
-        if web is not None:
-            web.stop()
         down(data)
+    assert not serving(url)
     assert bridge not in links()
     assert not any(f" {tap}:" in links() for tap in taps)
     assert {pid for pid in qemu_pids() if alive(pid)} <= before

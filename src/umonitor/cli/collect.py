@@ -20,12 +20,6 @@ if TYPE_CHECKING:
 from umonitor.cli.app import data_dir, data_option, main
 
 
-def _is_local(host: str) -> bool:
-    from umonitor.collector.admission import is_loopback
-
-    return host == "localhost" or is_loopback(host)
-
-
 def _unique_exports(specs: list[ExportSpec]) -> list[ExportSpec]:
     names = [s.name for s in specs]
     for name in names:
@@ -216,7 +210,9 @@ def serve(
     ]
     syslog_relp_endpoints = [parse_endpoint(x, 2514) for x in syslog_relp]
     everywhere = [*endpoints, *extra_udp, *extra_tcp, *syslog_tls_endpoints, *syslog_relp_endpoints]
-    exposed = sorted({e.host for e in everywhere if not _is_local(e.host)})
+    from umonitor.collector.admission import is_local_host
+
+    exposed = sorted({e.host for e in everywhere if not is_local_host(e.host)})
     if exposed and not open_mode:
         raise UsageError(
             f"listening on {', '.join(exposed)} lets any host there log under any name; "

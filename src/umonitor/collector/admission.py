@@ -48,6 +48,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_local_host(host: str) -> bool:
+    """Whether an address to listen on is this host's own (loopback, or the name
+    ``localhost``); any other name could resolve elsewhere."""
+    return host == "localhost" or is_loopback(host)
+
+
 @dataclass(frozen=True, slots=True)
 class OpenAdmission:
     """Everyone, under sanitized names (``serve``)."""

@@ -45,6 +45,9 @@ with the line it is on, found by ``_Locator`` from the ``[[instance]]`` headers 
     name = "central"
     url = "syslog+tcp://10.0.0.9:514"   # syslog+tls relp otlp+http otlp+https too
     start = "end"              # options as in docs/export.md: level, max_backlog, ca...
+    [web]                      # optional: 'up' also serves the dashboard (docs/web.md)
+    listen = "127.0.0.1:8321"  # not loopback: token or token_file is required
+    token_file = "web.token"   # its first line is the token (or token = "...")
     [store]                    # optional: rotation, retention, quota (docs/storage.md)
     rotate_size = "64MiB"      # or a number of bytes; 0 = never rotate
     retain_files = 5           # rotated files kept per log file; 0 = all
@@ -62,7 +65,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from umonitor.collector.base import GuestLimits
+from umonitor.assembly import WebSpec
+from umonitor.collector.admission import is_local_host
+from umonitor.collector.base import GuestLimits, parse_endpoint
 from umonitor.debug.symbols_file import is_elf
 from umonitor.errors import UsageError
 from umonitor.export.config import ExportSpec, parse_export
@@ -142,6 +147,7 @@ class FleetConfig:
     open: bool = False  # accept unmanaged guests from the bridge (loopback always may)
     guest_limits: GuestLimits = field(default_factory=GuestLimits)
     store: Limits = field(default_factory=Limits)  # rotation, retention, quota
+    web: WebSpec | None = None  # [web]: the dashboard as a helper process of `up`
 
 
 class _Locator:
@@ -195,7 +201,7 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
 
     base = path.parent
     for key in data:
-        if key not in ("network", "collector", "syslog", "instance", "export", "store"):
+        if key not in ("network", "collector", "syslog", "instance", "export", "store", "web"):
             problem(where.line(key, 0), f"unknown section [{key}]")
     network = NetworkConfig()
     net = data.get("network", {})
@@ -433,12 +439,76 @@ def parse_config(data: dict[str, Any], text: str, path: Path) -> FleetConfig:
             continue
         exports.append(spec)
     store = _store_limits(data.get("store", {}), where, problem)
+    web = _web(data.get("web"), base, where, problem)
     if errors:
         raise UsageError("invalid configuration:\n  " + "\n  ".join(errors))
     return FleetConfig(
         path, network, port, tuple(instances), syslog_port, tuple(exports), open_mode,
-        guest_limits, store,
+        guest_limits, store, web,
     )  # fmt: skip
+
+
+WEB_LISTEN = "127.0.0.1:8321"  # umonitor web's default
+MAX_WEB_TOKEN = 4096
+
+
+def _web(
+    raw: object, base: Path, where: _Locator, problem: Callable[[int, str], None]
+) -> WebSpec | None:
+    """The [web] table: where the dashboard listens and its token; None without one."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problem(where.line("web", 0), "[web] is a table: listen, token or token_file")
+        return None
+    for key in raw:
+        if key not in ("listen", "token", "token_file"):
+            problem(where.line("web", 0, key), f"unknown key {key!r} in [web]")
+    listen = raw.get("listen", WEB_LISTEN)
+    if not isinstance(listen, str):
+        problem(where.line("web", 0, "listen"), 'listen is "HOST:PORT"')
+        return None
+    try:
+        endpoint = parse_endpoint(listen, 8321)
+    except UsageError as exc:
+        problem(where.line("web", 0, "listen"), str(exc))
+        return None
+    if "token" in raw and "token_file" in raw:
+        problem(where.line("web", 0, "token"), "give token or token_file, not both")
+        return None
+    token = raw.get("token")
+    if "token_file" in raw:
+        token = _token_file(base, raw["token_file"], where, problem)
+    if token is not None and (not isinstance(token, str) or not 0 < len(token) <= MAX_WEB_TOKEN):
+        problem(where.line("web", 0, "token"), f"the token must be 1 to {MAX_WEB_TOKEN} characters")
+        return None
+    if token is None and not is_local_host(endpoint.host):
+        problem(
+            where.line("web", 0, "listen"),
+            f"the dashboard on {endpoint.host} (not loopback) needs token_file or token",
+        )
+        return None
+    return WebSpec(listen, token)
+
+
+def _token_file(
+    base: Path, text: object, where: _Locator, problem: Callable[[int, str], None]
+) -> str | None:
+    """The first line of [web] token_file (relative to the config's directory)."""
+    line = where.line("web", 0, "token_file")
+    if not isinstance(text, str) or not text:
+        problem(line, "token_file is the path of a file whose first line is the token")
+        return None
+    path = base / text
+    try:
+        first = path.read_text(errors="replace").split("\n", 1)[0].strip()
+    except OSError as exc:
+        problem(line, f"cannot read the token file {path}: {exc.strerror}")
+        return None
+    if not first:
+        problem(line, f"the token file {path} holds no token on its first line")
+        return None
+    return first
 
 
 def _image(base: Path, text: str | None, key: str, bad: Callable[[str, str], None]) -> Path | None:

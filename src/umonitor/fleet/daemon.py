@@ -242,7 +242,10 @@ async def run_fleet(
         # Unikernels that already log over syslog (MirageOS, Nanos, ...) need no change.
         endpoint = Endpoint(str(netcfg.host_address), config.syslog_port)
         listeners.syslog += [("udp", endpoint), ("tcp", endpoint)]
-    app = Assembly(root, collector, listeners, list(config.exports), part=fleet, stopping=stopping)
+    app = Assembly(
+        root, collector, listeners, list(config.exports), part=fleet, web=config.web,
+        stopping=stopping,
+    )  # fmt: skip
     try:
         await assembly.run(app)
     finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from umonitor.collector.admission import is_local_host as is_loopback
 from umonitor.errors import UsageError
 from umonitor.web.answers import fail
 
@@ -45,17 +45,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise UsageError(f"cannot read --listen {text!r}; use HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host, int(port_text)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (``localhost`` included); a name that
-    could resolve elsewhere is not."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_token(token_file: Path | None, env: dict[str, str] | None = None) -> str | None:
