@@ -46,6 +46,7 @@ trap cleanup INT TERM EXIT
 
 $umon up -d -f "$config" --data "$data"
 echo "demo: guests boot in about 10 s under software emulation; Ctrl-C stops everything" >&2
+echo "demo: the dashboard is at http://127.0.0.1:8321/ (Prometheus metrics at /metrics)" >&2
 sleep 2
 $umon ps --data "$data"
 $umon logs --data "$data" -f -n 20 || true

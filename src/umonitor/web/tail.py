@@ -35,7 +35,7 @@ from umonitor.web.reading import READER
 
 log = logging.getLogger(__name__)
 
-RATE = 200  # records a second per browser, at most
+RATE = 2000  # records a second per browser, at most
 QUEUE = 2 * RATE  # records waiting for one browser, at most
 POLL_S = 0.25  # seconds between looks at the files
 LAST_DEFAULT = 100
