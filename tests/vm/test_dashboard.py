@@ -31,7 +31,7 @@ from tests.browser_support import (
     wait_until,
 )
 from tests.integration.conftest import free_port, wait_for
-from tests.vm.test_fleet import alive, fleet_config, links, ps, qemu_pids, records
+from tests.vm.test_fleet import fleet_config, nothing_left, ps, qemu_pids, records
 from tests.vm.test_unikernels import CRASHING, down, instance, up
 from umonitor.image.linux import Image
 from umonitor.store.names import sanitize_instance_name
@@ -192,7 +192,4 @@ def test_dashboard_on_a_fleet(
             driver.quit()
         down(data)
     assert not serving(url)
-    assert bridge not in links()
-    assert not any(f" {tap}:" in links() for tap in taps)
-    assert {pid for pid in qemu_pids() if alive(pid)} <= before
-    assert not (data / "run" / "control.sock").exists()
+    nothing_left(data, bridge, taps, before)

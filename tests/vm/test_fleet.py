@@ -45,6 +45,15 @@ def records(data: Path, name: str, origin: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
+def nothing_left(data: Path, bridge: str, taps: set[str], before: set[int]) -> None:
+    """After ``down``: no bridge, no TAP device, no QEMU process of the fleet (those
+    running ``before`` it may stay), no control socket."""
+    assert bridge not in links()
+    assert not any(f" {tap}:" in links() for tap in taps)
+    assert {pid for pid in qemu_pids() if alive(pid)} <= before
+    assert not (data / "run" / "control.sock").exists()
+
+
 def fleet_config(path: Path, subnet: tuple[str, str], instances: str) -> Path:
     """umonitor.toml with the bridge, free collector and syslog ports, and ``instances``."""
     bridge, address = subnet
@@ -162,8 +171,4 @@ def test_fleet_end_to_end(
     finally:
         down = umon("down", "--data", str(data))
         assert down.returncode == 0, down.stderr
-    # Nothing left behind.
-    assert bridge not in links()
-    assert not any(f" {tap}:" in links() for tap in taps)
-    assert {pid for pid in qemu_pids() if alive(pid)} <= before
-    assert not (data / "run" / "control.sock").exists()
+    nothing_left(data, bridge, taps, before)

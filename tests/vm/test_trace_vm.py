@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import wait_for
-from tests.vm.test_fleet import alive, fleet_config, links, ps, qemu_pids, records, umon
+from tests.vm.test_fleet import fleet_config, nothing_left, ps, qemu_pids, records, umon
 from tests.vm.test_unikernels import instance
 from umonitor.debug.symbols_file import function_symbols, symbol_value
 from umonitor.image.linux import TRACE_APP, TRACE_APP_CXX, Image, build_image
@@ -237,10 +237,7 @@ args = "umon.rate=4"
     finally:
         down = umon("down", "--data", str(data))
         assert down.returncode == 0, down.stderr
-    assert bridge not in links()
-    assert not any(f" {tap}:" in links() for tap in taps)
-    assert {pid for pid in qemu_pids() if alive(pid)} <= before
-    assert not (data / "run" / "control.sock").exists()
+    nothing_left(data, bridge, taps, before)
 
 
 def test_tracing_in_a_unikraft_guest(
@@ -305,6 +302,4 @@ def test_tracing_in_a_unikraft_guest(
     finally:
         down = umon("down", "--data", str(data))
         assert down.returncode == 0, down.stderr
-    assert bridge not in links()
-    assert not any(f" {tap}:" in links() for tap in taps)
-    assert {pid for pid in qemu_pids() if alive(pid)} <= before
+    nothing_left(data, bridge, taps, before)
