@@ -88,7 +88,12 @@ def fleet(tmp_path: Path) -> Iterator[Running]:
 
 def hello_from(running: Running, source: str, name: str, token: str) -> list[fc.Event]:
     """Connect from ``source``, say HELLO and one RECORD; what the collector answers."""
-    with socket.create_connection(("127.0.0.1", running.port), source_address=(source, 0)) as s:
+    return hello_at(running.port, source, name, token)
+
+
+def hello_at(port: int, source: str, name: str, token: str) -> list[fc.Event]:
+    """``hello_from`` for a collector listening on 127.0.0.1:``port``."""
+    with socket.create_connection(("127.0.0.1", port), source_address=(source, 0)) as s:
         s.sendall(
             fc.PREFACE
             + fc.encode_hello(fc.Hello(name, os.urandom(16), token.encode()))

@@ -249,6 +249,31 @@ def test_a_library_that_does_not_answer_set_level_still_gets_it(collector: Colle
         sock.close()
 
 
+async def unbooted_fleet(
+    root: Path, tmp_path: Path
+) -> tuple[server.Collector, int, Supervisor, asyncio.AbstractServer | None]:
+    """``up``'s pieces, real, on loopback: store, collector, supervisor with fl-1 and
+    fl-2 registered but not booted, and the control socket with the fleet's ops.
+    The caller stops the control socket and shuts the collector down."""
+    store = Store(root, FsyncPolicy.BATCH)
+    collector = server.Collector(store)
+    collector.status_path = root / layout.STATUS
+    port = (await collector.listen_tcp(Endpoint("127.0.0.1", 0))).port
+    netcfg = NetConfig()
+    supervisor = Supervisor(root, store, port, lambda: None)
+    for name in ("fl-1", "fl-2"):
+        address = ipaddress.IPv4Interface(f"10.77.0.{2 + len(supervisor.instances)}/24")
+        cfg = InstanceConfig(name, tmp_path / "no-kernel")
+        run_dir = root / "run" / name
+        run_dir.mkdir(parents=True, exist_ok=True)  # as a launch makes it
+        supervisor.add(Instance(cfg, address, netcfg.host_address, None, run_dir))
+    config = FleetConfig(tmp_path / "umonitor.toml", NetworkConfig(), port, ())
+    leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
+    fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, asyncio.Event())
+    control = await open_control(Assembly(root, collector, Listeners([]), part=fleet))
+    return collector, port, supervisor, control
+
+
 def test_the_fleet_control_socket_reaches_its_instances(
     tmp_path: Path, c_programs: dict[str, Path]
 ) -> None:
@@ -260,20 +285,7 @@ def test_the_fleet_control_socket_reaches_its_instances(
     root = layout.prepare_data_dir(tmp_path / "data")
 
     async def main() -> None:
-        store = Store(root, FsyncPolicy.BATCH)
-        collector = server.Collector(store)
-        collector.status_path = root / layout.STATUS
-        port = (await collector.listen_tcp(Endpoint("127.0.0.1", 0))).port
-        netcfg = NetConfig()
-        supervisor = Supervisor(root, store, port, lambda: None)
-        for name in ("fl-1", "fl-2"):
-            address = ipaddress.IPv4Interface(f"10.77.0.{2 + len(supervisor.instances)}/24")
-            cfg = InstanceConfig(name, tmp_path / "no-kernel")
-            supervisor.add(Instance(cfg, address, netcfg.host_address, None, root / "run" / name))
-        config = FleetConfig(tmp_path / "umonitor.toml", NetworkConfig(), port, ())
-        leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
-        fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, asyncio.Event())
-        control = await open_control(Assembly(root, collector, Listeners([]), part=fleet))
+        collector, port, _, control = await unbooted_fleet(root, tmp_path)
         guest = CGuest(c_programs["control_guest"], port, "fl-1", "6")
         try:
             assert await asyncio.to_thread(guest.say, "log one") == "logged 7"

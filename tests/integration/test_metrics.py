@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tests.integration.conftest import (
     umonitor,
     wait_for,
 )
+from tests.integration.test_admission import hello_at as hello
 from tests.integration.test_syslog_ingest import HOST, logger
 from umonitor.assembly import Assembly, Listeners, Part, open_control
 from umonitor.collector.admission import FleetAdmission
@@ -36,7 +36,7 @@ from umonitor.collector.control import stop_control
 from umonitor.collector.server import Collector
 from umonitor.fleet.leases import Leases
 from umonitor.protocol import frame_codec as fc
-from umonitor.records import SEVERITY_NAMES, Record, Severity
+from umonitor.records import SEVERITY_NAMES
 from umonitor.store import layout
 from umonitor.store.writer import FsyncPolicy, Store
 from umonitor.web.metrics import exposition
@@ -172,22 +172,6 @@ def fleet_collector(tmp_path: Path, part: Part | None = None) -> Iterator[tuple[
     loop.close()
 
 
-def hello(port: int, source: str, name: str, token: str) -> list[fc.Event]:
-    with socket.create_connection(("127.0.0.1", port), source_address=(source, 0)) as s:
-        s.sendall(fc.PREFACE + fc.encode_hello(fc.Hello(name, os.urandom(16), token.encode()))
-                  + fc.encode(Record(1, Severity.NOTICE, "hello")))  # fmt: skip
-        s.settimeout(10)
-        decoder = fc.FrameDecoder(fc.Peer.HOST, expect_preface=False)
-        events: list[fc.Event] = []
-        while not any(isinstance(e, fc.Ack | fc.ErrorFrame) for e in events):
-            data = s.recv(4096)
-            if not data:
-                break
-            decoder.receive_data(data)
-            events += decoder.next_events()
-        return events
-
-
 def test_refused_guests_are_counted(tmp_path: Path) -> None:
     for data, port, web in fleet_collector(tmp_path):
         assert any(isinstance(e, fc.Ack) for e in hello(port, web, "web", TOKEN))
@@ -200,7 +184,7 @@ def test_refused_guests_are_counted(tmp_path: Path) -> None:
         assert found["umonitor_rejected_total", frozenset({("reason", "protocol")})] == 2
         assert found["umonitor_records_stored_total",
                      frozenset({("instance", "web"), ("origin", "app"),
-                                ("severity", "notice")})] == 1  # fmt: skip
+                                ("severity", "info")})] == 1  # fmt: skip
         assert not any(dict(labels).get("instance") == "intruder" for _, labels in found)
         assert found["umonitor_ack_latency_seconds_count", frozenset()] == 1
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import ipaddress
 import json
 import os
 import select
@@ -39,20 +38,12 @@ from tests.integration.conftest import (
     umonitor,
     wait_for,
 )
-from umonitor.assembly import Assembly, Listeners, open_control
-from umonitor.collector import server
-from umonitor.collector.base import Endpoint
+from tests.integration.test_control import unbooted_fleet
 from umonitor.collector.control import stop_control
-from umonitor.fleet.config import FleetConfig, InstanceConfig, NetworkConfig
-from umonitor.fleet.daemon import Fleet
-from umonitor.fleet.instance import Instance
-from umonitor.fleet.leases import Leases, leases_path
-from umonitor.fleet.net import NetConfig
-from umonitor.fleet.supervisor import Supervisor
 from umonitor.guest.client import AsyncClient, Client
 from umonitor.records import Origin, Record, Severity
 from umonitor.store import layout
-from umonitor.store.writer import FsyncPolicy, Store
+from umonitor.store.writer import Store
 from umonitor.timeparse import format_time
 from umonitor.web.tail import RATE
 
@@ -750,22 +741,7 @@ def test_the_fleet_through_its_control_socket(tmp_path: Path) -> None:
     root = layout.prepare_data_dir(tmp_path / "data")
 
     async def main() -> None:
-        store = Store(root, FsyncPolicy.BATCH)
-        collector = server.Collector(store)
-        collector.status_path = root / layout.STATUS
-        port = (await collector.listen_tcp(Endpoint("127.0.0.1", 0))).port
-        netcfg = NetConfig()
-        supervisor = Supervisor(root, store, port, lambda: None)
-        for name in ("fl-1", "fl-2"):
-            address = ipaddress.IPv4Interface(f"10.77.0.{2 + len(supervisor.instances)}/24")
-            cfg = InstanceConfig(name, tmp_path / "no-kernel")
-            run_dir = root / "run" / name
-            run_dir.mkdir(parents=True)  # as a launch makes it
-            supervisor.add(Instance(cfg, address, netcfg.host_address, None, run_dir))
-        config = FleetConfig(tmp_path / "umonitor.toml", NetworkConfig(), port, ())
-        leases = Leases(leases_path(root), netcfg.network, netcfg.host_address)
-        fleet = Fleet(root, config, netcfg, leases, store, collector, supervisor, asyncio.Event())
-        control = await open_control(Assembly(root, collector, Listeners([]), part=fleet))
+        collector, port, supervisor, control = await unbooted_fleet(root, tmp_path)
         client = AsyncClient("127.0.0.1", port, "fl-1")
         await client.start()
         web = await asyncio.to_thread(start_web, root)
