@@ -354,6 +354,28 @@ def test_a_flood_is_cut_to_the_budget_and_counted(live: Live) -> None:
     assert skipped > 0 and shown >= RATE  # at least one second's share got through
 
 
+def test_metrics_route_serves_the_exposition(live: Live) -> None:
+    """/metrics over HTTP: Prometheus' text format, parsed by its own parser, with the
+    records ``ls`` counts for alpha."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = live.web.request("/metrics")
+    assert answer.status == 200, answer.body
+    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(answer.body.decode())
+        for s in family.samples
+    }
+    assert samples["umonitor_collector_up", frozenset()] == 1
+    stored = sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "umonitor_records_stored_total" and ("instance", "alpha") in labels
+    )
+    assert stored == ls_rows(live.collector.data)["alpha"]["records"] > 0
+
+
 def test_tail_starts_with_the_last_records(live: Live) -> None:
     stream = live.web.events("/api/tail?instance=beta&last=3&q=n%3D")
     try:
