@@ -211,7 +211,8 @@ def unread_ping_flood(port: int) -> int:
 def flood_apart(port: int) -> int:
     """``unread_ping_flood`` in a fresh interpreter (spawned: this one runs threads)."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return int(pool.apply(unread_ping_flood, (port,)))
+        # Bounded: a flooder the collector never cuts is a failure, not a hang.
+        return int(pool.apply_async(unread_ping_flood, (port,)).get(timeout=300))
 
 
 def check(

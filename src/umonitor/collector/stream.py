@@ -63,6 +63,7 @@ class GuardedStream(asyncio.Protocol):
         self.partial_since: float | None = None  # when the frame now buffered began
         self._closing = False
         self._resume: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None  # a close waiting on the peer
 
     # -- what subclasses say --------------------------------------------------------
 
@@ -151,11 +152,25 @@ class GuardedStream(asyncio.Protocol):
         """Called after the collector's commit; a stream that answers nothing has nothing."""
 
     def close(self) -> None:
+        """Close after what is queued for the peer is sent; a peer that does not read
+        it gets ``frame_seconds`` to, then the connection is aborted (else a close
+        toward a peer that never reads would hold the connection for ever)."""
         if self._closing:
             return
         self._closing = True
-        if self.transport is not None:
-            self.transport.close()
+        if self.transport is None:
+            return
+        self.transport.close()
+        if self.transport.get_write_buffer_size() > 0:
+            self._linger = asyncio.get_running_loop().call_later(
+                self.guard.guest_limits.frame_seconds, self._abort_lingering
+            )
+
+    def _abort_lingering(self) -> None:
+        self._linger = None
+        if self.transport is not None and self.transport.get_write_buffer_size() > 0:
+            log.info("closing %s: %s", self.peer, WHY["unread"])
+            self.transport.abort()
 
     @property
     def closing(self) -> bool:
@@ -165,6 +180,9 @@ class GuardedStream(asyncio.Protocol):
         if self._resume is not None:
             self._resume.cancel()
             self._resume = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         self._closing = True
         self.guard.stream_closed(self)
 
